@@ -1,0 +1,101 @@
+"""Datapass: access governance and token lifecycle for the State's data APIs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, send_from_directory
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from datapass import access, web
+from datapass import config as config_module
+from datapass.config import ROOT
+from datapass.extensions import csrf, db, login_manager, migrate
+
+DSFR_DIST = ROOT / "node_modules" / "@gouvfr" / "dsfr" / "dist"
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the application. Only wires: no migration, seeding, network or scheduler here."""
+    settings = config_module.load(config)
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_path=str(ROOT / "instance"),
+    )
+    app.config.update(settings)
+    app.config.update(config_module.flask_settings(settings))
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    _register_models()
+
+    from datapass.accounts import service as accounts_service
+
+    login_manager.user_loader(accounts_service.load_session_user)
+    login_manager.login_view = "accounts.login"
+    login_manager.login_message = "Connectez-vous pour accéder à cette page."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    _register_blueprints(app)
+    app.before_request(access.enforce)
+    web.init_app(app)
+
+    @app.route("/dsfr/<path:filename>", endpoint="dsfr")
+    @access.public
+    def dsfr(filename: str):
+        return send_from_directory(DSFR_DIST, filename, max_age=86400)
+
+    access.public(app.view_functions["static"])
+
+    from datapass import cli
+
+    cli.init_app(app)
+    return app
+
+
+def _register_models() -> None:
+    # Import every domain's tables so metadata (and Alembic) sees them all.
+    from datapass.accounts import models as _accounts  # noqa: F401
+    from datapass.audit import models as _audit  # noqa: F401
+    from datapass.catalogue import models as _catalogue  # noqa: F401
+    from datapass.notify import models as _notify  # noqa: F401
+
+
+def _register_blueprints(app: Flask) -> None:
+    from datapass.accounts.views import bp as accounts_bp
+    from datapass.notify.views import bp as notify_bp
+
+    for blueprint in (accounts_bp, notify_bp):
+        app.register_blueprint(blueprint)
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record):
+    """SQLite: enforce foreign keys, wait on locks, and let SQLAlchemy own transactions
+    (pysqlite's own handling breaks SAVEPOINT and delays BEGIN)."""
+    module = type(dbapi_connection).__module__
+    if "sqlite3" not in module:
+        return
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn):
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN")

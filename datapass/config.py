@@ -1,0 +1,211 @@
+"""Configuration: defaults in code, ``DATAPASS_*`` environment overrides, validated at start.
+
+Each setting is declared once in :data:`SETTINGS` (name, default, parser, French description);
+the README's configuration table is generated from it (``flask --app app datapass config``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = ROOT / "instance"
+
+# Values that appear in documentation or examples and must never protect a real deployment.
+KNOWN_DEFAULTS = {
+    "",
+    "dev",
+    "changeme",
+    "change-me",
+    "secret",
+    "development",
+    "datapass",
+    "please-change-me",
+}
+
+
+class ConfigError(RuntimeError):
+    """A configuration that must not run; its message is one line, for the operator."""
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in {"1", "true", "yes", "oui", "on"}:
+        return True
+    if value.lower() in {"0", "false", "no", "non", "off", ""}:
+        return False
+    raise ValueError(f"booléen attendu, reçu {value!r}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # key in app.config
+    env: str  # environment variable
+    default: Any
+    parse: Callable[[str], Any]
+    doc: str
+
+
+def _s(key: str, default: Any, parse: Callable[[str], Any], doc: str, env: str | None = None):
+    return Setting(key, env or f"DATAPASS_{key}", default, parse, doc)
+
+
+SETTINGS: list[Setting] = [
+    _s("ENV", "development", str, "`development`, `production` ou `testing`."),
+    _s(
+        "SECRET_KEY",
+        None,
+        str,
+        "Clé de signature des sessions et des liens (obligatoire en production ; "
+        "générée dans `instance/` en développement). `SECRET_KEY` est aussi lu.",
+    ),
+    _s(
+        "MASTER_KEY",
+        None,
+        str,
+        "Clé maîtresse (32 octets en base64) qui chiffre les clés de signature, les secrets "
+        "TOTP et webhooks, et dérive la clé HMAC de l'audit (obligatoire en production).",
+    ),
+    _s(
+        "DATABASE_URL",
+        f"sqlite:///{INSTANCE / 'datapass.db'}",
+        str,
+        "Base de données SQLAlchemy (`postgresql+psycopg://…` en production).",
+    ),
+    _s("BASE_URL", "http://127.0.0.1:5000", str, "URL publique ; `iss` des jetons."),
+    _s("MAIL_BACKEND", "file", str, "`file` (fichiers `.eml` dans `instance/mail/`) ou `smtp`."),
+    _s("MAIL_DIR", str(INSTANCE / "mail"), str, "Dossier des courriels en mode `file`."),
+    _s("MAIL_FROM", "Datapass <ne-pas-repondre@datapass.gouv.fr>", str, "Expéditeur."),
+    _s("SMTP_HOST", "localhost", str, "Serveur SMTP."),
+    _s("SMTP_PORT", 25, int, "Port SMTP."),
+    _s("SMTP_USER", "", str, "Utilisateur SMTP (vide : sans authentification)."),
+    _s("SMTP_PASSWORD", "", str, "Mot de passe SMTP."),
+    _s("SMTP_STARTTLS", False, _bool, "STARTTLS vers le serveur SMTP."),
+    _s("SMTP_TIMEOUT", 10, int, "Délai maximal d'une connexion SMTP, en secondes."),
+    _s("OUTBOX_MAX_ATTEMPTS", 12, int, "Tentatives d'envoi d'un courriel avant abandon."),
+    _s("SESSION_HOURS", 12, int, "Durée absolue d'une session, en heures."),
+    _s("LOGIN_MAX_FAILURES", 5, int, "Échecs de connexion tolérés par compte et par adresse…"),
+    _s("LOGIN_WINDOW_MINUTES", 15, int, "…sur cette fenêtre glissante, en minutes."),
+    _s("REAUTH_MINUTES", 10, int, "Validité d'une ré-authentification avant un acte sensible."),
+    _s("RESET_LINK_MINUTES", 60, int, "Validité d'un lien de réinitialisation de mot de passe."),
+    _s("INVITE_LINK_HOURS", 72, int, "Validité d'un lien d'invitation."),
+    _s("ARGON2_TIME_COST", 3, int, "Argon2id : nombre de passes du hachage des mots de passe."),
+    _s("ARGON2_MEMORY_KIB", 65536, int, "Argon2id : mémoire du hachage, en Kio."),
+    _s("DEMO_SKIP_MFA", True, _bool, "Hors production : comptes de démonstration sans TOTP."),
+    _s("TRUSTED_PROXIES", 0, int, "Nombre de mandataires inverses de confiance (X-Forwarded-For)."),
+    _s(
+        "SCHEDULER_TIMEZONE",
+        "Europe/Paris",
+        str,
+        "Fuseau horaire des tâches planifiées (quotidiennes à heure fixe).",
+    ),
+]
+
+SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}
+
+
+def _instance_secret(name: str, make: Callable[[], str]) -> str:
+    """A development secret generated once into ``instance/`` with mode 0600."""
+    INSTANCE.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE / name
+    if path.exists():
+        return path.read_text().strip()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        value = make()
+        handle.write(value + "\n")
+    return value
+
+
+def new_master_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def decode_master_key(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError as exc:
+        raise ConfigError("DATAPASS_MASTER_KEY doit être encodée en base64.") from exc
+    if len(raw) != 32:
+        raise ConfigError("DATAPASS_MASTER_KEY doit faire 32 octets (44 caractères en base64).")
+    return raw
+
+
+def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None = None) -> dict:
+    """Build the configuration: defaults, then environment, then ``overrides`` (tests)."""
+    environ = os.environ if environ is None else environ
+    overrides = dict(overrides or {})
+    config: dict[str, Any] = {}
+    for setting in SETTINGS:
+        value = setting.default
+        raw = environ.get(setting.env)
+        if raw is None and setting.key == "SECRET_KEY":
+            raw = environ.get("SECRET_KEY")
+        if raw is not None:
+            try:
+                value = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env} invalide : {exc}") from exc
+        config[setting.key] = value
+    config.update(overrides)
+    validate(config)
+    return config
+
+
+def validate(config: dict[str, Any]) -> None:
+    """Refuse, with one line for the operator, a configuration that must not run."""
+    env = config["ENV"]
+    if env not in {"development", "production", "testing"}:
+        raise ConfigError(f"DATAPASS_ENV doit valoir development, production ou testing ({env!r}).")
+    production = env == "production"
+    for key, generate in (
+        ("SECRET_KEY", lambda: secrets.token_urlsafe(48)),
+        ("MASTER_KEY", new_master_key),
+    ):
+        value = config.get(key)
+        if value is None or str(value).strip().lower() in KNOWN_DEFAULTS:
+            if production:
+                raise ConfigError(
+                    f"DATAPASS_{key} est absente ou vaut une valeur connue : "
+                    "Datapass refuse de démarrer en production sans un secret propre."
+                )
+            config[key] = _instance_secret(key.lower(), generate)
+        if production and key == "SECRET_KEY" and len(str(config[key])) < 32:
+            raise ConfigError("DATAPASS_SECRET_KEY doit compter au moins 32 caractères.")
+    config["MASTER_KEY_BYTES"] = decode_master_key(config["MASTER_KEY"])
+    if config["MAIL_BACKEND"] not in {"file", "smtp"}:
+        raise ConfigError("DATAPASS_MAIL_BACKEND doit valoir file ou smtp.")
+    if production and config["DATABASE_URL"].startswith("sqlite"):
+        # Allowed (embedded deployments), but several scheduler processes need PostgreSQL.
+        pass
+    for key in ("SESSION_HOURS", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW_MINUTES", "SMTP_PORT"):
+        if int(config[key]) <= 0:
+            raise ConfigError(f"DATAPASS_{key} doit être un entier positif.")
+
+
+def flask_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """Flask's own keys derived from ours, so the two never disagree."""
+    from datetime import timedelta
+
+    production = config["ENV"] == "production"
+    return {
+        "SECRET_KEY": config["SECRET_KEY"],
+        "SQLALCHEMY_DATABASE_URI": config["DATABASE_URL"],
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "TESTING": config["ENV"] == "testing",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_NAME": "__Host-datapass" if production else "datapass",
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "PERMANENT_SESSION_LIFETIME": timedelta(hours=config["SESSION_HOURS"]),
+        "WTF_CSRF_TIME_LIMIT": config["SESSION_HOURS"] * 3600,
+        "MAX_CONTENT_LENGTH": 12 * 1024 * 1024,
+        "PREFERRED_URL_SCHEME": "https" if production else "http",
+    }

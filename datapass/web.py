@@ -1,0 +1,177 @@
+"""HTTP wiring shared by every blueprint: security headers, error pages and RFC 9457
+problem documents, template helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, current_app, g, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from datapass import clock
+from datapass.access import wants_json
+
+CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+TITLES = {
+    400: "Requête invalide",
+    401: "Authentification requise",
+    403: "Accès refusé",
+    404: "Page introuvable",
+    405: "Méthode non autorisée",
+    409: "Conflit",
+    413: "Contenu trop volumineux",
+    415: "Type de contenu non pris en charge",
+    422: "Données invalides",
+    429: "Trop de tentatives",
+    500: "Erreur interne",
+}
+
+
+def problem(
+    status: int, detail: str, *, title: str | None = None, errors: Any = None, **extra: Any
+):
+    """An RFC 9457 problem document."""
+    body: dict[str, Any] = {
+        "type": f"https://datapass.gouv.fr/problemes/{status}",
+        "title": title or TITLES.get(status, "Erreur"),
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    body.update(extra)
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    if status == 401 and getattr(g, "auth_challenge", False):
+        response.headers["WWW-Authenticate"] = 'Basic realm="datapass", charset="UTF-8"'
+    return response
+
+
+def _handle_http_error(error: HTTPException):
+    status = error.code or 500
+    if wants_json():
+        detail = error.description if status != 500 else "Une erreur interne est survenue."
+        if status == 401 and getattr(g, "auth_challenge", False):
+            detail = "Identifiants du client machine absents ou invalides."
+        return problem(status, detail)
+    template = status if status in {403, 404, 500} else "generic"
+    return render_template(
+        f"errors/{template}.html", status=status, title=TITLES.get(status, "Erreur"), error=error
+    ), status
+
+
+def _handle_unexpected(error: Exception):
+    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    if wants_json():
+        return problem(500, "Une erreur interne est survenue.")
+    return render_template("errors/500.html", status=500, title=TITLES[500]), 500
+
+
+def _security_headers(response):
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", CSP)
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    if current_app.config["ENV"] == "production":
+        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+    if request.endpoint not in {"static", "dsfr"} and "Cache-Control" not in headers:
+        headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _format_datetime(moment, fmt: str = "%d/%m/%Y à %H:%M") -> str:
+    local = clock.local(moment)
+    return local.strftime(fmt) if local is not None else "—"
+
+
+def _format_date(moment) -> str:
+    if moment is None:
+        return "—"
+    if hasattr(moment, "hour"):
+        moment = clock.local(moment)
+    return moment.strftime("%d/%m/%Y")
+
+
+# Navigation by role: (endpoint, label, who sees it). Entries whose endpoint is not
+# registered are skipped, so each domain's pages appear as soon as they exist.
+NAVIGATION = [
+    ("accounts.home", "Accueil", "any"),
+    ("authorizations.applicant_index", "Mes demandes", "member"),
+    ("tokens.applicant_index", "Mes jetons", "member"),
+    ("authorizations.instructor_queue", "Instruction", "instructor"),
+    ("lifecycle.dashboard", "Tableau de bord sécurité", "security_officer"),
+    ("audit.console", "Journal d'audit", "security_officer"),
+    ("catalogue.admin_index", "Catalogue", "admin"),
+    ("accounts.admin_users", "Utilisateurs", "admin"),
+    ("notify.admin_outbox", "Envois", "admin"),
+    ("notify.dev_mails", "Courriels (dév.)", "development"),
+]
+
+
+def _visible(audience: str, user) -> bool:
+    if audience == "any":
+        return True
+    if audience == "development":
+        return current_app.config["ENV"] != "production"
+    if audience == "member":
+        return bool(user.memberships)
+    return user.has_role(audience)
+
+
+def navigation_items() -> list[dict[str, Any]]:
+    from flask import url_for
+    from flask_login import current_user
+
+    if not current_user.is_authenticated:
+        return []
+    items = []
+    for endpoint, label, audience in NAVIGATION:
+        if endpoint not in current_app.view_functions or not _visible(audience, current_user):
+            continue
+        items.append(
+            {"url": url_for(endpoint), "label": label, "current": request.endpoint == endpoint}
+        )
+    return items
+
+
+def demo_mfa_notice() -> bool:
+    from flask_login import current_user
+
+    from datapass.accounts import service as accounts_service
+
+    return (
+        current_user.is_authenticated
+        and current_user.is_demo
+        and current_user.is_staff
+        and not current_user.mfa_enabled
+        and not accounts_service.mfa_required(current_user)
+    )
+
+
+def init_app(app: Flask) -> None:
+    app.jinja_env.globals["navigation_items"] = navigation_items
+    app.jinja_env.globals["demo_mfa_notice"] = demo_mfa_notice
+    app.register_error_handler(HTTPException, _handle_http_error)
+    app.register_error_handler(Exception, _handle_unexpected)
+    app.after_request(_security_headers)
+    app.add_template_filter(_format_datetime, "datetime")
+    app.add_template_filter(_format_date, "date")
+    app.jinja_env.globals["now"] = clock.now
