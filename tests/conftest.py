@@ -207,3 +207,24 @@ def page(chromium, live_server):
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+def login(client, user, *, reauth: bool = True) -> None:
+    """Open a session for ``user`` without going through the form (the form has its own
+    tests): the same keys the login service writes."""
+    now = clock.now().isoformat()
+    with client.session_transaction() as sess:
+        sess["_user_id"] = user.get_id()
+        sess["_fresh"] = True
+        sess["auth_at"] = now
+        if reauth:
+            sess["reauth_at"] = now
+
+
+@pytest.fixture
+def login_as(client):
+    def do(user, **kwargs):
+        login(client, user, **kwargs)
+        return client
+
+    return do
