@@ -50,6 +50,44 @@ def deliver() -> None:
     click.echo(f"{sent} envoyé(s), {deferred} reporté(s), {failed} abandonné(s).")
 
 
+@datapass_cli.command("scheduler")
+def scheduler_command() -> None:
+    """Lance le planificateur (processus dédié en production)."""
+    from datapass.lifecycle import scheduler
+
+    scheduler.run_forever(current_app._get_current_object())
+
+
+@datapass_cli.command("sweep")
+@click.option(
+    "--at",
+    "at",
+    default=None,
+    help="Hors production : exécuter comme à cet instant (ISO 8601 avec fuseau).",
+)
+def sweep_command(at: str | None) -> None:
+    """Exécute une fois chaque tâche planifiée puis s'arrête (cron, exploitation)."""
+    from datetime import datetime
+
+    from datapass.lifecycle import scheduler
+
+    moment = None
+    if at is not None:
+        if is_production():
+            raise click.UsageError("--at est refusé en production.")
+        try:
+            moment = datetime.fromisoformat(at)
+        except ValueError as exc:
+            raise click.BadParameter(f"date invalide : {at}") from exc
+        if moment.tzinfo is None:
+            raise click.BadParameter("précisez le fuseau, par exemple 2028-05-01T09:00:00+00:00")
+    results = scheduler.sweep(current_app._get_current_object(), at=moment)
+    for name, result in results.items():
+        click.echo(f"{name} : {result}")
+    if any(isinstance(r, str) and r.startswith("échec") for r in results.values()):
+        sys.exit(1)
+
+
 def init_app(app: Flask) -> None:
     app.cli.add_command(datapass_cli)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from datapass import clock
@@ -41,6 +42,19 @@ TITLES = {
 }
 
 
+MESSAGES = {
+    401: "Authentification requise.",
+    403: "Vous n'avez pas le droit d'effectuer cette action.",
+    404: "Ressource introuvable.",
+    400: "La requête est invalide : vérifiez les informations envoyées.",
+    405: "Cette action n'est pas possible sur cette adresse.",
+    409: "Cette action n'est plus possible : l'objet a changé entre-temps. Rechargez la page.",
+    413: "Le contenu envoyé est trop volumineux.",
+    415: "Ce type de contenu n'est pas pris en charge.",
+    429: "Trop de tentatives : réessayez dans quelques minutes.",
+}
+
+
 def problem(
     status: int, detail: str, *, title: str | None = None, errors: Any = None, **extra: Any
 ):
@@ -62,17 +76,37 @@ def problem(
     return response
 
 
+def _describe(error: HTTPException) -> str:
+    """The view's own (French) description, else our French message for the status."""
+    status = error.code or 500
+    if error.description and error.description != type(error).description:
+        return error.description
+    return MESSAGES.get(status, "La requête n'a pas pu être traitée.")
+
+
 def _handle_http_error(error: HTTPException):
     status = error.code or 500
+    message = _describe(error)
     if wants_json():
-        detail = error.description if status != 500 else "Une erreur interne est survenue."
         if status == 401 and getattr(g, "auth_challenge", False):
-            detail = "Identifiants du client machine absents ou invalides."
-        return problem(status, detail)
+            message = "Identifiants du client machine absents ou invalides."
+        return problem(status, message)
     template = status if status in {403, 404, 500} else "generic"
+    title = TITLES.get(status, "Erreur")
+    page = render_template(f"errors/{template}.html", status=status, title=title, message=message)
+    return page, status
+
+
+def _handle_csrf_error(error: CSRFError):
+    detail = (
+        "Le formulaire a expiré ou son jeton de sécurité (CSRF) est absent : "
+        "rechargez la page et recommencez."
+    )
+    if wants_json():
+        return problem(400, detail)
     return render_template(
-        f"errors/{template}.html", status=status, title=TITLES.get(status, "Erreur"), error=error
-    ), status
+        "errors/generic.html", status=400, title="Formulaire expiré", message=detail
+    ), 400
 
 
 def _handle_unexpected(error: Exception):
@@ -169,6 +203,7 @@ def demo_mfa_notice() -> bool:
 def init_app(app: Flask) -> None:
     app.jinja_env.globals["navigation_items"] = navigation_items
     app.jinja_env.globals["demo_mfa_notice"] = demo_mfa_notice
+    app.register_error_handler(CSRFError, _handle_csrf_error)
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import text
 
 from datapass import clock, create_app
@@ -67,6 +68,14 @@ def _make_app(backend: str):
 _APPS: dict[str, object] = {}
 
 
+class _ConnectionSession(FlaskSession):
+    """Flask-SQLAlchemy's session picks its engine itself; here it must use the test's
+    connection, so that everything happens inside the outer transaction."""
+
+    def get_bind(self, *args, **kwargs):
+        return self.bind
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def backend(request) -> str:
     return request.param
@@ -99,7 +108,11 @@ def app(backend, app_for_backend):
         outer = connection.begin()
         original = db.session
         db.session = db._make_scoped_session(
-            {"bind": connection, "join_transaction_mode": "create_savepoint"}
+            {
+                "class_": _ConnectionSession,
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+            }
         )
         try:
             yield app

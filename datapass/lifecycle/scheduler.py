@@ -1,0 +1,115 @@
+"""Every scheduled job of Datapass, declared in one place.
+
+Started by ``python app.py`` (development, in-process) or ``flask --app app datapass
+scheduler`` (production: one dedicated process); never from ``create_app``.
+``flask --app app datapass sweep`` runs every job once and exits. Each job is idempotent and
+claims its rows, so two schedulers running at once on PostgreSQL do every act exactly once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from flask import Flask
+
+from datapass import clock
+from datapass.extensions import db
+
+log = logging.getLogger("datapass.scheduler")
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    target: str  # "package.module:function", resolved when the job runs
+    trigger: str  # "interval" or "cron"
+    schedule: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def function(self) -> Callable[[], Any]:
+        module, _, attribute = self.target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+
+JOBS: list[Job] = [
+    Job(
+        "deliver_mails",
+        "datapass.notify.tasks:deliver_mails",
+        "interval",
+        {"minutes": 1},
+        "Envoi des courriels en attente (avec reprises).",
+    ),
+]
+
+
+def run_job(app: Flask, job: Job) -> Any:
+    """Run one job in its own app context; its work commits, a failure rolls back."""
+    with app.app_context():
+        try:
+            result = job.function()()
+            db.session.commit()
+            return result
+        except Exception:
+            db.session.rollback()
+            log.exception("job %s failed", job.name)
+            raise
+        finally:
+            db.session.remove()
+
+
+def sweep(app: Flask, at: datetime | None = None) -> dict[str, Any]:
+    """Run every job once, in declaration order (``at``: as if it were that moment)."""
+    results: dict[str, Any] = {}
+    previous = clock._frozen
+    if at is not None:
+        clock.set_frozen(at)
+    try:
+        for job in JOBS:
+            try:
+                results[job.name] = run_job(app, job)
+            except Exception as exc:  # one failing job must not stop the others
+                results[job.name] = f"échec : {exc}"
+    finally:
+        if at is not None:
+            clock.set_frozen(previous)
+    return results
+
+
+def _configure(scheduler, app: Flask) -> None:
+    for job in JOBS:
+        scheduler.add_job(
+            run_job,
+            job.trigger,
+            args=[app, job],
+            id=job.name,
+            name=job.description or job.name,
+            coalesce=True,  # after downtime, one catch-up run, not a flood
+            max_instances=1,
+            misfire_grace_time=3600,
+            replace_existing=True,
+            **job.schedule,
+        )
+
+
+def start_background(app: Flask) -> BackgroundScheduler:
+    """Development: the scheduler runs in threads beside the dev server."""
+    scheduler = BackgroundScheduler(timezone=app.config["SCHEDULER_TIMEZONE"])
+    _configure(scheduler, app)
+    scheduler.start()
+    log.info("scheduler started with %d jobs", len(JOBS))
+    return scheduler
+
+
+def run_forever(app: Flask) -> None:
+    """Production: a dedicated process (``flask --app app datapass scheduler``)."""
+    scheduler = BlockingScheduler(timezone=app.config["SCHEDULER_TIMEZONE"])
+    _configure(scheduler, app)
+    log.info("scheduler started with %d jobs", len(JOBS))
+    scheduler.start()

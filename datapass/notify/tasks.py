@@ -1,0 +1,16 @@
+"""Scheduled jobs of the notify domain."""
+
+from __future__ import annotations
+
+from datapass.notify import service
+
+
+def deliver_mails() -> dict[str, int]:
+    """Send every mail that is due, in batches, until none is left or the server fails."""
+    totals = {"sent": 0, "failed": 0, "deferred": 0}
+    while True:
+        counts = service.deliver_due()
+        for key in totals:
+            totals[key] += counts[key]
+        if counts["sent"] == 0 or counts["deferred"]:
+            return totals

@@ -1,0 +1,133 @@
+"""The mail outbox against a real SMTP server (aiosmtpd)."""
+
+import socket
+from datetime import timedelta
+from email import message_from_bytes
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Message as MessageHandler
+
+from datapass.extensions import db
+from datapass.notify import service
+from datapass.notify.models import DeliveryStatus
+
+
+class Inbox(MessageHandler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def handle_message(self, message):
+        self.messages.append(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_port():
+    return _free_port()
+
+
+@pytest.fixture
+def smtp_app(app, smtp_port):
+    app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_port, SMTP_TIMEOUT=2)
+    yield app
+    app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+
+
+def _start(inbox, port):
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    return controller
+
+
+def test_queued_mail_is_delivered_over_smtp(smtp_app, smtp_port):
+    inbox = Inbox()
+    controller = _start(inbox, smtp_port)
+    try:
+        mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+        assert mail.subject == "Message de test Datapass"
+        counts = service.deliver_due()
+    finally:
+        controller.stop()
+    assert counts["sent"] == 1
+    assert len(inbox.messages) == 1
+    received = inbox.messages[0]
+    assert received["To"].endswith("agent@mairie.fr")
+    assert received["Subject"] == "Message de test Datapass"
+    assert "Bonjour Camille" in received.get_payload()[0].get_payload(decode=True).decode()
+    assert "jamais votre jeton" in received.get_payload()[0].get_payload(decode=True).decode()
+    assert db.session.get(type(mail), mail.id).status == DeliveryStatus.SENT
+    # delivered once: another run sends nothing
+    assert service.deliver_due()["sent"] == 0
+
+
+def test_mail_waits_while_the_server_is_down_then_goes_out(smtp_app, smtp_port, frozen_clock):
+    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+    counts = service.deliver_due()  # nobody listens on the port
+    assert counts == {"sent": 0, "failed": 0, "deferred": 1}
+    assert mail.status == DeliveryStatus.PENDING and mail.attempts == 1
+    assert "SMTP" in mail.last_error
+    # not retried before its backoff
+    assert service.deliver_due()["deferred"] == 0
+
+    inbox = Inbox()
+    controller = _start(inbox, smtp_port)
+    try:
+        frozen_clock.advance(timedelta(minutes=2))
+        counts = service.deliver_due()
+    finally:
+        controller.stop()
+    assert counts["sent"] == 1
+    assert len(inbox.messages) == 1
+    assert mail.status == DeliveryStatus.SENT
+
+
+def test_backoff_grows_and_is_capped():
+    assert service.backoff(1) == timedelta(minutes=1)
+    assert service.backoff(4) == timedelta(minutes=8)
+    assert service.backoff(30) == timedelta(hours=6)
+
+
+def test_mail_gives_up_after_max_attempts_and_can_be_replayed(smtp_app, frozen_clock):
+    smtp_app.config["OUTBOX_MAX_ATTEMPTS"] = 2
+    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
+    service.deliver_due()
+    frozen_clock.advance(timedelta(hours=7))
+    service.deliver_due()
+    assert mail.status == DeliveryStatus.FAILED
+    service.replay(mail)
+    assert mail.status == DeliveryStatus.PENDING and mail.attempts == 0
+    smtp_app.config["OUTBOX_MAX_ATTEMPTS"] = 12
+
+
+def test_development_backend_writes_eml_files_listed_on_a_dev_page(app, client, mail_dir):
+    service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+    assert service.deliver_due()["sent"] == 1
+    files = list(mail_dir.glob("*.eml"))
+    assert len(files) == 1
+    parsed = message_from_bytes(files[0].read_bytes())
+    assert parsed["Subject"] == "Message de test Datapass"
+    listing = client.get("/dev/courriels")
+    assert "Message de test Datapass" in listing.get_data(as_text=True)
+    detail = client.get(f"/dev/courriels/{files[0].stem}")
+    assert "Bonjour Camille" in detail.get_data(as_text=True)
+    assert client.get("/dev/courriels/..%2F..%2Fetc").status_code == 404
+
+
+def test_optional_mail_carries_one_click_unsubscribe(app, client):
+    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
+    message = service.build_message(mail)
+    link = message["List-Unsubscribe"].strip("<>")
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    path = link.split("datapass.test", 1)[1]
+    assert client.post(path).status_code == 200
+    assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest") is None
+    # mandatory mails still go out
+    assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}) is not None
+    assert client.post("/notifications/desabonnement/falsifie").status_code == 404

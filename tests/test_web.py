@@ -1,0 +1,59 @@
+"""Security headers, error pages and problem documents."""
+
+import pytest
+from flask_login import current_user  # noqa: F401
+
+from tests import factories
+
+
+def test_security_headers_on_every_page(client):
+    response = client.get("/")
+    csp = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in csp
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in response.headers  # only in production
+
+
+def test_hsts_in_production(tmp_path):
+    from datapass import create_app
+    from tests.conftest import base_config
+
+    app = create_app(base_config(f"sqlite:///{tmp_path / 'x.db'}", ENV="production"))
+    response = app.test_client().get("/mentions-legales")
+    assert "max-age" in response.headers["Strict-Transport-Security"]
+    assert response.headers["Content-Security-Policy"]
+
+
+def test_404_page_in_the_site_style(client):
+    response = client.get("/nulle-part")
+    assert response.status_code == 404
+    assert "Page introuvable" in response.get_data(as_text=True)
+    assert "fr-header" in response.get_data(as_text=True)
+
+
+def test_api_errors_are_problem_documents(client):
+    response = client.get("/api/v1/nulle-part")
+    assert response.status_code == 404
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["status"] == 404 and body["title"] and body["detail"] and body["type"]
+
+
+def test_missing_csrf_token_is_refused_in_french(csrf_app):
+    client = csrf_app.test_client()
+    response = client.post("/connexion", data={"email": "a@b.fr", "password": "x"})
+    assert response.status_code == 400
+    assert "jeton de sécurité" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("path", ["/dsfr/dsfr.min.css", "/static/app.css"])
+def test_assets_are_served_from_the_installed_packages(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+
+
+def test_pages_are_not_cached(client, app):
+    factories.organisation()
+    assert client.get("/").headers["Cache-Control"] == "no-store"
