@@ -17,13 +17,71 @@ datapass_cli.add_command(audit_cli)
 
 @audit_cli.command("verify")
 def audit_verify() -> None:
-    """Vérifie toute la chaîne d'audit et nomme le premier événement qui ne correspond pas."""
-    from datapass.audit import service as audit_service
+    """Vérifie la chaîne d'audit (depuis l'ancre de rétention), les points de contrôle signés
+    et les sceaux quotidiens de consommation ; nomme ce qui ne correspond pas."""
+    from datapass.audit import verification
 
-    result = audit_service.verify_chain(db.session)
+    result = verification.verify_all(db.session)
+    for line in result.lines():
+        click.echo(line)
+    if not result.ok:
+        sys.exit(1)
+
+
+@audit_cli.command("verify-export", with_appcontext=False)
+@click.argument("export", type=click.Path(exists=True, dir_okay=False))
+@click.argument("manifest", type=click.File("r"))
+@click.option(
+    "--jwks",
+    "jwks_file",
+    type=click.File("r"),
+    required=True,
+    help="Clés publiques (copie de /.well-known/jwks.json).",
+)
+def audit_verify_export(export: str, manifest, jwks_file) -> None:
+    """Vérifie hors ligne un export du journal d'audit avec son manifeste signé et les seules
+    clés publiques ; nomme la ligne en cause."""
+    import json
+    from pathlib import Path
+
+    from datapass.audit import exports
+
+    try:
+        jwks = json.load(jwks_file)
+    except ValueError as exc:
+        raise click.BadParameter("fichier JWKS illisible") from exc
+    result = exports.verify_export(Path(export), manifest.read(), jwks)
     click.echo(result.message())
     if not result.ok:
         sys.exit(1)
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint() -> None:
+    """Signe maintenant la tête de la chaîne d'audit (point de contrôle)."""
+    from datapass.audit import checkpoints
+
+    checkpoint = checkpoints.create_checkpoint(force=True)
+    db.session.commit()
+    click.echo(f"Point de contrôle n° {checkpoint.id} : événement n° {checkpoint.seq}.")
+
+
+@audit_cli.command("purge")
+def audit_purge() -> None:
+    """Purge ce qui dépasse la durée de conservation (consommation, audit) et l'enregistre."""
+    from datapass.audit import retention
+
+    payload = retention.purge()
+    db.session.commit()
+    if payload is None:
+        click.echo("Rien à purger.")
+        return
+    click.echo(
+        f"Purgé : {payload['audit_events']['removed']} événement(s) d'audit, "
+        f"{payload['usage_events']['removed']} événement(s) de consommation, "
+        f"{payload['usage_daily']['removed']} compteur(s) quotidien(s). "
+        f"Ancre : événement n° {payload['audit_events']['anchor_seq']}."
+    )
 
 
 @datapass_cli.command("config")
@@ -88,7 +146,32 @@ def sweep_command(at: str | None) -> None:
         sys.exit(1)
 
 
+@datapass_cli.command("demo")
+@click.option("--json", "as_json", is_flag=True, help="Affiche les données créées en JSON.")
+@click.option("--if-empty", is_flag=True, help="Ne crée rien si des comptes existent déjà.")
+@click.option("--scale", default=0, type=int, help="Ajoute N organisations et comptes (mesures).")
+def demo(as_json: bool, if_empty: bool, scale: int) -> None:
+    """Crée les données de démonstration (jamais en production) et affiche les comptes."""
+    import json
+
+    from datapass import demo as demo_module
+
+    try:
+        result = demo_module.run_demo(if_empty=if_empty, scale=scale)
+    except demo_module.DemoRefused as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    db.session.commit()
+    if as_json:
+        click.echo(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        click.echo(demo_module.summary(result))
+
+
 def init_app(app: Flask) -> None:
+    from datapass.tokens.cli import keys_cli
+
+    datapass_cli.add_command(keys_cli)
     app.cli.add_command(datapass_cli)
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from flask import g, request_started
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import text
 
@@ -114,13 +115,22 @@ def app(backend, app_for_backend):
                 "join_transaction_mode": "create_savepoint",
             }
         )
+        # The test's app context is shared by every test-client request, and with it `g`,
+        # where Flask-Login caches the signed-in user: forget it at each request, as a real
+        # server does, so that each request (and each client) loads its own session.
+        request_started.connect(_forget_cached_user, app)
         try:
             yield app
         finally:
+            request_started.disconnect(_forget_cached_user, app)
             db.session.remove()
             db.session = original
             outer.rollback()
             connection.close()
+
+
+def _forget_cached_user(sender, **extra):
+    g.pop("_login_user", None)
 
 
 @pytest.fixture

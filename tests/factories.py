@@ -79,3 +79,142 @@ def user(
     db.session.flush()
     db.session.refresh(person)
     return person
+
+
+def enable_totp(person: User) -> str:
+    """Turn TOTP on for ``person`` (as a confirmed enrolment would) and return the secret,
+    so a test can compute codes with ``pyotp.TOTP(secret).at(clock.now())``."""
+    import pyotp
+
+    from datapass import vault
+
+    secret = pyotp.random_base32()
+    person.totp_secret_sealed = vault.seal(secret.encode(), "totp")
+    person.mfa_enabled_at = clock.now()
+    person.last_totp_step = None
+    db.session.flush()
+    return secret
+
+
+def totp_code(secret: str, offset_steps: int = 0) -> str:
+    """The TOTP code of ``secret`` at the (frozen) clock, ``offset_steps`` × 30 s away."""
+    import pyotp
+
+    return pyotp.TOTP(secret).at(clock.now(), counter_offset=offset_steps)
+
+
+# --- catalogue and authorization requests (authorizations domain) -------------------------
+
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+
+
+def catalogue() -> dict:
+    """The seeded catalogue (providers, the article's APIs and their scopes), by API slug."""
+    from datapass.catalogue import service as catalogue_service
+
+    return catalogue_service.seed_catalogue()
+
+
+def staff(role: str = "instructor", api=None, organisation=None, **fields) -> User:
+    """A staff member with TOTP on (staff without it are sent to enrolment)."""
+    fields.setdefault("mfa_enabled_at", clock.now())
+    return user(roles=(role,), api=api, organisation=organisation, **fields)
+
+
+def filled_request(api, organisation=None, requester=None, *, scopes=None, **overrides):
+    """A complete draft: every section filled through the service, PDFs included."""
+    from datetime import date
+
+    from datapass.audit.service import Actor
+    from datapass.authorizations import service
+
+    if organisation is None and requester is not None:
+        organisation = requester.current_organisation
+    organisation = organisation or globals()["organisation"]()
+    requester = requester or user(organisation=organisation)
+    actor = Actor.for_user(requester)
+    request = service.create_request(requester, organisation, api, actor)
+    n = request.id
+    values = {
+        "projet": {
+            "title": overrides.pop("title", f"Tarification sociale de la cantine {n}"),
+            "description": "Calcul du tarif de la restauration scolaire sans justificatif.",
+            "purpose": "Appliquer le tarif selon le quotient familial.",
+        },
+        "donnees": {"scopes": list(scopes or api.scope_codes()[:2])},
+        "cadre-juridique": {
+            "legal_basis_name": "Délibération du conseil municipal du 12 mars 2026",
+            "legal_basis_url": "https://mairie.example.fr/deliberation.pdf",
+            "legal_basis_document": None,
+        },
+        "contacts": {
+            f"{role}_{part}": value
+            for role in ("controller", "dpo", "technical", "business")
+            for part, value in (
+                ("name", f"{role.title()} Dupont"),
+                ("email", f"{role}.{n}@mairie.example.fr"),
+                ("phone", "01 23 45 67 89"),
+            )
+        },
+        "conservation": {"retention_months": 12, "daily_volume": 300},
+        "homologation": {
+            "homologation_date": date(2026, 1, 15),
+            "homologation_authority": "Le maire, autorité d'homologation",
+            "homologation_document": ("homologation.pdf", PDF),
+        },
+        "conditions": {"terms": True},
+    }
+    for section, section_values in values.items():
+        for key in list(overrides):
+            if key in section_values:
+                section_values[key] = overrides.pop(key)
+        service.save_section(request, section, section_values, actor)
+    db.session.flush()
+    return request
+
+
+def request_in(
+    state: str,
+    api,
+    *,
+    reopening: bool = False,
+    instructor: User | None = None,
+    organisation=None,
+    requester: User | None = None,
+):
+    """A complete request brought to ``state`` through the real lifecycle; ``reopening``:
+    an update of a validated request (its habilitation stays active)."""
+    from datapass.audit.service import Actor
+    from datapass.authorizations import service
+
+    request = filled_request(api, organisation, requester)
+    applicant = Actor.for_user(request.requester)
+    instructor = instructor or staff("instructor", api=api)
+    staff_actor = Actor.for_user(instructor)
+    if reopening:
+        service.submit(request, applicant)
+        service.approve(request, staff_actor)
+        service.reopen(request, applicant)
+        if state == "draft":
+            return request
+        service.submit(request, applicant)
+        if state == "changes_requested":
+            service.request_changes(request, staff_actor, "Précisez la finalité.")
+        return request
+    if state == "draft":
+        return request
+    if state == "archived":
+        service.archive(request, applicant)
+        return request
+    service.submit(request, applicant)
+    if state == "submitted":
+        return request
+    if state == "changes_requested":
+        service.request_changes(request, staff_actor, "Précisez la finalité.")
+    elif state == "refused":
+        service.refuse(request, staff_actor, "Base légale insuffisante.")
+    elif state in ("validated", "revoked"):
+        service.approve(request, staff_actor)
+        if state == "revoked":
+            service.revoke(request, staff_actor, "Fin du projet.")
+    return request

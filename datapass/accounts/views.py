@@ -1,19 +1,168 @@
-"""Pages of the accounts domain: sign-in, profile, organisations, administration."""
+"""Pages of the accounts domain: sign-in, password, TOTP, profile, organisations,
+administration of users and organisations."""
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
-from flask_login import current_user, logout_user
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
 
 from datapass import access
+from datapass.accounts import forms, service
+from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
+from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
+
+PER_PAGE = 25
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _link(endpoint: str, **values) -> str | None:
+    """The URL of ``endpoint`` if that page exists yet (other domains are built alongside)."""
+    if endpoint not in current_app.view_functions:
+        return None
+    return url_for(endpoint, **values)
+
+
+def _next(raw: str | None) -> str | None:
+    return service.safe_next(raw, host=request.host)
+
+
+def _attach(form, error: service.AccountError) -> None:
+    """Show a service's refusal beside its field, or at the top of the form."""
+    target = getattr(form, error.field, None) if error.field else None
+    if target is not None:
+        target.errors = [*target.errors, error.message]
+    else:
+        flash(error.message, "error")
+
+
+def _me() -> User:
+    return current_user._get_current_object()
+
+
+def _actor():
+    return access.current_actor()
+
+
+def _apis():
+    from datapass.catalogue.models import Api
+
+    return db.session.scalars(select(Api).where(Api.is_active.is_(True)).order_by(Api.name)).all()
+
+
+def _page_number() -> int:
+    return max(1, request.args.get("page", 1, type=int) or 1)
+
+
+# Home page cards: (endpoint, title, description, audience). A card shows only when its
+# page exists and the person's roles allow it.
+CARDS = [
+    (
+        "authorizations.applicant_index",
+        "Mes demandes d'habilitation",
+        "Demander l'accès à une API, suivre vos demandes et celles de votre organisation.",
+        "member",
+    ),
+    (
+        "tokens.applicant_index",
+        "Mes jetons d'accès",
+        "Consulter les jetons de vos habilitations, leur échéance et leur renouvellement.",
+        "member",
+    ),
+    (
+        "authorizations.instructor_queue",
+        "Instruction des demandes",
+        "Examiner, valider ou refuser les demandes des API que vous instruisez.",
+        Role.INSTRUCTOR,
+    ),
+    (
+        "lifecycle.dashboard",
+        "Tableau de bord sécurité",
+        "Jetons à échéance, accès inutilisés, suspensions et révocations.",
+        Role.SECURITY_OFFICER,
+    ),
+    (
+        "audit.console",
+        "Journal d'audit",
+        "Rechercher, exporter et vérifier l'intégrité du journal des actes.",
+        Role.SECURITY_OFFICER,
+    ),
+    (
+        "accounts.admin_users",
+        "Utilisateurs",
+        "Inviter des personnes, attribuer et retirer des rôles, désactiver des comptes.",
+        Role.ADMIN,
+    ),
+    (
+        "accounts.admin_organisations",
+        "Organisations",
+        "Enregistrer les organisations (SIRET) et leurs membres.",
+        Role.ADMIN,
+    ),
+    (
+        "catalogue.admin_index",
+        "Catalogue des API",
+        "Fournisseurs, API, périmètres de données et clients machine.",
+        Role.ADMIN,
+    ),
+    (
+        "notify.admin_outbox",
+        "Envois de courriels et webhooks",
+        "Suivre les envois en attente ou en échec et les relancer.",
+        Role.ADMIN,
+    ),
+    (
+        "accounts.profile",
+        "Mon profil",
+        "Mot de passe, double authentification, organisations.",
+        "any",
+    ),
+]
+
+
+def _cards(user: User) -> list[dict]:
+    cards = []
+    for endpoint, title, description, audience in CARDS:
+        if audience == "member":
+            allowed = bool(user.memberships)
+        elif audience == "any":
+            allowed = True
+        else:
+            allowed = user.has_role(audience)
+        url = _link(endpoint) if allowed else None
+        if url:
+            cards.append({"url": url, "title": title, "description": description})
+    return cards
+
+
+# --- public pages -----------------------------------------------------------------------
 
 
 @bp.route("/")
 @access.public
 def home():
-    return render_template("accounts/home.html")
+    if not current_user.is_authenticated:
+        return render_template("accounts/home.html")
+    user = _me()
+    return render_template(
+        "accounts/home.html",
+        cards=_cards(user),
+        organisation=service.current_organisation(user),
+        role_labels=[service.role_label(r) for r in sorted(user.roles)],
+    )
 
 
 @bp.route("/mentions-legales")
@@ -22,42 +171,572 @@ def legal():
     return render_template("accounts/legal.html")
 
 
+# --- sign-in and sign-out ---------------------------------------------------------------
+
+
+def _after_login(user: User, next_url: str | None):
+    target = _next(next_url)
+    if service.mfa_enrolment_pending(user):
+        return redirect(url_for("accounts.mfa_setup", next=target))
+    return redirect(target or url_for("accounts.home"))
+
+
 @bp.route("/connexion", methods=["GET", "POST"])
 @access.public
 def login():
-    return render_template("accounts/login.html")
+    if current_user.is_authenticated:
+        return redirect(_next(request.args.get("next")) or url_for("accounts.home"))
+    form = forms.LoginForm(next=request.args.get("next", ""))
+    status = 200
+    error = None
+    if form.validate_on_submit():
+        outcome = service.authenticate(form.email.data, form.password.data, access.client_ip())
+        if outcome.status == "second_factor":
+            service.begin_second_factor(outcome.user, _next(form.next.data))
+        db.session.commit()
+        if outcome.status == "second_factor":
+            return redirect(url_for("accounts.login_second_factor"))
+        if outcome.status == "signed_in":
+            flash(f"Bienvenue, {outcome.user.display_name}.", "success")
+            return _after_login(outcome.user, form.next.data)
+        error = outcome.message
+        status = 429 if outcome.status == "throttled" else 401
+    elif form.is_submitted():
+        status = 422
+    return render_template("accounts/login.html", form=form, error=error), status
+
+
+@bp.route("/connexion/verification", methods=["GET", "POST"])
+@access.public
+def login_second_factor():
+    user, next_url = service.pending_second_factor()
+    if user is None:
+        flash("Votre connexion a expiré : saisissez de nouveau vos identifiants.", "warning")
+        return redirect(url_for("accounts.login"))
+    form = forms.SecondFactorForm()
+    status = 200
+    error = None
+    if form.validate_on_submit():
+        outcome = service.complete_second_factor(user, form.code.data, access.client_ip())
+        db.session.commit()
+        if outcome.status == "signed_in":
+            flash(f"Bienvenue, {user.display_name}.", "success")
+            return _after_login(user, next_url)
+        error = outcome.message
+        status = 429 if outcome.status == "throttled" else 401
+    elif form.is_submitted():
+        status = 422
+    return render_template("accounts/second_factor.html", form=form, error=error), status
 
 
 @bp.route("/deconnexion", methods=["POST"])
-@access.public
+@access.signed_in
+@access.mfa_enrolment
 def logout():
-    if current_user.is_authenticated:
-        logout_user()
+    service.sign_out(_me(), access.client_ip())
+    db.session.commit()
+    flash("Vous êtes déconnecté.", "info")
     return redirect(url_for("accounts.home"))
 
 
-@bp.route("/profil")
-@access.mfa_enrolment
+# --- passwords --------------------------------------------------------------------------
+
+
+@bp.route("/mot-de-passe/oublie", methods=["GET", "POST"])
+@access.public
+def forgot_password():
+    form = forms.ForgotPasswordForm()
+    if form.validate_on_submit():
+        service.request_password_reset(form.email.data, access.client_ip())
+        db.session.commit()
+        return render_template(
+            "accounts/forgot_password.html",
+            form=form,
+            sent=True,
+            minutes=current_app.config["RESET_LINK_MINUTES"],
+        )
+    status = 422 if form.is_submitted() else 200
+    return render_template("accounts/forgot_password.html", form=form, sent=False), status
+
+
+def _set_password_page(token: str, purpose: str):
+    try:
+        user = service.read_password_link(token, purpose)
+    except service.AccountError as exc:
+        return render_template(
+            "accounts/link_invalid.html", message=exc.message, purpose=purpose
+        ), 400
+    form = forms.NewPasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            if purpose == "invite":
+                flash("Votre mot de passe est enregistré : vous pouvez vous connecter.", "success")
+            else:
+                flash(
+                    "Votre mot de passe a été modifié. Toutes vos sessions ont été fermées : "
+                    "connectez-vous avec le nouveau mot de passe.",
+                    "success",
+                )
+            return redirect(url_for("accounts.login"))
+    elif form.is_submitted():
+        status = 422
+    return render_template(
+        "accounts/set_password.html", form=form, user=user, purpose=purpose
+    ), status
+
+
+@bp.route("/mot-de-passe/reinitialiser/<token>", methods=["GET", "POST"])
+@access.public
+def reset_password(token: str):
+    return _set_password_page(token, "reset")
+
+
+@bp.route("/invitation/<token>", methods=["GET", "POST"])
+@access.public
+def accept_invitation(token: str):
+    return _set_password_page(token, "invite")
+
+
+@bp.route("/profil/mot-de-passe", methods=["GET", "POST"])
 @access.signed_in
+def change_password():
+    form = forms.ChangePasswordForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.change_password(_me(), form.current_password.data, form.password.data, _actor())
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            flash(
+                "Votre mot de passe a été modifié. Vos autres sessions ont été fermées.",
+                "success",
+            )
+            return redirect(url_for("accounts.profile"))
+    elif form.is_submitted():
+        status = 422
+    return render_template("accounts/change_password.html", form=form), status
+
+
+# --- profile, TOTP, re-authentication ---------------------------------------------------
+
+
+@bp.route("/profil")
+@access.signed_in
+@access.mfa_enrolment
 def profile():
-    return render_template("accounts/home.html")
+    user = _me()
+    return render_template(
+        "accounts/profile.html",
+        user=user,
+        organisation=service.current_organisation(user),
+        role_grants=sorted(user.role_grants, key=lambda g: (g.role, g.api_id or 0)),
+        role_labels=ROLE_LABELS,
+        mfa_required=service.mfa_required(user),
+        remaining_codes=service.remaining_recovery_codes(user) if user.mfa_enabled else 0,
+        action_form=forms.EmptyForm(),
+    )
 
 
-@bp.route("/organisation")
+@bp.route("/profil/double-authentification", methods=["GET", "POST"])
+@access.signed_in
+@access.mfa_enrolment
+@access.recent_auth
+def mfa_setup():
+    user = _me()
+    next_url = _next(request.args.get("next"))
+    if user.mfa_enabled:
+        return render_template(
+            "accounts/mfa_status.html",
+            user=user,
+            remaining_codes=service.remaining_recovery_codes(user),
+            mfa_required=service.mfa_required(user),
+        )
+    form = forms.TotpConfirmForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            codes = service.enable_totp(user, form.code.data, _actor())
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            return render_template(
+                "accounts/recovery_codes.html", codes=codes, enabled=True, next_url=next_url
+            )
+    elif form.is_submitted():
+        status = 422
+    enrolment = service.totp_enrolment(user)
+    return render_template(
+        "accounts/mfa_setup.html",
+        form=form,
+        enrolment=enrolment,
+        mfa_required=service.mfa_required(user),
+    ), status
+
+
+@bp.route("/profil/double-authentification/desactiver", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def mfa_disable():
+    form = forms.EmptyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("accounts.mfa_setup"))
+    user = _me()
+    try:
+        service.disable_totp(user, _actor())
+    except service.AccountError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("accounts.profile"))
+    db.session.commit()
+    if service.mfa_required(user):
+        flash(
+            "La double authentification a été désactivée. Elle est obligatoire pour votre rôle : "
+            "configurez-la de nouveau avec votre nouvel appareil.",
+            "warning",
+        )
+        return redirect(url_for("accounts.mfa_setup"))
+    flash("La double authentification a été désactivée.", "success")
+    return redirect(url_for("accounts.profile"))
+
+
+@bp.route("/profil/double-authentification/codes-de-secours", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def mfa_regenerate_codes():
+    form = forms.EmptyForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("accounts.mfa_setup"))
+    try:
+        codes = service.regenerate_recovery_codes(_me(), _actor())
+    except service.AccountError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+        return redirect(url_for("accounts.profile"))
+    db.session.commit()
+    return render_template("accounts/recovery_codes.html", codes=codes, enabled=False)
+
+
+@bp.route("/reauthentification", methods=["GET", "POST"])
+@access.signed_in
+@access.mfa_enrolment
+def reauthenticate():
+    user = _me()
+    form = forms.ReauthenticateForm(next=request.args.get("next", ""))
+    status = 200
+    error = None
+    if form.validate_on_submit():
+        outcome = service.reauthenticate(
+            user, form.password.data, form.code.data, access.client_ip()
+        )
+        db.session.commit()
+        if outcome.status == "signed_in":
+            return redirect(_next(form.next.data) or url_for("accounts.home"))
+        error = outcome.message
+        status = 429 if outcome.status == "throttled" else 401
+    elif form.is_submitted():
+        status = 422
+    return render_template(
+        "accounts/reauthenticate.html", form=form, error=error, needs_code=user.mfa_enabled
+    ), status
+
+
+# --- organisations ----------------------------------------------------------------------
+
+
+@bp.route("/organisation", methods=["GET", "POST"])
 @access.signed_in
 def choose_organisation():
-    return render_template("accounts/home.html")
+    user = _me()
+    organisations = sorted(user.organisations, key=lambda o: o.name)
+    current = service.current_organisation(user)
+    form = forms.OrganisationChoiceForm(
+        organisations=organisations,
+        data={"organisation_id": str(current.id) if current else None},
+    )
+    status = 200
+    if form.validate_on_submit():
+        try:
+            chosen = service.switch_organisation(user, int(form.organisation_id.data), _actor())
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            flash(f"Vous agissez désormais pour {chosen.name}.", "success")
+            return redirect(_next(request.args.get("next")) or url_for("accounts.home"))
+    elif form.is_submitted():
+        status = 422
+    return render_template(
+        "accounts/choose_organisation.html",
+        form=form,
+        organisations=organisations,
+        current=current,
+    ), status
 
 
-@bp.route("/profil/double-authentification")
-@access.mfa_enrolment
-@access.signed_in
-def mfa_setup():
-    return render_template("accounts/home.html")
+# --- administration: users --------------------------------------------------------------
 
 
-@bp.route("/reauthentification")
-@access.mfa_enrolment
-@access.signed_in
-def reauthenticate():
-    return render_template("accounts/home.html")
+@bp.route("/admin/utilisateurs")
+@access.role_required("admin")
+def admin_users():
+    search = forms.SearchForm(request.args)
+    query = search.q.data or "" if search.validate() else ""
+    pagination = service.users_page(query, _page_number(), PER_PAGE)
+    return render_template(
+        "accounts/admin_users.html",
+        search=search,
+        query=query,
+        pagination=pagination,
+        role_labels=ROLE_LABELS,
+    )
+
+
+def _organisations():
+    return db.session.scalars(select(Organisation).order_by(Organisation.name)).all()
+
+
+@bp.route("/admin/utilisateurs/inviter", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_invite():
+    organisations = _organisations()
+    apis = _apis()
+    form = forms.InviteForm(organisations=organisations, apis=apis)
+    status = 200
+    if form.validate_on_submit():
+        organisation = (
+            db.session.get(Organisation, int(form.organisation_id.data))
+            if form.organisation_id.data
+            else None
+        )
+        api_id = int(form.api_id.data) if form.api_id.data else None
+        roles = [(role, api_id if role == Role.INSTRUCTOR else None) for role in form.roles.data]
+        try:
+            user = service.invite_user(
+                form.email.data,
+                form.full_name.data,
+                _actor(),
+                organisation=organisation,
+                verified=form.verified.data,
+                roles=roles,
+            )
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            flash(f"Invitation envoyée à {user.email}.", "success")
+            return redirect(url_for("accounts.admin_user", user_id=user.id))
+    elif form.is_submitted():
+        status = 422
+    return render_template("accounts/admin_invite.html", form=form, has_apis=bool(apis)), status
+
+
+def _user_or_404(user_id: int) -> User:
+    # Administrators see every account: the query needs no further scope.
+    return db.get_or_404(User, user_id)
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>")
+@access.role_required("admin")
+def admin_user(user_id: int):
+    user = _user_or_404(user_id)
+    apis = _apis()
+    return _render_admin_user(user, forms.GrantRoleForm(apis=apis), apis)
+
+
+def _render_admin_user(user: User, grant_form, apis, status: int = 200):
+    return render_template(
+        "accounts/admin_user.html",
+        user=user,
+        grant_form=grant_form,
+        has_apis=bool(apis),
+        role_labels=ROLE_LABELS,
+        grants=sorted(user.role_grants, key=lambda g: (g.role, g.api_id or 0)),
+        is_self=user.id == current_user.id,
+    ), status
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>/roles", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_grant_role(user_id: int):
+    user = _user_or_404(user_id)
+    apis = _apis()
+    form = forms.GrantRoleForm(apis=apis)
+    if not form.validate_on_submit():
+        return _render_admin_user(user, form, apis, 422)
+    api_id = int(form.api_id.data) if form.api_id.data else None
+    try:
+        service.grant_role(user, form.role.data, api_id, _actor())
+    except service.AccountError as exc:
+        db.session.rollback()
+        _attach(form, exc)
+        return _render_admin_user(user, form, apis, 422)
+    db.session.commit()
+    flash(f"Rôle « {service.role_label(form.role.data)} » attribué à {user.email}.", "success")
+    return redirect(url_for("accounts.admin_user", user_id=user.id))
+
+
+def _post_act(user_id: int, act, success: str):
+    """A button that posts one act on a user: CSRF-checked, refused acts explained."""
+    user = _user_or_404(user_id)
+    form = forms.EmptyForm()
+    if not form.validate_on_submit():
+        flash("Le formulaire a expiré : recommencez.", "error")
+        return redirect(url_for("accounts.admin_user", user_id=user.id))
+    try:
+        act(user)
+    except service.AccountError as exc:
+        db.session.rollback()
+        flash(exc.message, "error")
+    else:
+        db.session.commit()
+        flash(success.format(email=user.email), "success")
+    return redirect(url_for("accounts.admin_user", user_id=user.id))
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>/roles/<int:grant_id>/retirer", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_withdraw_role(user_id: int, grant_id: int):
+    grant = db.session.scalar(
+        select(RoleGrant).where(RoleGrant.id == grant_id, RoleGrant.user_id == user_id)
+    )
+    if grant is None:
+        abort(404)
+    return _post_act(
+        user_id, lambda user: service.withdraw_role(grant, _actor()), "Rôle retiré à {email}."
+    )
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>/desactiver", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_deactivate(user_id: int):
+    return _post_act(
+        user_id,
+        lambda user: service.deactivate_user(user, _actor()),
+        "Le compte {email} est désactivé : ses sessions sont fermées.",
+    )
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>/reactiver", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_reactivate(user_id: int):
+    return _post_act(
+        user_id,
+        lambda user: service.reactivate_user(user, _actor()),
+        "Le compte {email} est réactivé.",
+    )
+
+
+@bp.route("/admin/utilisateurs/<int:user_id>/renvoyer-invitation", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_resend_invitation(user_id: int):
+    return _post_act(
+        user_id,
+        lambda user: service.resend_invitation(user, _actor()),
+        "Nouvelle invitation envoyée à {email}.",
+    )
+
+
+# --- administration: organisations ----------------------------------------------------------
+
+
+@bp.route("/admin/organisations")
+@access.role_required("admin")
+def admin_organisations():
+    search = forms.SearchForm(request.args)
+    query = search.q.data or "" if search.validate() else ""
+    pagination = service.organisations_page(query, _page_number(), PER_PAGE)
+    return render_template(
+        "accounts/admin_organisations.html", search=search, query=query, pagination=pagination
+    )
+
+
+@bp.route("/admin/organisations/nouvelle", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_organisation_new():
+    form = forms.OrganisationForm()
+    status = 200
+    if form.validate_on_submit():
+        try:
+            organisation = service.create_organisation(
+                form.siret.data, form.name.data, form.address.data, _actor()
+            )
+        except service.AccountError as exc:
+            db.session.rollback()
+            _attach(form, exc)
+            status = 422
+        else:
+            db.session.commit()
+            flash(f"Organisation « {organisation.name} » enregistrée.", "success")
+            return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))
+    elif form.is_submitted():
+        status = 422
+    return render_template("accounts/admin_organisation_new.html", form=form), status
+
+
+def _render_admin_organisation(organisation: Organisation, form, status: int = 200):
+    members = sorted(organisation.memberships, key=lambda m: m.user.email)
+    return render_template(
+        "accounts/admin_organisation.html",
+        organisation=organisation,
+        members=members,
+        form=form,
+    ), status
+
+
+@bp.route("/admin/organisations/<int:organisation_id>")
+@access.role_required("admin")
+def admin_organisation(organisation_id: int):
+    organisation = db.get_or_404(Organisation, organisation_id)
+    return _render_admin_organisation(organisation, forms.MemberForm())
+
+
+@bp.route("/admin/organisations/<int:organisation_id>/membres", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_add_member(organisation_id: int):
+    organisation = db.get_or_404(Organisation, organisation_id)
+    form = forms.MemberForm()
+    if not form.validate_on_submit():
+        return _render_admin_organisation(organisation, form, 422)
+    user = service.find_user_by_email(form.email.data)
+    if user is None:
+        form.email.errors = [
+            *form.email.errors,
+            "Aucun compte n'existe pour cette adresse : invitez d'abord la personne.",
+        ]
+        return _render_admin_organisation(organisation, form, 422)
+    try:
+        service.add_membership(organisation, user, form.verified.data, _actor())
+    except service.AccountError as exc:
+        db.session.rollback()
+        _attach(form, exc)
+        return _render_admin_organisation(organisation, form, 422)
+    db.session.commit()
+    flash(f"{user.email} est membre de {organisation.name}.", "success")
+    return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))
