@@ -35,7 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"), compare_type=True, render_as_batch=True)
     csrf.init_app(app)
     login_manager.init_app(app)
     _register_models()
@@ -69,22 +69,42 @@ def _register_models() -> None:
     # Import every domain's tables so metadata (and Alembic) sees them all.
     from datapass.accounts import models as _accounts  # noqa: F401
     from datapass.audit import models as _audit  # noqa: F401
+    from datapass.authorizations import models as _authorizations  # noqa: F401
     from datapass.catalogue import models as _catalogue  # noqa: F401
+    from datapass.lifecycle import models as _lifecycle  # noqa: F401
     from datapass.notify import models as _notify  # noqa: F401
+    from datapass.tokens import models as _tokens  # noqa: F401
 
 
 def _register_blueprints(app: Flask) -> None:
     from datapass.accounts.views import bp as accounts_bp
+    from datapass.audit.api import bp as audit_api_bp
+    from datapass.audit.views import bp as audit_bp
+    from datapass.authorizations.views import bp as authorizations_bp
+    from datapass.catalogue.views import bp as catalogue_bp
+    from datapass.lifecycle.views import bp as lifecycle_bp
     from datapass.notify.views import bp as notify_bp
+    from datapass.tokens.api import bp as tokens_api_bp
+    from datapass.tokens.views import bp as tokens_bp
 
-    for blueprint in (accounts_bp, notify_bp):
+    for blueprint in (
+        accounts_bp,
+        authorizations_bp,
+        catalogue_bp,
+        notify_bp,
+        tokens_api_bp,
+        audit_api_bp,
+        audit_bp,
+        tokens_bp,
+        lifecycle_bp,
+    ):
         app.register_blueprint(blueprint)
 
 
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, _record):
-    """SQLite: enforce foreign keys, wait on locks, and let SQLAlchemy own transactions
-    (pysqlite's own handling breaks SAVEPOINT and delays BEGIN)."""
+    """SQLite: enforce foreign keys, wait on locks, write-ahead log, and let SQLAlchemy own
+    transactions (pysqlite's own handling breaks SAVEPOINT and delays BEGIN)."""
     module = type(dbapi_connection).__module__
     if "sqlite3" not in module:
         return
@@ -92,10 +112,15 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
 
 @event.listens_for(Engine, "begin")
 def _sqlite_begin(conn):
+    # IMMEDIATE: a transaction takes the write lock when it starts, so concurrent
+    # transactions queue (busy_timeout) instead of failing when one of them, having read,
+    # tries to write (and the audit chain's head is always read fresh).
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -104,6 +104,106 @@ SETTINGS: list[Setting] = [
         str,
         "Fuseau horaire des tâches planifiées (quotidiennes à heure fixe).",
     ),
+    # --- jetons (tokens) et webhooks ---
+    _s("TOKEN_ALGORITHM", "ES256", str, "Algorithme de signature des jetons : `ES256` ou `EdDSA`."),
+    _s("TOKEN_LIFETIME_MONTHS", 18, int, "Durée de vie d'un jeton, en mois calendaires."),
+    _s("KEY_ROTATION_MONTHS", 6, int, "Rotation planifiée des clés de signature, en mois."),
+    _s(
+        "KEY_PUBLISH_DAYS",
+        7,
+        int,
+        "Jours de publication d'une clé suivante dans le JWKS avant qu'elle ne signe.",
+    ),
+    _s("TOKEN_LINK_HOURS", 4, int, "Validité du lien à usage unique vers le contact technique."),
+    _s("TOKEN_MAX_GRACE_DAYS", 30, int, "Délai de grâce maximal lors d'une rotation de jeton."),
+    _s(
+        "TOKEN_USE_FLUSH_SECONDS",
+        60,
+        int,
+        "Intervalle minimal d'écriture de la dernière utilisation d'un jeton, en secondes.",
+    ),
+    _s(
+        "INTROSPECTION_CACHE_SECONDS",
+        1.0,
+        float,
+        "Cache, par processus, de l'état d'un jeton lu par l'introspection (0 : aucun).",
+    ),
+    _s("REVOCATIONS_MAX_AGE", 300, int, "Durée de cache de la liste de révocation, en secondes."),
+    _s("LEAKS_PER_MINUTE", 20, int, "Signalements de fuite acceptés par adresse et par minute."),
+    _s("WEBHOOK_TIMEOUT", 10, int, "Délai maximal d'un appel de webhook, en secondes."),
+    _s("WEBHOOK_MAX_FAILURES", 5, int, "Échecs consécutifs avant désactivation d'un webhook."),
+    _s("WEBHOOK_MAX_ATTEMPTS", 15, int, "Tentatives d'une livraison de webhook avant abandon."),
+    _s(
+        "WEBHOOK_ALLOW_PRIVATE",
+        False,
+        _bool,
+        "Autorise les webhooks vers des adresses locales ou privées (développement, tests).",
+    ),
+    # --- demandes d'habilitation (authorizations) ---
+    _s("UPLOAD_MAX_MB", 10, int, "Taille maximale d'une pièce jointe PDF d'une demande, en Mo."),
+    _s("QUEUE_PAGE_SIZE", 50, int, "Demandes par page dans la file de l'instructeur."),
+    _s("DRAFT_REMINDER_DAYS", 15, int, "Jours sans modification avant la relance d'un brouillon."),
+    _s(
+        "CHANGES_WARNING_MONTHS",
+        6,
+        int,
+        "Mois en « modifications demandées » avant l'avertissement d'archivage.",
+    ),
+    _s("CHANGES_ARCHIVE_DAYS", 15, int, "Jours entre cet avertissement et l'archivage."),
+    # --- audit, consommation, rétention ---
+    _s(
+        "AUDIT_CHECKPOINT_MINUTES",
+        15,
+        int,
+        "Intervalle des points de contrôle signés de la chaîne d'audit, en minutes.",
+    ),
+    _s(
+        "USAGE_SEAL_DELAY_HOURS",
+        2,
+        int,
+        "Retard toléré des rapports de consommation : une journée est scellée ce délai après "
+        "sa fin (les événements plus tardifs sont refusés).",
+    ),
+    _s(
+        "USAGE_MAX_BODY_MB",
+        8,
+        int,
+        "Taille maximale d'un lot `POST /api/v1/usage`, en Mo (au-delà : 413).",
+    ),
+    _s(
+        "RETENTION_USAGE_EVENTS_MONTHS",
+        12,
+        int,
+        "Conservation des événements de consommation, en mois.",
+    ),
+    _s(
+        "RETENTION_USAGE_DAILY_MONTHS",
+        60,
+        int,
+        "Conservation des compteurs quotidiens de consommation, en mois.",
+    ),
+    _s("RETENTION_AUDIT_MONTHS", 60, int, "Conservation des événements d'audit, en mois."),
+    # --- cycle de vie (lifecycle) ---
+    _s(
+        "LIFECYCLE_RENEWAL_GRACE_DAYS",
+        30,
+        int,
+        "Délai de grâce de l'ancien jeton après un renouvellement, en jours (90 au plus).",
+    ),
+    _s(
+        "RENEWAL_WINDOW_DAYS",
+        90,
+        int,
+        "Le renouvellement est ouvert ce nombre de jours avant et après l'expiration.",
+    ),
+    _s(
+        "LIFECYCLE_CLOSE_AFTER_DAYS",
+        90,
+        int,
+        "Jours après l'expiration d'un jeton non renouvelé avant la clôture de l'habilitation.",
+    ),
+    _s("LIFECYCLE_DIGEST_HOUR", 7, int, "Heure (Paris) du récapitulatif quotidien aux instructeurs."),
+    _s("LIFECYCLE_CHUNK", 500, int, "Jetons traités par transaction lors d'un passage du cycle de vie."),
 ]
 
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}

@@ -271,8 +271,45 @@ def _scale_accounts(context: DemoContext, result: dict[str, Any]) -> None:
     result.setdefault("scale", {})["organisations"] = n
 
 
+def _authorizations_step(context: DemoContext, result: dict[str, Any]) -> None:
+    """The catalogue, requests in every state with the demo habilitation, a provider's
+    machine client (``"provider_client"`` in the JSON); with ``--scale N``, N requests."""
+    from datapass.authorizations import service as authorizations
+    from datapass.catalogue import service as catalogue
+
+    apis = catalogue.seed_catalogue()
+    instructor = context.users["instructor"]
+    grant_demo_instructor(instructor, [apis[slug].id for slug in authorizations.API_PARTICULIER])
+    result.update(
+        authorizations.seed_demo(
+            context.organisations["dunkerque"], context.users["applicant"], instructor
+        )
+    )
+    if context.scale > 0:
+        owners = db.session.execute(
+            select(User.id, User.current_organisation_id)
+            .where(User.email.like("scale-%@demo.datapass.gouv.fr"))
+            .order_by(User.id)
+        ).all()
+        authorizations.seed_scale(context.scale, [o for _, o in owners], [u for u, _ in owners])
+        result.setdefault("scale", {})["requests"] = context.scale
+
+
+def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
+    """API consumption over the last 90 days for every token without any (the demo's and
+    ``--scale``'s), so that the charts show something. Runs after the tokens exist."""
+    from datapass.audit import consumption
+
+    seeded = consumption.seed_demo_consumption(max_tokens=max(5000, context.scale))
+    if context.scale > 0:
+        result.setdefault("scale", {})["consumption_tokens"] = seeded["tokens"]
+
+
 # Steps run in order after the accounts; other domains append theirs.
-STEPS: list[Callable[[DemoContext, dict[str, Any]], None]] = [_scale_accounts]
+STEPS: list[Callable[[DemoContext, dict[str, Any]], None]] = [
+    _scale_accounts,
+    _authorizations_step,
+]
 
 
 def run_demo(*, if_empty: bool = False, scale: int = 0) -> dict[str, Any]:
@@ -308,3 +345,34 @@ def summary(result: dict[str, Any]) -> str:
         "en développement (jamais en production).",
     ]
     return "\n".join(lines)
+
+
+def _token_step(context: DemoContext, result: dict[str, Any]) -> None:
+    """A token freshly issued at each run for the demo habilitation (tokens domain), so that
+    ``--json`` hands scripts and browser tests a working token: ``"token": {"value", "jti"}``.
+    Runs after the authorizations step that creates the demo habilitation."""
+    from datapass.authorizations.models import Habilitation
+    from datapass.authorizations.states import HabilitationStatus
+    from datapass.tokens import service as tokens_service
+
+    habilitation_id = (result.get("habilitation") or {}).get("id")
+    if habilitation_id is None:
+        org_ids = [o.id for o in context.organisations.values()]
+        habilitation_id = db.session.scalar(
+            select(Habilitation.id)
+            .where(
+                Habilitation.organisation_id.in_(org_ids),
+                Habilitation.status == HabilitationStatus.ACTIVE,
+            )
+            .order_by(Habilitation.id)
+            .limit(1)
+        )
+    if habilitation_id is None:
+        return
+    habilitation = db.session.get(Habilitation, habilitation_id)
+    token, raw = tokens_service.issue_for_habilitation(habilitation, ACTOR)
+    result["token"] = {"value": raw, "jti": token.jti}
+
+
+STEPS.append(_token_step)  # keep last: it needs the demo habilitation
+STEPS.append(_consumption_step)  # after the tokens: it counts the tokens they issued

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Date, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from datapass.extensions import db
@@ -51,3 +51,106 @@ class AuditHead(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     seq: Mapped[int] = mapped_column(SeqType)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+# --- API consumption ----------------------------------------------------------------------
+# No foreign keys to tokens or providers on purpose: consumption is evidence and must outlive
+# the rows it talks about; only the retention purge removes it.
+
+
+class UsageEvent(db.Model):
+    """One API call reported by a provider (``POST /api/v1/usage``) or an introspection.
+
+    Keyed — and made idempotent — by ``(provider_id, event_id)``; ``day`` is the Paris
+    calendar day of the call, the unit of the daily counts and of the daily seal."""
+
+    __tablename__ = "usage_events"
+
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    token_id: Mapped[int] = mapped_column(Integer)
+    api_id: Mapped[int] = mapped_column(Integer)
+    organisation_id: Mapped[int] = mapped_column(Integer)
+    occurred_at: Mapped[datetime]
+    day: Mapped[date] = mapped_column(Date)
+    endpoint: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    caller_ip: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        Index("ix_usage_events_token_time", "token_id", "occurred_at"),
+        Index("ix_usage_events_day", "day"),
+    )
+
+
+class UsageDaily(db.Model):
+    """Calls, errors (HTTP status ≥ 400) and latency per token, Paris day and endpoint."""
+
+    __tablename__ = "usage_daily"
+
+    token_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(200), primary_key=True)
+    api_id: Mapped[int] = mapped_column(Integer)
+    organisation_id: Mapped[int] = mapped_column(Integer)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms_sum: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (
+        Index("ix_usage_daily_api_day", "api_id", "day"),
+        Index("ix_usage_daily_day", "day"),
+    )
+
+
+# --- checkpoints, anchors, exports --------------------------------------------------------
+
+
+class AuditCheckpoint(db.Model):
+    """The chain's head (seq, hash, time) signed with the audit key (compact JWS)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqType, index=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime]
+    kid: Mapped[str] = mapped_column(String(64))
+    jws: Mapped[str] = mapped_column(Text)
+
+
+class AuditAnchor(db.Model):
+    """What one retention purge removed. ``anchor_seq``/``anchor_hash`` (the last removed
+    event) are where the remaining chain starts; the purge event in the chain repeats them,
+    so a forged anchor row is detected."""
+
+    __tablename__ = "audit_anchors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    purged_at: Mapped[datetime]
+    purge_seq: Mapped[int] = mapped_column(SeqType)  # the audit event that records the purge
+    anchor_seq: Mapped[int] = mapped_column(SeqType, default=0)
+    anchor_hash: Mapped[str] = mapped_column(String(64), default=GENESIS_HASH)
+    audit_events_removed: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_events_before: Mapped[date | None] = mapped_column(Date)
+    usage_events_removed: Mapped[int] = mapped_column(BigInteger, default=0)
+    usage_daily_before: Mapped[date | None] = mapped_column(Date)
+    usage_daily_removed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditExport(db.Model):
+    """An export of a console search: its filter and the signed checkpoint that bounds it,
+    so the file and its manifest can be produced again, identical."""
+
+    __tablename__ = "audit_exports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime]
+    created_by_id: Mapped[int | None] = mapped_column(Integer)
+    created_by_label: Mapped[str | None] = mapped_column(String(320))
+    format: Mapped[str] = mapped_column(String(8))  # csv | jsonl
+    filters: Mapped[dict] = mapped_column(JSON)
+    checkpoint_id: Mapped[int] = mapped_column(Integer)
+    bound_seq: Mapped[int] = mapped_column(SeqType)
+    audit_seq: Mapped[int | None] = mapped_column(SeqType)  # the "export created" event

@@ -8,12 +8,17 @@ from enum import StrEnum
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from datapass import clock
 from datapass.extensions import db
 
 
 class ApiStatus(StrEnum):
     AVAILABLE = "available"
     MAINTENANCE = "maintenance"
+
+    @property
+    def label(self) -> str:
+        return {"available": "Disponible", "maintenance": "En maintenance"}[self.value]
 
 
 class Provider(db.Model):
@@ -63,6 +68,51 @@ class Api(db.Model):
     scopes: Mapped[list[Scope]] = relationship(
         back_populates="api", order_by="Scope.position", cascade="all, delete-orphan"
     )
+
+    @property
+    def status_label(self) -> str:
+        return ApiStatus(self.status).label
+
+    @property
+    def in_maintenance(self) -> bool:
+        """Maintenance now (inside its window, or with no window)."""
+        if self.status != ApiStatus.MAINTENANCE:
+            return False
+        now = clock.now()
+        start, end = clock.as_utc(self.maintenance_start), clock.as_utc(self.maintenance_end)
+        return (start is None or start <= now) and (end is None or now < end)
+
+    @property
+    def maintenance_notice(self) -> str | None:
+        """What the request form and token holders are told, or None: a maintenance in
+        progress or announced (its window not yet over)."""
+        if self.status != ApiStatus.MAINTENANCE:
+            return None
+        end = clock.as_utc(self.maintenance_end)
+        if end is not None and end <= clock.now():
+            return None
+        window = ""
+        if self.maintenance_start or self.maintenance_end:
+            fmt = "%d/%m/%Y à %H:%M"
+            start_text = (
+                clock.local(self.maintenance_start).strftime(fmt)
+                if self.maintenance_start
+                else "maintenant"
+            )
+            end_text = (
+                clock.local(self.maintenance_end).strftime(fmt)
+                if self.maintenance_end
+                else "une date à préciser"
+            )
+            window = f" (du {start_text} au {end_text}, heure de Paris)"
+        state = "Maintenance en cours" if self.in_maintenance else "Maintenance prévue"
+        return f"{state}{window} : {self.maintenance_message or 'service perturbé.'}"
+
+    def scope_codes(self) -> list[str]:
+        return [scope.code for scope in self.scopes]
+
+    def scope_labels(self) -> dict[str, str]:
+        return {scope.code: scope.label for scope in self.scopes}
 
 
 class Scope(db.Model):

@@ -40,6 +40,42 @@ class Job:
 
 JOBS: list[Job] = [
     Job(
+        "token_lifecycle",
+        "datapass.lifecycle.tasks:token_lifecycle",
+        "interval",
+        {"minutes": 10},
+        "Cycle de vie des jetons : rappels, expirations, fins de grâce, accès inutilisés.",
+    ),
+    Job(
+        "instructor_digest",
+        "datapass.lifecycle.tasks:instructor_digest",
+        "interval",
+        {"minutes": 30},
+        "Récapitulatif quotidien des instructeurs (une fois par jour, dès l'heure configurée).",
+    ),
+    Job(
+        "audit_seal_consumption",
+        "datapass.audit.tasks:seal_consumption",
+        "interval",
+        {"hours": 1},
+        "Sceau quotidien de la consommation des API dans la chaîne d'audit.",
+    ),
+    Job(
+        "audit_retention",
+        "datapass.audit.tasks:purge_expired",
+        "cron",
+        {"hour": 3, "minute": 30},
+        "Purge des événements de consommation et d'audit au-delà de leur durée de conservation.",
+    ),
+    Job(
+        "audit_checkpoint",
+        "datapass.audit.tasks:sign_checkpoint",
+        "interval",
+        {"minutes": 1},
+        "Point de contrôle signé de la chaîne d'audit (selon DATAPASS_AUDIT_CHECKPOINT_MINUTES).",
+    ),
+    # Last: what the jobs above queued leaves in the same sweep.
+    Job(
         "deliver_mails",
         "datapass.notify.tasks:deliver_mails",
         "interval",

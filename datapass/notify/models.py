@@ -5,8 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datapass.extensions import db
 
@@ -50,3 +60,138 @@ class Unsubscription(db.Model):
     at: Mapped[datetime]
 
     __table_args__ = (UniqueConstraint("recipient", "category"),)
+
+
+# --- webhooks to API providers -------------------------------------------------------------
+
+WEBHOOK_EVENTS = (
+    "habilitation.approved",
+    "habilitation.revoked",
+    "token.issued",
+    "token.rotated",
+    "token.suspended",
+    "token.reactivated",
+    "token.revoked",
+    "token.expired",
+    "token.expiring",
+)
+
+
+class EndpointState(StrEnum):
+    DRAFT = "draft"  # configured, its signed test ping has not succeeded yet
+    ENABLED = "enabled"  # receives deliveries
+    DISABLED = "disabled"  # by hand, or after N failures in a row; deliveries wait
+
+    @property
+    def label(self) -> str:
+        return {"draft": "À tester", "enabled": "Actif", "disabled": "Désactivé"}[self.value]
+
+
+class WebhookEndpoint(db.Model):
+    """A provider's webhook receiver. The shared secret is sealed under the master key."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("providers.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(String(500))
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every event
+    state: Mapped[str] = mapped_column(String(16), default=EndpointState.DRAFT)
+    # The ping proves the receiver checks this URL + secret; changing either resets it.
+    verified_at: Mapped[datetime | None]
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    provider = relationship("Provider")
+
+    __table_args__ = (
+        CheckConstraint("state IN ('draft', 'enabled', 'disabled')", name="state_known"),
+    )
+
+    @property
+    def state_label(self) -> str:
+        return EndpointState(self.state).label
+
+    @property
+    def state_badge(self) -> str:
+        return {"draft": "info", "enabled": "success", "disabled": "error"}[self.state]
+
+    @property
+    def is_enabled(self) -> bool:
+        return self.state == EndpointState.ENABLED
+
+    @property
+    def can_enable(self) -> bool:
+        return self.state != EndpointState.ENABLED and self.verified_at is not None
+
+    @property
+    def can_disable(self) -> bool:
+        return self.state == EndpointState.ENABLED
+
+    def wants(self, event: str) -> bool:
+        return not self.events or event in self.events
+
+
+class WebhookDelivery(db.Model):
+    """One event for one endpoint, in the outbox. ``body`` is the exact JSON signed."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), index=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)
+    event: Mapped[str] = mapped_column(String(40))
+    model_type: Mapped[str | None] = mapped_column(String(40))
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    delivered_at: Mapped[datetime | None]
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    endpoint: Mapped[WebhookEndpoint] = relationship()
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery",
+        order_by="WebhookAttempt.id.desc()",
+        cascade="all, delete-orphan",
+    )
+
+    __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+    @property
+    def status_label(self) -> str:
+        return {"pending": "En attente", "sent": "Livrée", "failed": "Abandonnée"}[self.status]
+
+    @property
+    def waits_for_retry(self) -> bool:
+        return self.status == DeliveryStatus.PENDING and self.attempts > 0
+
+
+class WebhookAttempt(db.Model):
+    """Every attempt of a delivery, with what the receiver answered."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+    success: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")

@@ -7,9 +7,21 @@ never loses a mail while the SMTP server is down.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import json
+import secrets
 import smtplib
+import socket
 import ssl
-from datetime import timedelta
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid, parseaddr
 from pathlib import Path
@@ -17,9 +29,9 @@ from typing import Any
 
 from flask import current_app, render_template
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from datapass import clock
+from datapass import clock, vault
 from datapass.extensions import db
 from datapass.notify.models import DeliveryStatus, OutboxMail, Unsubscription
 
@@ -252,3 +264,533 @@ def replay(mail: OutboxMail) -> None:
     mail.attempts = 0
     mail.next_attempt_at = clock.now()
     db.session.flush()
+
+
+# --- webhooks to API providers -------------------------------------------------------------
+#
+# One entry point, :func:`queue_webhook`: it writes one delivery per interested endpoint of the
+# provider in the caller's transaction; :func:`deliver_webhooks` (scheduled) sends them with
+# exponential backoff. The body is fixed when queued; the signature is the HMAC-SHA256 of the
+# exact bytes sent.
+
+WEBHOOK_SEAL = "webhook-secret"
+WEBHOOK_EXCERPT = 500
+
+
+def webhook_body(
+    event: str, data: dict[str, Any], model_type: str | None, model_id: Any, fired_at
+) -> str:
+    return json.dumps(
+        {
+            "event": event,
+            "fired_at": fired_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "model_type": model_type,
+            "model_id": None if model_id is None else str(model_id),
+            "data": data,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+
+
+def sign_webhook_body(secret: str, body: bytes) -> str:
+    """``X-Hub-Signature-256``: ``sha256=`` and the hex HMAC-SHA256 of the raw body."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def queue_webhook(
+    provider,
+    event: str,
+    data: dict[str, Any],
+    *,
+    model_type: str | None = None,
+    model_id: Any = None,
+) -> list:
+    """Queue ``event`` for every endpoint of ``provider`` (a Provider or its id) that wants
+    it. Endpoints disabled after failures keep receiving deliveries, held until re-enabled:
+    nothing is lost. The single entry point for every domain (lifecycle's token.expiring…)."""
+    from datapass.notify.models import (
+        WEBHOOK_EVENTS,
+        EndpointState,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
+
+    if event not in WEBHOOK_EVENTS and event != "ping":
+        raise ValueError(f"événement de webhook inconnu : {event}")
+    provider_id = provider if isinstance(provider, int) else provider.id
+    # Endpoints are looked up once per session (a request, a job): issuing tokens in bulk
+    # does not query them for every event. Changing an endpoint clears this cache.
+    cache = db.session.info.setdefault("dp_webhook_endpoints", {})
+    endpoints = cache.get(provider_id)
+    if endpoints is None:
+        endpoints = cache[provider_id] = [
+            (endpoint.id, tuple(endpoint.events or ()))
+            for endpoint in db.session.scalars(
+                select(WebhookEndpoint).where(
+                    WebhookEndpoint.provider_id == provider_id,
+                    WebhookEndpoint.state.in_([EndpointState.ENABLED, EndpointState.DISABLED]),
+                )
+            )
+        ]
+    now = clock.now()
+    deliveries = []
+    for endpoint_id, events in endpoints:
+        if events and event not in events:
+            continue
+        delivery = WebhookDelivery(
+            endpoint_id=endpoint_id,
+            delivery_id=str(uuid.uuid4()),
+            event=event,
+            model_type=model_type,
+            model_id=None if model_id is None else str(model_id),
+            body=webhook_body(event, data, model_type, model_id, now),
+            created_at=now,
+            status=DeliveryStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+        )
+        db.session.add(delivery)
+        deliveries.append(delivery)
+    if deliveries:
+        db.session.flush()
+    return deliveries
+
+
+def queue_webhook_for_api(api_id: int, event: str, data: dict[str, Any], **kwargs) -> list:
+    """:func:`queue_webhook` for the provider of catalogue API ``api_id``."""
+    from datapass.catalogue.models import Api
+
+    providers = db.session.info.setdefault("dp_api_providers", {})
+    provider_id = providers.get(api_id)
+    if provider_id is None:
+        provider_id = providers[api_id] = db.session.scalar(
+            select(Api.provider_id).where(Api.id == api_id)
+        )
+    if provider_id is None:
+        return []
+    return queue_webhook(provider_id, event, data, **kwargs)
+
+
+class WebhookError(Exception):
+    """A webhook configuration refused (French message for the form)."""
+
+
+def _check_url(url: str) -> str:
+    url = (url or "").strip()
+    parsed = urllib.parse.urlsplit(url)
+    production = current_app.config["ENV"] == "production"
+    if parsed.scheme not in ({"https"} if production else {"https", "http"}) or not parsed.hostname:
+        raise WebhookError("L'adresse doit être une URL https:// complète.")
+    if parsed.username or parsed.password:
+        raise WebhookError("L'adresse ne doit pas contenir d'identifiants.")
+    if len(url) > 500:
+        raise WebhookError("L'adresse est trop longue (500 caractères au plus).")
+    return url
+
+
+def _refuse_private(url: str) -> None:
+    """No request to loopback, private or link-local addresses (SSRF), unless allowed."""
+    if current_app.config.get("WEBHOOK_ALLOW_PRIVATE"):
+        return
+    host = urllib.parse.urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError as exc:
+        raise WebhookError(f"nom d'hôte introuvable : {host}") from exc
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            raise WebhookError(f"adresse non publique refusée : {address}")
+
+
+def _webhook_audit(tag: str, actor, endpoint, **payload) -> None:
+    from datapass.audit import service as audit
+
+    db.session.info.pop("dp_webhook_endpoints", None)  # every change passes here
+
+    audit.record(
+        tag,
+        actor,
+        subject=endpoint,
+        payload={"provider_id": endpoint.provider_id, "url": endpoint.url, **payload},
+    )
+
+
+def create_endpoint(provider, url: str, actor, events: list[str] | None = None):
+    """A new endpoint for ``provider``, not enabled until its signed ping succeeds. Returns
+    (endpoint, secret); the secret is shown once and stored sealed."""
+    from datapass.notify.models import EndpointState, WebhookEndpoint
+
+    url = _check_url(url)
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    now = clock.now()
+    endpoint = WebhookEndpoint(
+        provider_id=provider.id,
+        url=url,
+        secret_sealed=vault.seal(secret.encode(), WEBHOOK_SEAL),
+        events=list(events or []),
+        state=EndpointState.DRAFT,
+        consecutive_failures=0,
+        created_at=now,
+        updated_at=now,
+    )
+    db.session.add(endpoint)
+    db.session.flush()
+    _webhook_audit("notify:webhook:created", actor, endpoint, events=endpoint.events)
+    return endpoint, secret
+
+
+def update_endpoint(endpoint, url: str, events: list[str] | None, actor) -> None:
+    """Change the URL or the events; a new URL must pass the ping again."""
+    from datapass.notify.models import EndpointState
+
+    url = _check_url(url)
+    if url != endpoint.url:
+        endpoint.url = url
+        endpoint.verified_at = None
+        endpoint.state = EndpointState.DRAFT
+    endpoint.events = list(events or [])
+    endpoint.updated_at = clock.now()
+    db.session.flush()
+    _webhook_audit("notify:webhook:updated", actor, endpoint, events=endpoint.events)
+
+
+def rotate_endpoint_secret(endpoint, actor) -> str:
+    """A new secret (shown once); the endpoint must pass the ping again."""
+    from datapass.notify.models import EndpointState
+
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    endpoint.secret_sealed = vault.seal(secret.encode(), WEBHOOK_SEAL)
+    endpoint.verified_at = None
+    endpoint.state = EndpointState.DRAFT
+    endpoint.updated_at = clock.now()
+    db.session.flush()
+    _webhook_audit("notify:webhook:secret_rotated", actor, endpoint)
+    return secret
+
+
+def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
+    """One signed POST; returns what happened (never raises for network errors)."""
+    secret = vault.unseal(endpoint.secret_sealed, WEBHOOK_SEAL).decode()
+    raw = body.encode()
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "Datapass-Webhooks/1",
+        "X-Hub-Signature-256": sign_webhook_body(secret, raw),
+        "X-Datapass-Event": event,
+        "X-Datapass-Delivery": delivery_id,
+        "X-Datapass-Timestamp": str(int(clock.now().timestamp())),
+    }
+    started = time.monotonic()
+    result: dict[str, Any] = {"status_code": None, "excerpt": None, "error": None}
+    try:
+        _refuse_private(endpoint.url)
+        request_ = urllib.request.Request(  # noqa: S310 (scheme checked by _check_url)
+            endpoint.url, data=raw, headers=headers, method="POST"
+        )
+        timeout = current_app.config["WEBHOOK_TIMEOUT"]
+        with urllib.request.urlopen(request_, timeout=timeout) as response:  # noqa: S310
+            result["status_code"] = response.status
+            result["excerpt"] = response.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        result["status_code"] = exc.code
+        try:
+            result["excerpt"] = exc.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
+        except OSError:
+            result["excerpt"] = None
+    except (OSError, WebhookError, ValueError) as exc:
+        result["error"] = str(exc)[:500] or exc.__class__.__name__
+    result["duration_ms"] = int((time.monotonic() - started) * 1000)
+    result["success"] = result["status_code"] is not None and 200 <= result["status_code"] < 300
+    return result
+
+
+def ping_endpoint(endpoint, actor) -> dict[str, Any]:
+    """Send a signed ``ping`` now; success marks the endpoint as verified (it may then be
+    enabled). Returns the attempt's outcome."""
+    now = clock.now()
+    body = webhook_body(
+        "ping",
+        {"endpoint_id": endpoint.id, "provider_id": endpoint.provider_id},
+        "WebhookEndpoint",
+        endpoint.id,
+        now,
+    )
+    result = _post(endpoint, str(uuid.uuid4()), "ping", body)
+    if result["success"]:
+        endpoint.verified_at = now
+    endpoint.updated_at = now
+    db.session.flush()
+    _webhook_audit(
+        "notify:webhook:pinged",
+        actor,
+        endpoint,
+        success=result["success"],
+        status_code=result["status_code"],
+        error=result["error"],
+    )
+    return result
+
+
+def enable_endpoint(endpoint, actor) -> None:
+    """Enable an endpoint whose signed ping succeeded; held deliveries become due."""
+    from datapass.notify.models import EndpointState, WebhookDelivery
+
+    if endpoint.verified_at is None:
+        raise WebhookError("Le test signé (ping) doit réussir avant l'activation.")
+    endpoint.state = EndpointState.ENABLED
+    endpoint.consecutive_failures = 0
+    endpoint.disabled_at = None
+    endpoint.disabled_reason = None
+    endpoint.updated_at = clock.now()
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(
+            WebhookDelivery.endpoint_id == endpoint.id,
+            WebhookDelivery.status == DeliveryStatus.PENDING,
+        )
+        .values(next_attempt_at=clock.now())
+    )
+    db.session.flush()
+    _webhook_audit("notify:webhook:enabled", actor, endpoint)
+
+
+def disable_endpoint(endpoint, actor, reason: str) -> None:
+    """Stop delivering to ``endpoint``; its deliveries wait (nothing is lost)."""
+    from datapass.notify.models import EndpointState
+
+    endpoint.state = EndpointState.DISABLED
+    endpoint.disabled_at = clock.now()
+    endpoint.disabled_reason = reason
+    endpoint.updated_at = clock.now()
+    db.session.flush()
+    _webhook_audit("notify:webhook:disabled", actor, endpoint, reason=reason)
+
+
+def webhook_backoff(attempts: int) -> timedelta:
+    """1, 2, 4, 8… minutes, capped at six hours."""
+    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
+
+
+def deliver_webhooks(limit: int = 100) -> dict[str, int]:
+    """Send the due deliveries of enabled endpoints; commits. Each attempt is logged; after
+    ``WEBHOOK_MAX_FAILURES`` failures in a row an endpoint is disabled and its provider's
+    developers are e-mailed."""
+    from datapass.audit.service import Actor
+    from datapass.notify.models import (
+        EndpointState,
+        WebhookAttempt,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
+
+    config = current_app.config
+    counts = {"sent": 0, "deferred": 0, "failed": 0}
+    deliveries = list(
+        db.session.scalars(
+            select(WebhookDelivery)
+            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+            .where(
+                WebhookDelivery.status == DeliveryStatus.PENDING,
+                WebhookDelivery.next_attempt_at <= clock.now(),
+                WebhookEndpoint.state == EndpointState.ENABLED,
+            )
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
+        )
+    )
+    actor = Actor.system("notify.deliver_webhooks")
+    for delivery in deliveries:
+        endpoint = delivery.endpoint
+        if endpoint.state != EndpointState.ENABLED:
+            continue  # disabled earlier in this run
+        result = _post(endpoint, delivery.delivery_id, delivery.event, delivery.body)
+        now = clock.now()
+        delivery.attempts += 1
+        delivery.last_status_code = result["status_code"]
+        delivery.last_error = result["error"]
+        db.session.add(
+            WebhookAttempt(
+                delivery=delivery,
+                at=now,
+                status_code=result["status_code"],
+                response_excerpt=result["excerpt"],
+                error=result["error"],
+                duration_ms=result["duration_ms"],
+                success=result["success"],
+            )
+        )
+        if result["success"]:
+            delivery.status = DeliveryStatus.SENT
+            delivery.delivered_at = now
+            endpoint.consecutive_failures = 0
+            counts["sent"] += 1
+            continue
+        endpoint.consecutive_failures += 1
+        if delivery.attempts >= config["WEBHOOK_MAX_ATTEMPTS"]:
+            delivery.status = DeliveryStatus.FAILED
+            counts["failed"] += 1
+        else:
+            delivery.next_attempt_at = now + webhook_backoff(delivery.attempts)
+            counts["deferred"] += 1
+        if endpoint.consecutive_failures >= config["WEBHOOK_MAX_FAILURES"]:
+            disable_endpoint(
+                endpoint,
+                actor,
+                f"{endpoint.consecutive_failures} échecs consécutifs "
+                f"(dernier : {result['status_code'] or result['error']})",
+            )
+            _mail_developers(endpoint)
+    db.session.commit()
+    return counts
+
+
+def _mail_developers(endpoint) -> None:
+    provider = endpoint.provider
+    emails = [e.strip() for e in (provider.developer_emails or "").split(",") if e.strip()]
+    if not emails and provider.contact_email:
+        emails = [provider.contact_email]
+    for email in dict.fromkeys(emails):
+        queue_mail(email, "webhook_disabled", {"endpoint": endpoint, "provider": provider})
+
+
+def replay_delivery(delivery, actor) -> None:
+    """Deliver again (same delivery id, so receivers can deduplicate), at the next run."""
+    delivery.status = DeliveryStatus.PENDING
+    delivery.next_attempt_at = clock.now()
+    if delivery.attempts >= current_app.config["WEBHOOK_MAX_ATTEMPTS"]:
+        delivery.attempts = 0
+    db.session.flush()
+    _webhook_audit(
+        "notify:webhook:replayed",
+        actor,
+        delivery.endpoint,
+        delivery_id=delivery.delivery_id,
+        event=delivery.event,
+    )
+
+
+def visible_endpoints_query(user):
+    """Endpoints ``user`` may manage: every one for an administrator, those of the providers
+    of the APIs they instruct otherwise."""
+    from datapass.catalogue.models import Api
+    from datapass.notify.models import WebhookEndpoint
+
+    query = select(WebhookEndpoint)
+    if user.has_role("admin"):
+        return query
+    provider_ids = select(Api.provider_id).where(Api.id.in_(user.instructed_api_ids() or {-1}))
+    return query.where(WebhookEndpoint.provider_id.in_(provider_ids))
+
+
+def visible_providers(user) -> list:
+    from datapass.catalogue.models import Api, Provider
+
+    query = select(Provider).order_by(Provider.name)
+    if not user.has_role("admin"):
+        ids = select(Api.provider_id).where(Api.id.in_(user.instructed_api_ids() or {-1}))
+        query = query.where(Provider.id.in_(ids))
+    return list(db.session.scalars(query))
+
+
+# --- bulk queueing (scheduled sweeps queue thousands of messages per run) ---------------------
+
+
+def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -> int:
+    """:func:`queue_mail` for many mandatory messages at once: each ``(recipients, template,
+    context)`` is rendered once (its recipients get the same text) and every outbox row is
+    written in one statement. Returns the number of mails queued."""
+    from sqlalchemy import insert
+
+    env = current_app.jinja_env
+    base_url = current_app.config["BASE_URL"].rstrip("/")
+    domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+    now = clock.now()
+    rows: list[dict[str, Any]] = []
+    for recipients, template, context in messages:
+        recipients = list(dict.fromkeys(r for r in recipients if r))
+        if not recipients:
+            continue
+        context = dict(context or {})
+        context.setdefault("base_url", base_url)
+        module = env.get_template(f"mail/{template}.txt").make_module(context)
+        subject = getattr(module, "subject", None)
+        if not subject:
+            raise ValueError(f"mail/{template}.txt sets no subject")
+        body_text = str(module)
+        body_html = env.get_template(f"mail/{template}.html").render(subject=subject, **context)
+        subject = " ".join(subject.split())
+        for recipient in recipients:
+            rows.append(
+                {
+                    "created_at": now,
+                    "template": template,
+                    "recipient": recipient,
+                    "subject": subject,
+                    "body_text": body_text,
+                    "body_html": body_html,
+                    "category": None,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "message_id": make_msgid(domain=domain),
+                }
+            )
+    if rows:
+        db.session.execute(insert(OutboxMail.__table__), rows)
+    return len(rows)
+
+
+def queue_webhooks_for_api(
+    api_id: int, items: Iterable[tuple[str, dict[str, Any], str | None, Any]]
+) -> int:
+    """:func:`queue_webhook_for_api` for many ``(event, data, model_type, model_id)`` of one
+    API at once: the endpoints are read once, the deliveries written in one statement."""
+    from sqlalchemy import insert
+
+    from datapass.catalogue.models import Api
+    from datapass.notify.models import (
+        WEBHOOK_EVENTS,
+        EndpointState,
+        WebhookDelivery,
+        WebhookEndpoint,
+    )
+
+    items = list(items)
+    if not items:
+        return 0
+    provider_id = db.session.scalar(select(Api.provider_id).where(Api.id == api_id))
+    endpoints = db.session.scalars(
+        select(WebhookEndpoint).where(
+            WebhookEndpoint.provider_id == provider_id,
+            WebhookEndpoint.state.in_([EndpointState.ENABLED, EndpointState.DISABLED]),
+        )
+    ).all()
+    now = clock.now()
+    rows = []
+    for event, data, model_type, model_id in items:
+        if event not in WEBHOOK_EVENTS:
+            raise ValueError(f"événement de webhook inconnu : {event}")
+        for endpoint in endpoints:
+            if not endpoint.wants(event):
+                continue
+            rows.append(
+                {
+                    "endpoint_id": endpoint.id,
+                    "delivery_id": str(uuid.uuid4()),
+                    "event": event,
+                    "model_type": model_type,
+                    "model_id": None if model_id is None else str(model_id),
+                    "body": webhook_body(event, data, model_type, model_id, now),
+                    "created_at": now,
+                    "status": DeliveryStatus.PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+            )
+    if rows:
+        db.session.execute(insert(WebhookDelivery.__table__), rows)
+    return len(rows)

@@ -70,3 +70,203 @@ def dev_mail(name: str):
     return render_template(
         "dev/mail.html", message=message, text=body.get_content() if body else "", name=name
     )
+
+
+# --- webhook administration (providers' endpoints) ----------------------------------------
+
+WEBHOOK_ROLES = ("admin", "instructor")
+
+
+def _endpoint(endpoint_id: int):
+    """An endpoint of a provider the current user may manage (otherwise 404)."""
+    from flask_login import current_user
+
+    from datapass.notify.models import WebhookEndpoint
+
+    endpoint = db.session.scalar(
+        service.visible_endpoints_query(current_user).where(WebhookEndpoint.id == endpoint_id)
+    )
+    if endpoint is None:
+        abort(404)
+    return endpoint
+
+
+def _webhook_show(endpoint, status: int = 200, secret: str | None = None, edit_form=None):
+    from sqlalchemy import select
+
+    from datapass.notify.models import WebhookDelivery
+    from datapass.tokens import forms
+
+    deliveries = db.session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.endpoint_id == endpoint.id)
+        .order_by(WebhookDelivery.id.desc())
+        .limit(50)
+    ).all()
+    if edit_form is None:
+        edit_form = forms.EndpointEditForm(url=endpoint.url, events=endpoint.events)
+    return render_template(
+        "notify/webhook_show.html",
+        endpoint=endpoint,
+        deliveries=deliveries,
+        secret=secret,
+        edit_form=edit_form,
+        action_form=forms.EmptyForm(),
+    ), status
+
+
+@bp.route("/admin/webhooks")
+@access.role_required(*WEBHOOK_ROLES)
+def webhooks():
+    from flask_login import current_user
+
+    from datapass.notify.models import WebhookEndpoint
+
+    endpoints = db.session.scalars(
+        service.visible_endpoints_query(current_user).order_by(WebhookEndpoint.id)
+    ).all()
+    return render_template("notify/webhook_index.html", endpoints=endpoints)
+
+
+@bp.route("/admin/webhooks/nouveau", methods=["GET", "POST"])
+@access.role_required(*WEBHOOK_ROLES)
+@access.recent_auth
+def webhook_new():
+    from flask_login import current_user
+
+    from datapass.tokens import forms
+
+    providers = service.visible_providers(current_user)
+    form = forms.EndpointForm()
+    form.provider_id.choices = [(p.id, p.name) for p in providers]
+    status = 200
+    if form.validate_on_submit():
+        provider = next(p for p in providers if p.id == form.provider_id.data)
+        try:
+            endpoint, secret = service.create_endpoint(
+                provider, form.url.data, access.current_actor(), form.events.data
+            )
+        except service.WebhookError as exc:
+            db.session.rollback()
+            form.url.errors = [*form.url.errors, str(exc)]
+            status = 422
+        else:
+            db.session.commit()
+            return _webhook_show(endpoint, 201, secret=secret)
+    elif form.is_submitted():
+        status = 422
+    return render_template("notify/webhook_new.html", form=form), status
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>")
+@access.role_required(*WEBHOOK_ROLES)
+def webhook_show(endpoint_id: int):
+    return _webhook_show(_endpoint(endpoint_id))
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>/modifier", methods=["POST"])
+@access.role_required(*WEBHOOK_ROLES)
+@access.recent_auth
+def webhook_edit(endpoint_id: int):
+    from flask import flash, redirect, url_for
+
+    from datapass.tokens import forms
+
+    endpoint = _endpoint(endpoint_id)
+    form = forms.EndpointEditForm()
+    if not form.validate_on_submit():
+        return _webhook_show(endpoint, 422, edit_form=form)
+    try:
+        service.update_endpoint(endpoint, form.url.data, form.events.data, access.current_actor())
+    except service.WebhookError as exc:
+        db.session.rollback()
+        form.url.errors = [*form.url.errors, str(exc)]
+        return _webhook_show(endpoint, 422, edit_form=form)
+    db.session.commit()
+    flash("Webhook modifié.", "success")
+    return redirect(url_for("notify.webhook_show", endpoint_id=endpoint.id))
+
+
+def _webhook_act(endpoint_id: int, act) -> tuple:
+    from flask import flash, redirect, url_for
+
+    from datapass.tokens import forms
+
+    endpoint = _endpoint(endpoint_id)
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        message, category = act(endpoint)
+    except service.WebhookError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(message, category)
+    return redirect(url_for("notify.webhook_show", endpoint_id=endpoint.id))
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>/test", methods=["POST"])
+@access.role_required(*WEBHOOK_ROLES)
+def webhook_ping(endpoint_id: int):
+    def act(endpoint):
+        result = service.ping_endpoint(endpoint, access.current_actor())
+        if result["success"]:
+            return f"Test signé réussi (HTTP {result['status_code']}).", "success"
+        outcome = result["status_code"] or result["error"]
+        return f"Échec du test signé : {outcome}.", "error"
+
+    return _webhook_act(endpoint_id, act)
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>/activer", methods=["POST"])
+@access.role_required(*WEBHOOK_ROLES)
+@access.recent_auth
+def webhook_enable(endpoint_id: int):
+    def act(endpoint):
+        service.enable_endpoint(endpoint, access.current_actor())
+        return "Webhook activé.", "success"
+
+    return _webhook_act(endpoint_id, act)
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>/desactiver", methods=["POST"])
+@access.role_required(*WEBHOOK_ROLES)
+@access.recent_auth
+def webhook_disable(endpoint_id: int):
+    def act(endpoint):
+        service.disable_endpoint(endpoint, access.current_actor(), "Désactivé à la main")
+        return "Webhook désactivé : les événements sont conservés.", "success"
+
+    return _webhook_act(endpoint_id, act)
+
+
+@bp.route("/admin/webhooks/<int:endpoint_id>/secret", methods=["POST"])
+@access.role_required(*WEBHOOK_ROLES)
+@access.recent_auth
+def webhook_secret(endpoint_id: int):
+    from datapass.tokens import forms
+
+    endpoint = _endpoint(endpoint_id)
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    secret = service.rotate_endpoint_secret(endpoint, access.current_actor())
+    db.session.commit()
+    return _webhook_show(endpoint, secret=secret)
+
+
+@bp.route(
+    "/admin/webhooks/<int:endpoint_id>/livraisons/<int:delivery_id>/rejouer", methods=["POST"]
+)
+@access.role_required(*WEBHOOK_ROLES)
+def webhook_replay(endpoint_id: int, delivery_id: int):
+    from datapass.notify.models import WebhookDelivery
+
+    def act(endpoint):
+        delivery = db.session.get(WebhookDelivery, delivery_id)
+        if delivery is None or delivery.endpoint_id != endpoint.id:
+            abort(404)
+        service.replay_delivery(delivery, access.current_actor())
+        return "Livraison remise en file : elle partira au prochain passage.", "success"
+
+    return _webhook_act(endpoint_id, act)

@@ -1,0 +1,363 @@
+"""Audit budgets (DESIGN §6) on SQLite with generated data:
+
+- usage ingest through ``POST /api/v1/usage`` in batches of 1,000 events (≥ 100,000 events/s);
+- export of 1,000,000 audit events to CSV, streamed (≥ 100,000 rows/s, peak RSS < 150 MB,
+  measured in a child process that does only the export);
+- ``audit verify`` of the chain (≥ 200,000 events/s).
+
+Usage: ``python benchmarks/bench_audit.py [--events 1000000] [--ingest 200000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MASTER_KEY = "YmVuY2htYXJrLW1hc3Rlci1rZXktMDEyMzQ1Njc4OWE="
+
+
+def make_app(db_path: Path):
+    from datapass import create_app
+
+    return create_app(
+        {
+            "ENV": "testing",
+            "DATABASE_URL": f"sqlite:///{db_path}",
+            "SECRET_KEY": "benchmark-secret-key-long-enough-0123456789",
+            "MASTER_KEY": MASTER_KEY,
+            "BASE_URL": "http://datapass.bench",
+        }
+    )
+
+
+def generate_chain(app, count: int) -> None:
+    """``count`` realistic audit events, chained, bulk-inserted with the DBAPI."""
+    from datapass.audit import service as audit
+    from datapass.extensions import db
+
+    tags = [
+        "accounts:user:login",
+        "tokens:token:issued",
+        "authorizations:request:submitted",
+        "tokens:token:revoked",
+        "audit:consumption:sealed",
+    ]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with app.app_context():
+        connection = db.engine.raw_connection()
+        cursor = connection.cursor()
+        cursor.execute("BEGIN")
+        prev = audit.GENESIS_HASH if hasattr(audit, "GENESIS_HASH") else "0" * 64
+        batch = []
+        sql = (
+            f"INSERT INTO audit_events ({', '.join(audit.COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(audit.COLUMNS))})"
+        )
+        for seq in range(1, count + 1):
+            moment = start + timedelta(seconds=seq * 7)
+            row = {
+                "seq": seq,
+                "occurred_at": moment,
+                "tag": tags[seq % len(tags)],
+                "actor_type": "user" if seq % 3 else "system",
+                "actor_id": str(seq % 500) if seq % 3 else None,
+                "actor_label": f"agent{seq % 500}@exemple.gouv.fr" if seq % 3 else "scheduler",
+                "ip": f"192.0.2.{seq % 250}" if seq % 3 else None,
+                "subject_type": "access_tokens",
+                "subject_id": str(seq % 10000),
+                "organisation_id": seq % 2000,
+                "api_id": seq % 12,
+                "token_digest": hashlib.sha256(str(seq % 10000).encode()).hexdigest(),
+                "payload": json.dumps(
+                    {"reason": "rotation planifiée", "n": seq}, separators=(",", ":")
+                ),
+            }
+            digest = audit.chain_hash(row, prev)
+            stored = dict(row)
+            stored["occurred_at"] = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+            batch.append(tuple(stored[c] for c in audit.COLUMNS[:13]) + (prev, digest))
+            prev = digest
+            if len(batch) == 50000:
+                cursor.executemany(sql, batch)
+                batch.clear()
+        if batch:
+            cursor.executemany(sql, batch)
+        cursor.execute("INSERT INTO audit_head (id, seq, hash) VALUES (1, ?, ?)", (count, prev))
+        cursor.execute("COMMIT")
+        # steady state: the generation's write-ahead log must not be replayed by the measures
+        cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.close()
+    with app.app_context():
+        db.engine.dispose()
+
+
+def bench_ingest(app, total: int) -> float:
+    """Events/s through the HTTP endpoint (test client), batches of 1,000."""
+    import base64
+
+    from datapass.audit.service import Actor
+    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue.models import Api, Provider
+    from datapass.extensions import db
+    from datapass.tokens import service as tokens_service
+
+    with app.app_context():
+        from datapass import clock
+        from datapass.accounts.models import Organisation, User
+        from datapass.authorizations.models import AuthorizationRequest, Habilitation
+
+        now = clock.now()
+        provider = Provider(slug="bench", name="Bench", created_at=now)
+        api = Api(
+            provider=provider,
+            slug="bench-api",
+            name="Bench API",
+            audience="https://bench.example",
+            created_at=now,
+        )
+        organisation = Organisation(siret="21590183600019", name="Commune", created_at=now)
+        user = User(email="bench@example.fr", created_at=now)
+        db.session.add_all([provider, api, organisation, user])
+        db.session.flush()
+        client, secret = catalogue_service.create_client(provider, "bench")
+        jtis = []
+        for _ in range(50):
+            request = AuthorizationRequest(
+                organisation_id=organisation.id,
+                api_id=api.id,
+                requester_id=user.id,
+                state="validated",
+                created_at=now,
+                updated_at=now,
+                state_changed_at=now,
+            )
+            db.session.add(request)
+            db.session.flush()
+            habilitation = Habilitation(
+                request_id=request.id,
+                organisation_id=organisation.id,
+                api_id=api.id,
+                requester_id=user.id,
+                scopes=[],
+                status="active",
+                snapshot={},
+                created_at=now,
+            )
+            db.session.add(habilitation)
+            db.session.flush()
+            token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("b"))
+            jtis.append(token.jti)
+        db.session.commit()
+        client_id = client.client_id
+    headers = {
+        "Authorization": "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode(),
+        "Content-Type": "application/json",
+    }
+    base = datetime.now(UTC) - timedelta(hours=1)
+    bodies = []
+    for b in range(total // 1000):
+        events = [
+            {
+                "id": f"b{b}-{i}",
+                "token": jtis[(b * 1000 + i) % len(jtis)],
+                "time": (base + timedelta(milliseconds=b * 1000 + i)).isoformat(),
+                "endpoint": "/v2/quotient-familial" if i % 3 else "/v2/statut-etudiant",
+                "status": 200 if i % 50 else 404,
+                "latency_ms": 20 + i % 80,
+                "caller_ip": f"198.51.100.{i % 250}",
+            }
+            for i in range(1000)
+        ]
+        bodies.append(json.dumps({"events": events}))
+    http = app.test_client()
+    started = time.perf_counter()
+    for body in bodies:
+        response = http.post("/api/v1/usage", data=body, headers=headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+    elapsed = time.perf_counter() - started
+    return total / elapsed
+
+
+def sqlite_ceilings(db_path: Path) -> tuple[float, float]:
+    """What SQLite itself allows on this machine, now: inserting usage rows (same table, same
+    indexes, 1,000 per statement) and reading audit rows, with bare sqlite3 calls."""
+    import sqlite3
+
+    folder = Path(tempfile.mkdtemp(prefix="datapass-bench-ceiling-"))
+    con = sqlite3.connect(folder / "c.db", isolation_level=None)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=NORMAL")
+    source = sqlite3.connect(db_path)
+    schema = source.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_events' AND sql IS NOT NULL"
+    ).fetchall()
+    for (sql,) in schema:
+        con.execute(sql)
+    started = time.perf_counter()
+    for b in range(50):
+        rows = [
+            (
+                1,
+                f"c{b}-{i}",
+                i % 50,
+                1,
+                1,
+                f"2026-11-28 08:00:{i % 60:02d}.{b:06d}",
+                "2026-11-28",
+                "/v2/quotient",
+                200,
+                20,
+                "198.51.100.1",
+            )
+            for i in range(1000)
+        ]
+        con.execute("BEGIN IMMEDIATE")
+        con.execute(
+            "INSERT INTO usage_events VALUES "
+            + ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * 1000)
+            + " ON CONFLICT DO NOTHING RETURNING event_id",
+            [v for row in rows for v in row],
+        ).fetchall()
+        con.execute("COMMIT")
+    insert_rate = 50_000 / (time.perf_counter() - started)
+    started = time.perf_counter()
+    count = 0
+    for _row in source.execute("SELECT * FROM audit_events ORDER BY seq LIMIT 300000"):
+        count += 1
+    read_rate = count / (time.perf_counter() - started)
+    return insert_rate, read_rate
+
+
+def bench_verify(app) -> tuple[float, int]:
+    from datapass.audit import service as audit
+
+    with app.app_context():
+        started = time.perf_counter()
+        result = audit.verify_chain()
+        elapsed = time.perf_counter() - started
+        assert result.ok, result.message()
+        return result.checked / elapsed, result.checked
+
+
+def export_child(db_path: str) -> None:
+    """Run in a child process: stream a full CSV export to /dev/null, print rows/s and RSS."""
+    from datapass.audit import exports
+    from datapass.audit.models import AuditCheckpoint, AuditExport
+    from datapass.audit.search import AuditFilter
+    from datapass.extensions import db
+
+    app = make_app(Path(db_path))
+    with app.app_context():
+        from datapass.audit.models import AuditHead
+
+        head = db.session.get(AuditHead, 1)
+        checkpoint = AuditCheckpoint(
+            seq=head.seq, hash=head.hash, signed_at=datetime.now(UTC), kid="bench", jws="bench"
+        )
+        db.session.add(checkpoint)
+        db.session.flush()
+        export = AuditExport(
+            created_at=datetime.now(UTC),
+            format="csv",
+            filters=AuditFilter().as_dict(),
+            checkpoint_id=checkpoint.id,
+            bound_seq=head.seq,
+        )
+        db.session.add(export)
+        db.session.commit()
+        digest = exports.Digest()
+        started = time.perf_counter()
+        size = 0
+        with open(os.devnull, "wb") as sink:
+            for chunk in exports.stream(export, digest):
+                sink.write(chunk)
+                size += len(chunk)
+        elapsed = time.perf_counter() - started
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(
+            json.dumps({"rows": digest.rows, "seconds": elapsed, "bytes": size, "rss_mb": rss_mb})
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--ingest", type=int, default=200_000)
+    parser.add_argument("--export-child")
+    args = parser.parse_args()
+    if args.export_child:
+        export_child(args.export_child)
+        return 0
+
+    folder = Path(tempfile.mkdtemp(prefix="datapass-bench-audit-"))
+    db_path = folder / "bench.db"
+    app = make_app(db_path)
+    from datapass.extensions import db
+
+    with app.app_context():
+        db.create_all()
+    ingest_rate = bench_ingest(app, args.ingest)
+
+    chain_db = folder / "chain.db"
+    chain_app = make_app(chain_db)
+    with chain_app.app_context():
+        db.create_all()
+    started = time.perf_counter()
+    generate_chain(chain_app, args.events)
+    generated = time.perf_counter() - started
+    verify_rate, checked = bench_verify(chain_app)
+
+    child = subprocess.run(
+        [sys.executable, __file__, "--export-child", str(chain_db)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    export = json.loads(child.stdout.strip().splitlines()[-1])
+    export_rate = export["rows"] / export["seconds"]
+    insert_ceiling, read_ceiling = sqlite_ceilings(chain_db)
+    load = os.getloadavg()[0]
+
+    print(
+        f"(données : {args.events:,} événements d'audit générés en {generated:.1f} s ; "
+        f"SQLite, {os.cpu_count()} cœurs, charge moyenne {load:.1f})"
+    )
+    print()
+    print("| Mesure | Résultat | Budget | Verdict |")
+    print("|---|---|---|---|")
+    print(
+        f"| Ingestion `POST /api/v1/usage` (lots de 1 000, {args.ingest:,} événements) | "
+        f"{ingest_rate:,.0f} événements/s | ≥ 100 000/s | "
+        f"{'OK' if ingest_rate >= 100_000 else 'HORS BUDGET'} |"
+    )
+    print(
+        f"| Export CSV en flux ({export['rows']:,} lignes, {export['bytes'] / 1e6:,.0f} Mo) | "
+        f"{export_rate:,.0f} lignes/s | ≥ 100 000/s | "
+        f"{'OK' if export_rate >= 100_000 else 'HORS BUDGET'} |"
+    )
+    print(
+        f"| Export CSV : mémoire maximale (processus dédié) | {export['rss_mb']:,.0f} Mo | "
+        f"< 150 Mo | {'OK' if export['rss_mb'] < 150 else 'HORS BUDGET'} |"
+    )
+    print(
+        f"| `audit verify` ({checked:,} événements) | {verify_rate:,.0f} événements/s | "
+        f"≥ 200 000/s | {'OK' if verify_rate >= 200_000 else 'HORS BUDGET'} |"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""The machine API of consumption: ``POST /api/v1/usage`` (a provider reports API calls)."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from datapass import access
+from datapass.audit import consumption
+from datapass.extensions import csrf, db
+from datapass.web import problem
+
+bp = Blueprint("audit_api", __name__)
+csrf.exempt(bp)  # machine clients authenticate with HTTP Basic, never with a session cookie
+
+
+def _max_body() -> int:
+    return current_app.config.get("USAGE_MAX_BODY_MB", 8) * 1024 * 1024
+
+
+def _too_large_problem():
+    return problem(
+        413,
+        f"Lot trop volumineux : {consumption.MAX_EVENTS} événements et "
+        f"{_max_body() // (1024 * 1024)} Mo au plus par requête.",
+    )
+
+
+@bp.before_request
+def _limit_body():
+    request.max_content_length = _max_body()
+    if request.content_length is not None and request.content_length > _max_body():
+        return _too_large_problem()
+    return None
+
+
+@bp.errorhandler(RequestEntityTooLarge)
+def _too_large(_error):
+    return _too_large_problem()
+
+
+@bp.route("/api/v1/usage", methods=["POST"])
+@access.machine_client
+def usage():
+    """A batch ``{"events": [...]}``; answers ``{accepted, duplicates, refused}``."""
+    if request.mimetype != "application/json":
+        return problem(415, "Type de contenu attendu : application/json.")
+    try:
+        body = json.loads(request.get_data(cache=False))
+    except (ValueError, UnicodeDecodeError):
+        return problem(400, "Le corps de la requête n'est pas un JSON valide.")
+    events = body.get("events") if isinstance(body, dict) else None
+    if not isinstance(events, list):
+        return problem(
+            422,
+            "Le corps doit être un objet JSON dont le membre `events` est une liste.",
+            errors=[{"index": None, "errors": {"events": "liste attendue"}}],
+        )
+    if len(events) > consumption.MAX_EVENTS:
+        return _too_large_problem()
+    try:
+        result = consumption.ingest_usage(g.machine_client.provider_id, events)
+    except consumption.MalformedBatch as exc:
+        db.session.rollback()
+        indices = ", ".join(str(e["index"]) for e in exc.errors[:20])
+        return problem(
+            422,
+            f"{len(exc.errors)} événement(s) invalide(s) (indices {indices}"
+            f"{'…' if len(exc.errors) > 20 else ''}) : aucun événement de ce lot n'a été "
+            "enregistré.",
+            errors=exc.errors,
+        )
+    db.session.commit()
+    return jsonify(result.as_dict())

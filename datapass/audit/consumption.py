@@ -1,0 +1,964 @@
+"""API consumption: providers' usage reports, daily counts, the daily seal, consumption views.
+
+A provider's machine client reports calls in batches (``POST /api/v1/usage``); introspections
+count too (:func:`record_introspection_uses`). Each accepted event is kept for the retention
+period (12 months by default) and added to per-token, per-day, per-endpoint counts (5 years).
+Each finished day is then sealed into the audit chain (counts and digests of its events and
+counts), so consumption history cannot be rewritten unnoticed; late events for a sealed day
+are refused.
+
+The ingest path is built for throughput: bulk ``INSERT … ON CONFLICT DO NOTHING RETURNING``,
+dialect upserts for the counts, one ``UPDATE`` executemany for last uses, no ORM objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from datapass import clock
+from datapass.audit import service as audit
+from datapass.audit.models import AuditEvent, UsageDaily, UsageEvent
+from datapass.extensions import UTCDateTime, db
+
+MAX_EVENTS = 10_000
+SEAL_TAG = "audit:consumption:sealed"
+SEAL_SUBJECT = "usage_day"
+INTROSPECT_ENDPOINT = "introspect"
+REFUSED_FOREIGN = "jeton inconnu ou rattaché à une API d'un autre fournisseur"
+REFUSED_SEALED = "journée déjà scellée : événement trop tardif pour être compté"
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+EVENTS = UsageEvent.__table__
+DAILY = UsageDaily.__table__
+
+
+class MalformedBatch(ValueError):
+    """Events that do not follow the format: ``errors`` lists them by index."""
+
+    def __init__(self, errors: list[dict[str, Any]]):
+        super().__init__(f"{len(errors)} événement(s) invalide(s)")
+        self.errors = errors
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    refused: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "refused": self.refused}
+
+
+def _insert(table):
+    dialect = db.session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _paris_day(moment: datetime) -> date:
+    return moment.astimezone(clock.PARIS).date()
+
+
+class _DayOf:
+    """Paris day of UTC moments, computed once per UTC hour (offsets change on the hour)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[int, int, int, int], date] = {}
+
+    def __call__(self, moment: datetime) -> date:
+        key = (moment.year, moment.month, moment.day, moment.hour)
+        day = self.cache.get(key)
+        if day is None:
+            day = self.cache[key] = _paris_day(moment)
+        return day
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def _parse_time(value: Any, now: datetime) -> datetime | str:
+    if type(value) is not str or len(value) < 20 or len(value) > 40 or value[10] not in "Tt ":
+        return "date RFC 3339 attendue (ex. 2026-11-28T09:00:00Z)"
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return "date RFC 3339 invalide"
+    if moment.tzinfo is None:
+        return "la date doit préciser son fuseau (Z ou ±hh:mm)"
+    moment = moment.astimezone(UTC)
+    if moment > now + FUTURE_TOLERANCE:
+        return "date dans le futur"
+    return moment
+
+
+def _normal_ip(value: Any, cache: dict[str, str | None]) -> str | None:
+    """The address in its normal form, or None if it is not one (cached: a batch repeats)."""
+    if type(value) is not str or len(value) > 64:
+        return None
+    if value not in cache:
+        try:
+            cache[value] = str(ipaddress.ip_address(value))
+        except ValueError:
+            cache[value] = None
+    return cache[value]
+
+
+def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[str, Any]]]:
+    """Parsed events ``(index, event_id, jti, digest, at, endpoint, status, latency, ip)`` and
+    the errors by index."""
+    parsed: list[tuple] = []
+    errors: list[dict[str, Any]] = []
+    ips: dict[str, str | None] = {}
+    for index, event in enumerate(events):
+        problems: dict[str, str] = {}
+        if type(event) is not dict:
+            errors.append({"index": index, "errors": {"": "objet JSON attendu"}})
+            continue
+        event_id = event.get("id")
+        if type(event_id) is not str or not 0 < len(event_id) <= 100 or "\x00" in event_id:
+            problems["id"] = "identifiant d'événement requis (texte, 100 caractères au plus)"
+        jti = event.get("token")
+        digest = event.get("token_sha256")
+        if (jti is None) == (digest is None):
+            problems["token"] = "indiquez soit `token` (jti), soit `token_sha256`"
+        elif jti is not None and (type(jti) is not str or not 0 < len(jti) <= 100 or "\x00" in jti):
+            problems["token"] = "jti invalide"
+        elif digest is not None and (
+            type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef") != ""
+        ):
+            problems["token_sha256"] = "empreinte SHA-256 attendue (64 caractères hexadécimaux)"
+        at = _parse_time(event.get("time"), now)
+        if type(at) is str:
+            problems["time"] = at
+        endpoint = event.get("endpoint")
+        if type(endpoint) is not str or not 0 < len(endpoint) <= 200 or "\x00" in endpoint:
+            problems["endpoint"] = "point d'accès requis (texte, 200 caractères au plus)"
+        status = event.get("status")
+        if type(status) is float and status.is_integer():  # 200.0 is a JSON integer
+            status = int(status)
+        if type(status) is not int or not 100 <= status <= 599:
+            problems["status"] = "code HTTP attendu (entier de 100 à 599)"
+        latency = event.get("latency_ms", 0)
+        if type(latency) is float and 0 <= latency < 1e9:
+            latency = int(round(latency))
+        elif type(latency) is not int or not 0 <= latency < 10**9:
+            problems["latency_ms"] = "durée en millisecondes attendue (nombre positif)"
+        ip = event.get("caller_ip")
+        if ip is not None:
+            ip = _normal_ip(ip, ips)
+            if ip is None:
+                problems["caller_ip"] = "adresse IP invalide"
+        if problems:
+            errors.append({"index": index, "errors": problems})
+            continue
+        parsed.append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
+    return parsed, errors
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+def _tokens_by(column, values: set[str]) -> dict[str, tuple]:
+    from datapass.tokens.models import AccessToken
+
+    table = AccessToken.__table__
+    found: dict[str, tuple] = {}
+    ordered = sorted(values)
+    for start in range(0, len(ordered), 5000):
+        chunk = ordered[start : start + 5000]
+        rows = db.session.execute(
+            select(table.c[column], table.c.id, table.c.api_id, table.c.organisation_id).where(
+                table.c[column].in_(chunk)
+            )
+        )
+        for key, token_id, api_id, organisation_id in rows:
+            found[key] = (token_id, api_id, organisation_id)
+    return found
+
+
+def _provider_api_ids(provider_id: int) -> set[int]:
+    from datapass.catalogue.models import Api
+
+    return set(db.session.scalars(select(Api.id).where(Api.provider_id == provider_id)))
+
+
+def last_sealed_day() -> date | None:
+    """The latest Paris day already sealed into the chain (later events are refused)."""
+    value = db.session.scalar(
+        select(func.max(AuditEvent.subject_id)).where(AuditEvent.subject_type == SEAL_SUBJECT)
+    )
+    return date.fromisoformat(value) if value else None
+
+
+# --- ingest -------------------------------------------------------------------------------
+
+
+def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
+    """Store a provider's batch of usage events (flushes, never commits).
+
+    Raises :class:`MalformedBatch` — nothing stored — when any event is malformed. Events of
+    tokens that are not of the provider's APIs, or of an already sealed day, are refused and
+    listed by index; an event id already reported by this provider is a duplicate."""
+    if len(events) > MAX_EVENTS:
+        raise ValueError(f"au plus {MAX_EVENTS} événements par lot")
+    now = clock.now()
+    parsed, errors = _validate(events, now)
+    if errors:
+        raise MalformedBatch(errors)
+    result = IngestResult()
+    if not parsed:
+        return result
+    by_jti = _tokens_by("jti", {p[2] for p in parsed if p[2] is not None})
+    by_digest = _tokens_by("digest", {p[3] for p in parsed if p[3] is not None})
+    api_ids = _provider_api_ids(provider_id)
+    sealed = last_sealed_day()
+    day_of = _DayOf()
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for index, event_id, jti, digest, at, endpoint, status, latency, ip in parsed:
+        token = by_jti.get(jti) if jti is not None else by_digest.get(digest)
+        if token is None or token[1] not in api_ids:
+            result.refused.append({"index": index, "id": event_id, "reason": REFUSED_FOREIGN})
+            continue
+        day = day_of(at)
+        if sealed is not None and day <= sealed:
+            result.refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
+            continue
+        if event_id in seen:
+            result.duplicates += 1
+            continue
+        seen.add(event_id)
+        rows.append(
+            {
+                "provider_id": provider_id,
+                "event_id": event_id,
+                "token_id": token[0],
+                "api_id": token[1],
+                "organisation_id": token[2],
+                "occurred_at": at,
+                "day": day,
+                "endpoint": endpoint,
+                "status": status,
+                "latency_ms": latency,
+                "caller_ip": ip,
+            }
+        )
+    inserted = _store(rows)
+    result.accepted = len(inserted)
+    result.duplicates += len(rows) - len(inserted)
+    return result
+
+
+def _store(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the events (duplicates skipped by the unique constraint, even between concurrent
+    batches), then add exactly the inserted ones to the counts and last uses."""
+    if not rows:
+        return []
+    if db.session.get_bind().dialect.name == "sqlite":
+        inserted = _insert_sqlite(rows)
+    else:
+        statement = (
+            _insert(EVENTS)
+            .on_conflict_do_nothing(index_elements=["provider_id", "event_id"])
+            .returning(EVENTS.c.event_id)
+        )
+        new_ids: set[str] = set()
+        for start in range(0, len(rows), 2000):
+            new_ids.update(db.session.execute(statement, rows[start : start + 2000]).scalars())
+        inserted = (
+            rows
+            if len(new_ids) == len(rows)
+            else [row for row in rows if row["event_id"] in new_ids]
+        )
+    _count(inserted)
+    _touch_tokens(inserted)
+    return inserted
+
+
+_SQLITE_COLUMNS = (
+    "provider_id, event_id, token_id, api_id, organisation_id, occurred_at, day, endpoint, "
+    "status, latency_ms, caller_ip"
+)
+_SQLITE_CHUNK = 2900  # 11 parameters a row: under SQLite's 32,766 bound parameters
+
+
+def _insert_sqlite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SQLite: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per chunk (what
+    SQLAlchemy's insertmanyvalues does, without its per-value type processing: the values are
+    pre-formatted as SQLAlchemy stores them — UTC text, ISO day)."""
+    connection = db.session.connection()
+    new_ids: set[str] = set()
+    for start in range(0, len(rows), _SQLITE_CHUNK):
+        chunk = rows[start : start + _SQLITE_CHUNK]
+        values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+        params: list[Any] = []
+        for row in chunk:
+            params += (
+                row["provider_id"],
+                row["event_id"],
+                row["token_id"],
+                row["api_id"],
+                row["organisation_id"],
+                row["occurred_at"].isoformat(sep=" ", timespec="microseconds")[:26],
+                row["day"].isoformat(),
+                row["endpoint"],
+                row["status"],
+                row["latency_ms"],
+                row["caller_ip"],
+            )
+        new_ids.update(
+            r[0]
+            for r in connection.exec_driver_sql(
+                f"INSERT INTO usage_events ({_SQLITE_COLUMNS}) VALUES {values} "  # noqa: S608
+                "ON CONFLICT (provider_id, event_id) DO NOTHING RETURNING event_id",
+                tuple(params),
+            )
+        )
+    if len(new_ids) == len(rows):
+        return rows
+    return [row for row in rows if row["event_id"] in new_ids]
+
+
+def _count(rows: Iterable[dict[str, Any]]) -> None:
+    totals: dict[tuple, list[int]] = {}
+    for row in rows:
+        key = (row["token_id"], row["day"], row["endpoint"])
+        entry = totals.get(key)
+        if entry is None:
+            entry = totals[key] = [row["api_id"], row["organisation_id"], 0, 0, 0]
+        entry[2] += 1
+        if row["status"] >= 400:
+            entry[3] += 1
+        entry[4] += row["latency_ms"]
+    if not totals:
+        return
+    statement = _insert(DAILY)
+    statement = statement.on_conflict_do_update(
+        index_elements=["token_id", "day", "endpoint"],
+        set_={
+            "calls": DAILY.c.calls + statement.excluded.calls,
+            "errors": DAILY.c.errors + statement.excluded.errors,
+            "latency_ms_sum": DAILY.c.latency_ms_sum + statement.excluded.latency_ms_sum,
+        },
+    )
+    db.session.execute(
+        statement,
+        [
+            {
+                "token_id": token_id,
+                "day": day,
+                "endpoint": endpoint,
+                "api_id": api_id,
+                "organisation_id": organisation_id,
+                "calls": calls,
+                "errors": errors,
+                "latency_ms_sum": latency,
+            }
+            for (token_id, day, endpoint), (api_id, organisation_id, calls, errors, latency) in (
+                totals.items()
+            )
+        ],
+    )
+
+
+def _touch_tokens(rows: Iterable[dict[str, Any]]) -> None:
+    """Each token's last use: the latest reported time (never moved backwards)."""
+    from datapass.tokens.models import AccessToken
+
+    latest: dict[int, tuple[datetime, str | None]] = {}
+    for row in rows:
+        current = latest.get(row["token_id"])
+        if current is None or row["occurred_at"] > current[0]:
+            latest[row["token_id"]] = (row["occurred_at"], row["caller_ip"])
+    if not latest:
+        return
+    table = AccessToken.__table__
+    at = bindparam("b_at", type_=UTCDateTime())
+    statement = (
+        update(table)
+        .where(
+            table.c.id == bindparam("b_id"),
+            or_(table.c.last_used_at.is_(None), table.c.last_used_at < at),
+        )
+        .values(last_used_at=at, last_used_ip=bindparam("b_ip"))
+    )
+    db.session.execute(
+        statement,
+        [
+            {"b_id": token_id, "b_at": moment, "b_ip": ip}
+            for token_id, (moment, ip) in latest.items()
+        ],
+        execution_options={"synchronize_session": False},
+    )
+
+
+def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
+    """Count introspection calls as consumption (called by the tokens domain when it flushes
+    its use buffer). Each row: ``token_id`` or ``jti`` or ``digest``, ``at`` (aware),
+    ``ip``, optional ``endpoint`` (default ``"introspect"``) and ``status`` (default 200).
+    Uses of unknown tokens or of sealed days are skipped. Returns how many were stored."""
+    from datapass.catalogue.models import Api
+    from datapass.tokens.models import AccessToken
+
+    rows = list(rows)
+    if not rows:
+        return 0
+    table = AccessToken.__table__
+    ids = {r["token_id"] for r in rows if r.get("token_id") is not None}
+    jtis = {r["jti"] for r in rows if r.get("jti") is not None and r.get("token_id") is None}
+    digests = {
+        r["digest"]
+        for r in rows
+        if r.get("digest") is not None and r.get("token_id") is None and r.get("jti") is None
+    }
+    query = select(
+        table.c.id,
+        table.c.jti,
+        table.c.digest,
+        table.c.api_id,
+        table.c.organisation_id,
+        Api.provider_id,
+    ).join(Api, Api.id == table.c.api_id)
+    conditions = []
+    if ids:
+        conditions.append(table.c.id.in_(ids))
+    if jtis:
+        conditions.append(table.c.jti.in_(jtis))
+    if digests:
+        conditions.append(table.c.digest.in_(digests))
+    if not conditions:
+        return 0
+    found_by_id, found_by_jti, found_by_digest = {}, {}, {}
+    for token_id, jti, digest, api_id, organisation_id, provider_id in db.session.execute(
+        query.where(or_(*conditions))
+    ):
+        info = (token_id, api_id, organisation_id, provider_id)
+        found_by_id[token_id], found_by_jti[jti], found_by_digest[digest] = info, info, info
+    sealed = last_sealed_day()
+    events = []
+    for row in rows:
+        info = (
+            found_by_id.get(row.get("token_id"))
+            or found_by_jti.get(row.get("jti"))
+            or found_by_digest.get(row.get("digest"))
+        )
+        at = row["at"].astimezone(UTC)
+        day = _paris_day(at)
+        if info is None or (sealed is not None and day <= sealed):
+            continue
+        events.append(
+            {
+                "provider_id": info[3],
+                "event_id": f"introspect-{uuid.uuid4().hex}",
+                "token_id": info[0],
+                "api_id": info[1],
+                "organisation_id": info[2],
+                "occurred_at": at,
+                "day": day,
+                "endpoint": row.get("endpoint") or INTROSPECT_ENDPOINT,
+                "status": int(row.get("status") or 200),
+                "latency_ms": int(row.get("latency_ms") or 0),
+                "caller_ip": row.get("ip"),
+            }
+        )
+    return len(_store(events))
+
+
+# --- the daily seal -----------------------------------------------------------------------
+
+
+def _event_lines(day: date) -> Iterator[str]:
+    query = (
+        select(
+            EVENTS.c.provider_id,
+            EVENTS.c.event_id,
+            EVENTS.c.token_id,
+            EVENTS.c.occurred_at,
+            EVENTS.c.endpoint,
+            EVENTS.c.status,
+            EVENTS.c.latency_ms,
+            EVENTS.c.caller_ip,
+        )
+        .where(EVENTS.c.day == day)
+        .order_by(EVENTS.c.provider_id, EVENTS.c.event_id)
+    )
+    for provider_id, event_id, token_id, at, endpoint, status, latency, ip in db.session.execute(
+        query.execution_options(yield_per=5000)
+    ):
+        yield json.dumps(
+            [provider_id, event_id, token_id, audit._iso(at), endpoint, status, latency, ip],
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+
+
+def _daily_lines(day: date) -> Iterator[tuple[str, tuple]]:
+    query = (
+        select(
+            DAILY.c.token_id,
+            DAILY.c.endpoint,
+            DAILY.c.api_id,
+            DAILY.c.organisation_id,
+            DAILY.c.calls,
+            DAILY.c.errors,
+            DAILY.c.latency_ms_sum,
+        )
+        .where(DAILY.c.day == day)
+        .order_by(DAILY.c.token_id, DAILY.c.endpoint)
+    )
+    for row in db.session.execute(query):
+        yield json.dumps(list(row), ensure_ascii=False, separators=(",", ":")), tuple(row)
+
+
+def day_summary(day: date) -> dict[str, Any]:
+    """What the seal of ``day`` records: counts and SHA-256 digests, in a canonical order, of
+    the day's events (by provider and event id) and of its daily counts (by token, endpoint)."""
+    events_hash = hashlib.sha256()
+    events = 0
+    for line in _event_lines(day):
+        events_hash.update(line.encode() + b"\n")
+        events += 1
+    daily_hash = hashlib.sha256()
+    calls = errors = latency = 0
+    tokens: set[int] = set()
+    for line, row in _daily_lines(day):
+        daily_hash.update(line.encode() + b"\n")
+        tokens.add(row[0])
+        calls += row[4]
+        errors += row[5]
+        latency += row[6]
+    return {
+        "day": day.isoformat(),
+        "counts": {
+            "events": events,
+            "calls": calls,
+            "errors": errors,
+            "latency_ms_sum": latency,
+            "tokens": len(tokens),
+        },
+        "digest": events_hash.hexdigest(),
+        "daily_digest": daily_hash.hexdigest(),
+    }
+
+
+def _first_usage_day() -> date | None:
+    first_event = db.session.scalar(select(func.min(EVENTS.c.day)))
+    first_daily = db.session.scalar(select(func.min(DAILY.c.day)))
+    days = [d for d in (first_event, first_daily) if d is not None]
+    return min(days) if days else None
+
+
+def sealable_until(now: datetime | None = None) -> date:
+    """The last Paris day that is over (plus the lateness allowed to providers)."""
+    now = now or clock.now()
+    delay = timedelta(hours=current_app.config.get("USAGE_SEAL_DELAY_HOURS", 2))
+    return _paris_day(now - delay) - timedelta(days=1)
+
+
+def seal_finished_days(limit: int = 400) -> list[date]:
+    """Seal every finished, not yet sealed day as an ``audit:consumption:sealed`` event (one
+    per day, empty days included so that deleting a whole day is detected too). Safe to re-run
+    and to run from two schedulers: the chain's lock is taken before looking."""
+    session = db.session
+    session.flush()
+    audit._lock_head(session)
+    last = last_sealed_day()
+    start = last + timedelta(days=1) if last is not None else _first_usage_day()
+    until = sealable_until()
+    sealed: list[date] = []
+    if start is None:
+        return sealed
+    actor = audit.Actor.system("audit.seal_consumption")
+    day = start
+    while day <= until and len(sealed) < limit:
+        audit.record(
+            SEAL_TAG,
+            actor,
+            subject_type=SEAL_SUBJECT,
+            subject_id=day.isoformat(),
+            payload=day_summary(day),
+        )
+        sealed.append(day)
+        day += timedelta(days=1)
+    return sealed
+
+
+@dataclass
+class SealReport:
+    checked: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_seals() -> SealReport:
+    """Recompute each seal from the consumption still retained: a changed, added or deleted
+    event or daily count of a sealed day is reported (with the day)."""
+    anchor = latest_anchor_any()
+    events_from = anchor.usage_events_before if anchor and anchor.usage_events_before else None
+    daily_from = anchor.usage_daily_before if anchor and anchor.usage_daily_before else None
+    report = SealReport()
+    seals = db.session.execute(
+        select(AuditEvent.seq, AuditEvent.payload)
+        .where(AuditEvent.tag == SEAL_TAG)
+        .order_by(AuditEvent.seq)
+    )
+    sealed_days: set[date] = set()
+    for seq, payload_text in seals:
+        payload = json.loads(payload_text)
+        day = date.fromisoformat(payload["day"])
+        sealed_days.add(day)
+        current = day_summary(day)
+        where = f"sceau de la consommation du {day.strftime('%d/%m/%Y')} (événement n° {seq})"
+        events_kept = events_from is None or day >= events_from
+        daily_kept = daily_from is None or day >= daily_from
+        if events_kept and (
+            current["digest"] != payload["digest"]
+            or current["counts"]["events"] != payload["counts"]["events"]
+        ):
+            report.problems.append(
+                f"{where} : les événements de consommation de ce jour ont été modifiés "
+                f"({current['counts']['events']} aujourd'hui, {payload['counts']['events']} "
+                "scellés)"
+            )
+        elif daily_kept and current["daily_digest"] != payload["daily_digest"]:
+            report.problems.append(
+                f"{where} : les compteurs quotidiens de ce jour ont été modifiés "
+                f"({current['counts']['calls']} appels aujourd'hui, "
+                f"{payload['counts']['calls']} scellés)"
+            )
+        else:
+            report.checked += 1
+    if sealed_days:
+        # Seals start at the first day with consumption: earlier counts were added afterwards.
+        query = select(func.count()).select_from(DAILY).where(DAILY.c.day < min(sealed_days))
+        if daily_from is not None:
+            query = query.where(DAILY.c.day >= daily_from)
+        stray = db.session.scalar(query)
+        if stray:
+            report.problems.append(
+                f"{stray} compteur(s) quotidien(s) antérieurs au premier sceau (ajout après coup)"
+            )
+    return report
+
+
+def latest_anchor_any():
+    """The latest retention purge record (usage horizons included), or None."""
+    from datapass.audit.models import AuditAnchor
+
+    return db.session.scalars(select(AuditAnchor).order_by(AuditAnchor.id.desc())).first()
+
+
+# --- consumption views --------------------------------------------------------------------
+
+PERIODS = (7, 30, 90)
+
+
+def _days(days: int) -> list[date]:
+    today = clock.today()
+    return [today - timedelta(days=offset) for offset in range(days - 1, -1, -1)]
+
+
+@dataclass
+class Consumption:
+    days: int
+    series: list[dict[str, Any]]  # [{day, calls, errors}] oldest first, every day present
+    endpoints: list[dict[str, Any]]  # [{endpoint, calls, errors, error_rate, latency_avg}]
+    calls: int
+    errors: int
+    last_calls: list[dict[str, Any]]
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+    @property
+    def peak(self) -> int:
+        return max((point["calls"] for point in self.series), default=0)
+
+
+def token_consumption(token, days: int = 30) -> Consumption:
+    """A token's consumption over the last ``days`` Paris days (today included): calls and
+    errors per day, per endpoint, error rate and the last 10 calls."""
+    days = days if days in PERIODS else 30
+    span = _days(days)
+    rows = db.session.execute(
+        select(
+            DAILY.c.day, DAILY.c.endpoint, DAILY.c.calls, DAILY.c.errors, DAILY.c.latency_ms_sum
+        ).where(DAILY.c.token_id == token.id, DAILY.c.day >= span[0])
+    ).all()
+    per_day = {d: [0, 0] for d in span}
+    per_endpoint: dict[str, list[int]] = {}
+    for day, endpoint, calls, errors, latency in rows:
+        if day in per_day:
+            per_day[day][0] += calls
+            per_day[day][1] += errors
+        entry = per_endpoint.setdefault(endpoint, [0, 0, 0])
+        entry[0] += calls
+        entry[1] += errors
+        entry[2] += latency
+    last = db.session.execute(
+        select(
+            EVENTS.c.occurred_at,
+            EVENTS.c.endpoint,
+            EVENTS.c.status,
+            EVENTS.c.latency_ms,
+            EVENTS.c.caller_ip,
+        )
+        .where(EVENTS.c.token_id == token.id)
+        .order_by(EVENTS.c.occurred_at.desc())
+        .limit(10)
+    ).all()
+    return Consumption(
+        days=days,
+        series=[{"day": d, "calls": c, "errors": e} for d, (c, e) in per_day.items()],
+        endpoints=[
+            {
+                "endpoint": endpoint,
+                "calls": calls,
+                "errors": errors,
+                "error_rate": errors / calls if calls else 0.0,
+                "latency_avg": latency / calls if calls else 0.0,
+            }
+            for endpoint, (calls, errors, latency) in sorted(
+                per_endpoint.items(), key=lambda item: -item[1][0]
+            )
+        ],
+        calls=sum(c for c, _ in per_day.values()),
+        errors=sum(e for _, e in per_day.values()),
+        last_calls=[
+            {"at": at, "endpoint": ep, "status": st, "latency_ms": lat, "ip": ip}
+            for at, ep, st, lat, ip in last
+        ],
+    )
+
+
+def api_consumption(api_ids: Iterable[int], days: int = 30, top: int = 10) -> dict[str, Any]:
+    """Daily volume of some APIs and their top consumers (tokens, with their organisation)."""
+    from datapass.accounts.models import Organisation
+    from datapass.catalogue.models import Api
+    from datapass.tokens.models import AccessToken
+
+    api_ids = list(api_ids)
+    days = days if days in PERIODS else 30
+    span = _days(days)
+    per_day = {d: [0, 0] for d in span}
+    for day, calls, errors in db.session.execute(
+        select(DAILY.c.day, func.sum(DAILY.c.calls), func.sum(DAILY.c.errors))
+        .where(DAILY.c.api_id.in_(api_ids), DAILY.c.day >= span[0])
+        .group_by(DAILY.c.day)
+    ):
+        if day in per_day:
+            per_day[day] = [int(calls), int(errors)]
+    calls_sum = func.sum(DAILY.c.calls).label("calls")
+    consumers = db.session.execute(
+        select(
+            DAILY.c.token_id,
+            AccessToken.jti,
+            Organisation.name,
+            Organisation.siret,
+            Api.name,
+            calls_sum,
+            func.sum(DAILY.c.errors).label("errors"),
+        )
+        .join(AccessToken, AccessToken.id == DAILY.c.token_id)
+        .join(Organisation, Organisation.id == DAILY.c.organisation_id)
+        .join(Api, Api.id == DAILY.c.api_id)
+        .where(DAILY.c.api_id.in_(api_ids), DAILY.c.day >= span[0])
+        .group_by(
+            DAILY.c.token_id, AccessToken.jti, Organisation.name, Organisation.siret, Api.name
+        )
+        .order_by(calls_sum.desc(), DAILY.c.token_id)
+        .limit(top)
+    ).all()
+    series = [{"day": d, "calls": c, "errors": e} for d, (c, e) in per_day.items()]
+    return {
+        "days": days,
+        "series": series,
+        "calls": sum(p["calls"] for p in series),
+        "errors": sum(p["errors"] for p in series),
+        "peak": max((p["calls"] for p in series), default=0),
+        "consumers": [
+            {
+                "token_id": token_id,
+                "jti": jti,
+                "organisation": org_name,
+                "siret": siret,
+                "api": api_name,
+                "calls": int(calls),
+                "errors": int(errors),
+            }
+            for token_id, jti, org_name, siret, api_name, calls, errors in consumers
+        ],
+    }
+
+
+def daily_rows(
+    *, token_id: int | None = None, api_ids: Iterable[int] | None = None, days: int = 90
+) -> Iterator[tuple]:
+    """Daily counts (day, token id, endpoint, calls, errors, average latency) for a CSV."""
+    span = _days(days if days in PERIODS else 90)
+    query = select(
+        DAILY.c.day,
+        DAILY.c.token_id,
+        DAILY.c.endpoint,
+        DAILY.c.calls,
+        DAILY.c.errors,
+        DAILY.c.latency_ms_sum,
+    ).where(DAILY.c.day >= span[0])
+    if token_id is not None:
+        query = query.where(DAILY.c.token_id == token_id)
+    if api_ids is not None:
+        query = query.where(DAILY.c.api_id.in_(list(api_ids)))
+    for day, tid, endpoint, calls, errors, latency in db.session.execute(
+        query.order_by(DAILY.c.day, DAILY.c.token_id, DAILY.c.endpoint)
+    ):
+        yield day, tid, endpoint, calls, errors, round(latency / calls, 1) if calls else 0
+
+
+def bar_chart(series: list[dict[str, Any]], width: int = 720, height: int = 200) -> dict[str, Any]:
+    """Geometry of a server-rendered SVG bar chart (calls per day, errors inside each bar)."""
+    peak = max((p["calls"] for p in series), default=0) or 1
+    n = max(len(series), 1)
+    left, bottom, top = 48, 24, 8
+    plot_w, plot_h = width - left - 8, height - bottom - top
+    slot = plot_w / n
+    bar_w = max(slot * 0.75, 1)
+    bars = []
+    for i, point in enumerate(series):
+        h = point["calls"] / peak * plot_h
+        eh = point["errors"] / peak * plot_h
+        x = left + i * slot + (slot - bar_w) / 2
+        bars.append(
+            {
+                "x": round(x, 2),
+                "y": round(top + plot_h - h, 2),
+                "w": round(bar_w, 2),
+                "h": round(h, 2),
+                "ey": round(top + plot_h - eh, 2),
+                "eh": round(eh, 2),
+                "day": point["day"],
+                "calls": point["calls"],
+                "errors": point["errors"],
+                "label": n <= 31 and (n <= 7 or i % 5 == 0) or (n > 31 and i % 15 == 0),
+                "lx": round(x + bar_w / 2, 2),
+            }
+        )
+    ticks = [
+        {"value": round(peak * f), "y": round(top + plot_h - plot_h * f, 2)} for f in (0, 0.5, 1)
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "base": top + plot_h,
+        "right": width - 8,
+        "bars": bars,
+        "ticks": ticks,
+        "label_y": height - 6,
+    }
+
+
+# --- demonstration data ---------------------------------------------------------------------
+
+
+def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, int]:
+    """Realistic consumption over the last ``days`` days for tokens that have none yet (the
+    demo's, and ``--scale``'s): weekday traffic, quiet weekends, a few errors, and the last
+    calls of today as events. Bulk inserts; idempotent (tokens with counts are skipped)."""
+    import random
+
+    from datapass.catalogue.models import Api
+    from datapass.tokens.models import AccessToken
+
+    has_usage = select(DAILY.c.token_id).where(DAILY.c.token_id == AccessToken.id).exists()
+    tokens = db.session.execute(
+        select(
+            AccessToken.id,
+            AccessToken.api_id,
+            AccessToken.organisation_id,
+            Api.slug,
+            Api.provider_id,
+        )
+        .join(Api, Api.id == AccessToken.api_id)
+        .where(~has_usage)
+        .order_by(AccessToken.id)
+        .limit(max_tokens)
+    ).all()
+    if not tokens:
+        return {"tokens": 0, "daily_rows": 0, "events": 0}
+    today = clock.today()
+    now = clock.now()
+    daily: list[dict[str, Any]] = []
+    events: list[dict[str, Any]] = []
+    last_use: dict[int, tuple[datetime, str]] = {}
+    for token_id, api_id, organisation_id, slug, provider_id in tokens:
+        rng = random.Random(token_id)
+        base = rng.randint(30, 900)
+        error_rate = rng.choice([0.002, 0.01, 0.03, 0.08])
+        endpoints = [f"/api/v2/{slug}", f"/api/v2/{slug}/verification"]
+        ip = f"198.51.100.{rng.randint(1, 254)}"
+        for offset in range(days):
+            day = today - timedelta(days=offset)
+            factor = 0.15 if day.weekday() >= 5 else 1.0
+            growth = 0.6 + 0.4 * (days - offset) / days
+            calls = int(base * factor * growth * rng.uniform(0.7, 1.3))
+            if offset == 0:
+                calls = max(int(calls * min(now.astimezone(clock.PARIS).hour, 23) / 24), 10)
+            for share, endpoint in zip((0.7, 0.3), endpoints, strict=True):
+                n = int(calls * share)
+                if not n:
+                    continue
+                errors = sum(1 for _ in range(min(n, 200)) if rng.random() < error_rate) * max(
+                    n // 200, 1
+                )
+                daily.append(
+                    {
+                        "token_id": token_id,
+                        "day": day,
+                        "endpoint": endpoint,
+                        "api_id": api_id,
+                        "organisation_id": organisation_id,
+                        "calls": n,
+                        "errors": min(errors, n),
+                        "latency_ms_sum": n * rng.randint(40, 180),
+                    }
+                )
+        for i in range(10):
+            moment = now - timedelta(minutes=7 * i + rng.randint(1, 6))
+            if moment.astimezone(clock.PARIS).date() != today:
+                break
+            events.append(
+                {
+                    "provider_id": provider_id,
+                    "event_id": f"demo-{token_id}-{i}",
+                    "token_id": token_id,
+                    "api_id": api_id,
+                    "organisation_id": organisation_id,
+                    "occurred_at": moment,
+                    "day": today,
+                    "endpoint": endpoints[i % 2],
+                    "status": 200 if rng.random() > error_rate else 503,
+                    "latency_ms": rng.randint(30, 250),
+                    "caller_ip": ip,
+                }
+            )
+            last_use.setdefault(token_id, (moment, ip))
+    for start in range(0, len(daily), 5000):
+        db.session.execute(_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000])
+    for start in range(0, len(events), 5000):
+        db.session.execute(_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000])
+    _touch_tokens(
+        {"token_id": token_id, "occurred_at": at, "caller_ip": ip}
+        for token_id, (at, ip) in last_use.items()
+    )
+    return {"tokens": len(tokens), "daily_rows": len(daily), "events": len(events)}

@@ -1,0 +1,41 @@
+"""``audit verify``: the chain, its signed checkpoints and the daily consumption seals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from datapass.audit import checkpoints, consumption
+from datapass.audit import service as audit
+from datapass.extensions import db
+
+
+@dataclass
+class Verification:
+    chain: audit.VerifyResult
+    checkpoints: checkpoints.CheckpointReport
+    seals: consumption.SealReport
+
+    @property
+    def ok(self) -> bool:
+        return self.chain.ok and not self.checkpoints.problems and not self.seals.problems
+
+    def lines(self) -> list[str]:
+        lines = [self.chain.message()]
+        if self.checkpoints.problems:
+            lines += [f"Point de contrôle en défaut — {p}" for p in self.checkpoints.problems]
+        else:
+            lines.append(f"Points de contrôle signés : {self.checkpoints.checked} vérifiés.")
+        if self.seals.problems:
+            lines += [f"Sceau de consommation en défaut — {p}" for p in self.seals.problems]
+        else:
+            lines.append(f"Sceaux de consommation : {self.seals.checked} recalculés, conformes.")
+        return lines
+
+
+def verify_all(session=None) -> Verification:
+    """Verify the chain (from the retention anchor), every checkpoint's signature and position
+    in the chain, and every daily seal against the consumption still retained."""
+    session = session or db.session
+    return Verification(
+        audit.verify_chain(session), checkpoints.verify_checkpoints(), consumption.verify_seals()
+    )

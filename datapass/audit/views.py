@@ -1,0 +1,260 @@
+"""Pages of the audit domain: the security officer's console (search, event detail,
+exports) and consumption pages (an API's daily volume and top consumers, CSV downloads)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+
+from datapass import access
+from datapass.audit import consumption, exports, forms, search
+from datapass.audit import service as audit
+from datapass.extensions import db
+
+bp = Blueprint("audit", __name__, url_prefix="/audit")
+
+OFFICERS = ("security_officer", "admin")
+
+
+def _me():
+    return current_user._get_current_object()
+
+
+def _apis():
+    from datapass.catalogue.models import Api
+
+    return list(db.session.scalars(select(Api).order_by(Api.name)))
+
+
+@bp.app_template_global("token_consumption")
+def _token_consumption(token, days: int | None = None):
+    """For templates/audit/_consumption.html (included in the token page)."""
+    if days is None:
+        raw = request.args.get("jours", "30")
+        days = int(raw) if raw.isdigit() else 30
+    return consumption.token_consumption(token, days)
+
+
+@bp.app_template_global("consumption_chart")
+def _consumption_chart(series):
+    return consumption.bar_chart(series)
+
+
+# --- console --------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@access.role_required(*OFFICERS)
+def console():
+    flt, errors = search.parse_filter(request.args)
+    before = request.args.get("avant", "")
+    page = search.search(flt, int(before) if before.isdigit() else None) if not errors else None
+    export_form = forms.ExportForm(
+        formdata=None, **{k: v for k, v in flt.query_args().items() if v}
+    )
+    return render_template(
+        "audit/console.html",
+        flt=flt,
+        args=request.args,
+        errors=errors,
+        page=page,
+        apis=_apis(),
+        token_form=forms.PastedTokenForm(),
+        export_form=export_form,
+        first_page=not before,
+    )
+
+
+@bp.route("/jeton", methods=["POST"])
+@access.role_required(*OFFICERS)
+def search_token():
+    form = forms.PastedTokenForm()
+    if not form.validate_on_submit():
+        flash("Collez un jeton (ou son empreinte) pour rechercher ses événements.", "error")
+        return redirect(url_for("audit.console"))
+    digest = search.token_digest_of(form.value.data)
+    return redirect(url_for("audit.console", jeton=digest))
+
+
+@bp.route("/evenements/<int:seq>")
+@access.role_required(*OFFICERS)
+def event(seq: int):
+    found = search.get_event(seq)
+    if found is None:
+        abort(404)
+    try:
+        payload = json.dumps(json.loads(found.payload), indent=2, ensure_ascii=False)
+    except ValueError:
+        payload = found.payload
+    return render_template("audit/event.html", event=found, payload=payload)
+
+
+# --- exports --------------------------------------------------------------------------------
+
+
+@bp.route("/exports", methods=["POST"])
+@access.role_required(*OFFICERS)
+def create_export():
+    form = forms.ExportForm()
+    flt, errors = search.parse_filter(request.form)
+    if not form.validate_on_submit() or errors:
+        flash("L'export n'a pas pu être préparé : vérifiez les critères de recherche.", "error")
+        return redirect(url_for("audit.console"))
+    export = exports.create_export(flt, form.format.data, access.current_actor())
+    db.session.commit()
+    return redirect(url_for("audit.export", export_id=export.id))
+
+
+def _load_export(export_id: int):
+    export = exports.get_export(export_id, _me())
+    if export is None:
+        abort(404)
+    return export
+
+
+@bp.route("/exports/<int:export_id>")
+@access.role_required(*OFFICERS)
+def export(export_id: int):
+    return render_template("audit/export.html", export=_load_export(export_id))
+
+
+@bp.route("/exports/<int:export_id>/fichier")
+@access.role_required(*OFFICERS)
+def export_file(export_id: int):
+    found = _load_export(export_id)
+    audit.record(
+        "audit:export:downloaded",
+        access.current_actor(),
+        subject=found,
+        payload={"format": found.format, "what": "file"},
+    )
+    db.session.commit()
+    response = Response(
+        stream_with_context(exports.stream(found)), mimetype=exports.MEDIA_TYPES[found.format]
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(found)}"'
+    return response
+
+
+@bp.route("/exports/<int:export_id>/manifeste")
+@access.role_required(*OFFICERS)
+def export_manifest(export_id: int):
+    found = _load_export(export_id)
+    signed = exports.signed_manifest(found)
+    audit.record(
+        "audit:export:downloaded",
+        access.current_actor(),
+        subject=found,
+        payload={"format": found.format, "what": "manifest"},
+    )
+    db.session.commit()
+    response = Response(signed + "\n", mimetype="application/jose")
+    name = exports.filename(found, manifest=True)
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+# --- consumption ----------------------------------------------------------------------------
+
+
+def _visible_api_ids() -> list[int]:
+    """APIs whose consumption the current person sees: their instructed APIs; every API for a
+    security officer or an admin."""
+    user = _me()
+    if user.has_role("security_officer") or user.has_role("admin"):
+        return [api.id for api in _apis()]
+    return sorted(user.instructed_api_ids())
+
+
+def _chosen_apis() -> tuple[list, list[int], int]:
+    visible = set(_visible_api_ids())
+    apis = [api for api in _apis() if api.id in visible]
+    raw = request.args.get("api", "")
+    chosen = [int(raw)] if raw.isdigit() and int(raw) in visible else [a.id for a in apis]
+    raw_days = request.args.get("jours", "30")
+    days = int(raw_days) if raw_days.isdigit() and int(raw_days) in consumption.PERIODS else 30
+    return apis, chosen, days
+
+
+@bp.route("/consommation")
+@access.role_required("instructor", *OFFICERS)
+def api_usage():
+    apis, chosen, days = _chosen_apis()
+    data = consumption.api_consumption(chosen, days) if chosen else None
+    return render_template(
+        "audit/api_usage.html",
+        apis=apis,
+        chosen=chosen,
+        selected=request.args.get("api", ""),
+        days=days,
+        data=data,
+        periods=consumption.PERIODS,
+    )
+
+
+def _csv_response(header: list[str], rows: Iterator[tuple], name: str) -> Response:
+    def generate():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(header)
+        for row in rows:
+            writer.writerow([exports.csv_cell(v) if isinstance(v, str) else v for v in row])
+            if buffer.tell() > 65536:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    response = Response(stream_with_context(generate()), mimetype="text/csv; charset=utf-8")
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+CSV_HEADER = ["jour", "jeton", "point_d_acces", "appels", "erreurs", "latence_moyenne_ms"]
+
+
+@bp.route("/consommation.csv")
+@access.role_required("instructor", *OFFICERS)
+def api_usage_csv():
+    _apis_, chosen, days = _chosen_apis()
+    rows = consumption.daily_rows(api_ids=chosen, days=days)
+    return _csv_response(CSV_HEADER, rows, f"consommation-{days}j.csv")
+
+
+@bp.route("/jetons/<int:token_id>/consommation.csv")
+@access.signed_in
+def token_usage_csv(token_id: int):
+    from datapass.tokens import service as tokens_service
+
+    token = tokens_service.get_visible(_me(), token_id)
+    if token is None:
+        abort(404)
+    raw = request.args.get("jours", "90")
+    days = int(raw) if raw.isdigit() else 90
+    rows = consumption.daily_rows(token_id=token.id, days=days)
+    return _csv_response(CSV_HEADER, rows, f"consommation-jeton-{token.id}.csv")
+
+
+@bp.app_context_processor
+def _limits():
+    return {
+        "usage_max_events": consumption.MAX_EVENTS,
+        "audit_base_url": current_app.config["BASE_URL"],
+    }

@@ -1,0 +1,488 @@
+"""The lifecycle of an authorization request, after the real DataPass (DESIGN §3).
+
+One enum (:class:`RequestState`) and one transitions table (:data:`TRANSITIONS`: event, from
+which states, to which state, by which roles). :func:`fire` is the only code that changes a
+request's state: it checks the role (403) and the state (409), changes the state with a
+conditional UPDATE (two instructors deciding at once: exactly one wins), writes the timeline
+entry and the audit event. Status strings are compared here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from datapass.accounts.models import User
+    from datapass.audit.service import Actor
+    from datapass.authorizations.models import AuthorizationRequest, RequestEvent
+
+
+class RequestState(StrEnum):
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    CHANGES_REQUESTED = "changes_requested"
+    VALIDATED = "validated"
+    REFUSED = "refused"
+    ARCHIVED = "archived"
+    REVOKED = "revoked"
+
+    @property
+    def label(self) -> str:
+        return STATE_LABELS[self]
+
+    @property
+    def badge(self) -> str:
+        """The DSFR badge variant that shows this state."""
+        return STATE_BADGES[self]
+
+
+STATE_LABELS = {
+    RequestState.DRAFT: "Brouillon",
+    RequestState.SUBMITTED: "En cours d'instruction",
+    RequestState.CHANGES_REQUESTED: "Modifications demandées",
+    RequestState.VALIDATED: "Validée",
+    RequestState.REFUSED: "Refusée",
+    RequestState.ARCHIVED: "Archivée",
+    RequestState.REVOKED: "Révoquée",
+}
+
+STATE_BADGES = {
+    RequestState.DRAFT: "info",
+    RequestState.SUBMITTED: "new",
+    RequestState.CHANGES_REQUESTED: "warning",
+    RequestState.VALIDATED: "success",
+    RequestState.REFUSED: "error",
+    RequestState.ARCHIVED: "",
+    RequestState.REVOKED: "error",
+}
+
+
+class HabilitationStatus(StrEnum):
+    ACTIVE = "active"
+    OBSOLETE = "obsolete"  # replaced by the approval of an update
+    REVOKED = "revoked"
+
+    @property
+    def label(self) -> str:
+        return {"active": "Active", "obsolete": "Remplacée", "revoked": "Révoquée"}[self.value]
+
+
+class Role(StrEnum):
+    """Who someone is *for one request* (not a global role)."""
+
+    APPLICANT = "applicant"  # a member of the organisation who may see the request
+    INSTRUCTOR = "instructor"  # an instructor of the request's API
+    SECURITY_OFFICER = "security_officer"
+    SYSTEM = "system"  # a scheduled job
+
+
+class Event(StrEnum):
+    SUBMIT = "submit"
+    REQUEST_CHANGES = "request_changes"
+    APPROVE = "approve"
+    REFUSE = "refuse"
+    ARCHIVE = "archive"
+    REOPEN = "reopen"
+    CANCEL_REOPENING = "cancel_reopening"
+    REVOKE = "revoke"
+
+    @property
+    def label(self) -> str:
+        return TRANSITIONS[self].label
+
+
+@dataclass(frozen=True)
+class Transition:
+    event: Event
+    sources: frozenset[RequestState]
+    target: RequestState
+    roles: frozenset[Role]
+    label: str  # what the timeline says happened
+    reason_required: bool = False
+    # None: any request; True: only an update of a validated request (a reopening);
+    # False: never a reopening.
+    reopening: bool | None = None
+    # Where a reopening goes instead of ``target`` (refusing an update keeps the
+    # habilitation in force: the request returns to validated).
+    reopening_target: RequestState | None = None
+
+
+S = RequestState
+_A, _I, _SO, _SYS = Role.APPLICANT, Role.INSTRUCTOR, Role.SECURITY_OFFICER, Role.SYSTEM
+
+
+def _t(event, sources, target, roles, label, **options) -> Transition:
+    return Transition(event, frozenset(sources), target, frozenset(roles), label, **options)
+
+
+TRANSITIONS: dict[Event, Transition] = {
+    t.event: t
+    for t in (
+        _t(Event.SUBMIT, {S.DRAFT, S.CHANGES_REQUESTED}, S.SUBMITTED, {_A}, "Demande soumise"),
+        _t(
+            Event.REQUEST_CHANGES,
+            {S.SUBMITTED},
+            S.CHANGES_REQUESTED,
+            {_I},
+            "Modifications demandées",
+            reason_required=True,
+        ),
+        _t(Event.APPROVE, {S.SUBMITTED}, S.VALIDATED, {_I}, "Demande validée"),
+        _t(
+            Event.REFUSE,
+            {S.SUBMITTED},
+            S.REFUSED,
+            {_I},
+            "Demande refusée",
+            reason_required=True,
+            reopening_target=S.VALIDATED,
+        ),
+        # A reopening is never archived (it is cancelled): its habilitation is in force.
+        # Also from changes_requested: a request sent back and abandoned (the applicant, or
+        # the system after six months and a warning).
+        _t(
+            Event.ARCHIVE,
+            {S.DRAFT, S.CHANGES_REQUESTED, S.REFUSED},
+            S.ARCHIVED,
+            {_A, _I, _SYS},
+            "Demande archivée",
+            reopening=False,
+        ),
+        _t(Event.REOPEN, {S.VALIDATED}, S.DRAFT, {_A}, "Mise à jour ouverte"),
+        _t(
+            Event.CANCEL_REOPENING,
+            {S.DRAFT, S.CHANGES_REQUESTED, S.SUBMITTED},
+            S.VALIDATED,
+            {_A, _I},
+            "Mise à jour annulée",
+            reopening=True,
+        ),
+        # Revocation must stay possible while an update is being prepared or instructed.
+        # System: the lifecycle closes a habilitation whose token expired unrenewed.
+        _t(
+            Event.REVOKE,
+            {S.VALIDATED, S.DRAFT, S.CHANGES_REQUESTED, S.SUBMITTED},
+            S.REVOKED,
+            {_I, _SO, _SYS},
+            "Habilitation révoquée",
+            reason_required=True,
+            reopening=None,
+        ),
+    )
+}
+
+# A draft, or a request sent back for changes, is what the applicant may edit.
+EDITABLE_STATES = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
+# Instructors act on these; the queue shows them first.
+PENDING_STATES = frozenset({S.SUBMITTED})
+FINAL_STATES = frozenset({S.ARCHIVED, S.REVOKED})
+
+
+class TransitionError(Exception):
+    """A transition that may not happen; nothing was changed."""
+
+    status = 400
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class NotAllowed(TransitionError):
+    status = 403
+
+
+class Conflict(TransitionError):
+    status = 409
+
+
+class ReasonRequired(TransitionError):
+    status = 422
+
+
+# --- questions ---------------------------------------------------------------------------
+
+
+def state_of(request: AuthorizationRequest) -> RequestState:
+    return RequestState(request.state)
+
+
+def is_reopening(request: AuthorizationRequest) -> bool:
+    """An update of a validated request is being prepared or instructed."""
+    return request.state != S.VALIDATED and request.active_habilitation is not None
+
+
+def roles_of(user: User | None, request: AuthorizationRequest) -> set[Role]:
+    """What ``user`` is for ``request``: applicant (a member of its organisation who may see
+    it), instructor of its API, security officer."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return set()
+    roles: set[Role] = set()
+    membership = next(
+        (m for m in user.memberships if m.organisation_id == request.organisation_id), None
+    )
+    if membership is not None and (membership.verified or request.requester_id == user.id):
+        roles.add(Role.APPLICANT)
+    if request.api_id in user.instructed_api_ids():
+        roles.add(Role.INSTRUCTOR)
+    if user.has_role("security_officer"):
+        roles.add(Role.SECURITY_OFFICER)
+    return roles
+
+
+def _state_allows(transition: Transition, request: AuthorizationRequest) -> bool:
+    if request.state not in transition.sources:
+        return False
+    if transition.event == Event.REVOKE and request.state != S.VALIDATED:
+        return is_reopening(request)
+    if transition.reopening is None:
+        return True
+    return is_reopening(request) == transition.reopening
+
+
+def target_of(transition: Transition, request: AuthorizationRequest) -> RequestState:
+    if transition.reopening_target is not None and is_reopening(request):
+        return transition.reopening_target
+    return transition.target
+
+
+def check(event: Event | str, request: AuthorizationRequest, roles: set[Role]) -> Transition:
+    """The transition, if ``roles`` may fire it now; else :class:`NotAllowed` (wrong role)
+    or :class:`Conflict` (wrong state)."""
+    transition = TRANSITIONS[Event(event)]
+    if not roles & transition.roles:
+        raise NotAllowed(
+            f"Vous n'avez pas le droit d'effectuer cette action (« {transition.label} ») "
+            "sur cette demande."
+        )
+    if not _state_allows(transition, request):
+        raise Conflict(
+            f"Action impossible : la demande est « {state_of(request).label} »"
+            f"{' (mise à jour en cours)' if is_reopening(request) else ''}. "
+            "Elle a peut-être été traitée entre-temps : rechargez la page."
+        )
+    return transition
+
+
+def can(event: Event | str, request: AuthorizationRequest, user: User | None) -> bool:
+    """May ``user`` fire ``event`` on ``request`` now? (templates and views ask this)."""
+    try:
+        check(event, request, roles_of(user, request))
+    except TransitionError:
+        return False
+    return True
+
+
+def can_edit(request: AuthorizationRequest, user: User | None) -> bool:
+    return request.state in EDITABLE_STATES and Role.APPLICANT in roles_of(user, request)
+
+
+def can_message(request: AuthorizationRequest, user: User | None) -> bool:
+    """The organisation and the API's instructors write to each other on the request."""
+    return bool(roles_of(user, request) & {Role.APPLICANT, Role.INSTRUCTOR})
+
+
+def can_transfer(request: AuthorizationRequest, user: User | None) -> bool:
+    return request.state not in FINAL_STATES and Role.APPLICANT in roles_of(user, request)
+
+
+def is_pending(request: AuthorizationRequest) -> bool:
+    return request.state in PENDING_STATES
+
+
+def is_editable(request: AuthorizationRequest) -> bool:
+    return request.state in EDITABLE_STATES
+
+
+def is_draft(request: AuthorizationRequest) -> bool:
+    return request.state == S.DRAFT
+
+
+def is_validated(request: AuthorizationRequest) -> bool:
+    return request.state == S.VALIDATED
+
+
+# --- the one place a state changes --------------------------------------------------------
+
+
+def fire(
+    event: Event | str,
+    request: AuthorizationRequest,
+    actor: Actor,
+    *,
+    reason: str | None = None,
+    diff: list[dict[str, Any]] | None = None,
+    values: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+) -> RequestEvent:
+    """Fire ``event`` on ``request`` as ``actor``; returns the timeline entry.
+
+    Checks the actor's role for this request (:class:`NotAllowed`) and the state
+    (:class:`Conflict`), then changes the state with ``UPDATE … WHERE id = ? AND state = ?
+    AND version = ?``: if another transaction decided first, no row matches and
+    :class:`Conflict` is raised with nothing changed. ``values`` are extra columns set in the
+    same statement (e.g. ``decided_at``). Flushes, never commits.
+    """
+    from sqlalchemy import update
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    from datapass import clock
+    from datapass.audit import service as audit
+    from datapass.authorizations.models import AuthorizationRequest, RequestEvent
+    from datapass.extensions import db
+
+    event = Event(event)
+    roles = {Role.SYSTEM} if actor.type == "system" else roles_of(actor.user, request)
+    transition = check(event, request, roles)
+    reason = (reason or "").strip() or None
+    if transition.reason_required and not reason:
+        raise ReasonRequired("Indiquez un motif : il est transmis au demandeur.")
+    source = state_of(request)
+    target = target_of(transition, request)
+    now = clock.now()
+    changes = {
+        "state": target.value,
+        "version": request.version + 1,
+        "state_changed_at": now,
+        "updated_at": now,
+        **(values or {}),
+    }
+    db.session.flush()  # pending edits first, so the conditional UPDATE is the decision
+    result = db.session.execute(
+        update(AuthorizationRequest)
+        .where(
+            AuthorizationRequest.id == request.id,
+            AuthorizationRequest.state == source.value,
+            AuthorizationRequest.version == request.version,
+        )
+        .values(**changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.expire(request)
+        raise Conflict(
+            "Cette demande vient d'être traitée par quelqu'un d'autre : votre action n'a pas "
+            "été enregistrée. Rechargez la page pour voir sa décision."
+        )
+    for key, value in changes.items():
+        set_committed_value(request, key, value)
+    entry = RequestEvent(
+        request=request,
+        kind=event.value,
+        actor_type="system" if actor.type == "system" else "user",
+        actor_id=actor.user.id if actor.user is not None else None,
+        actor_label=actor.label or "",
+        from_state=source.value,
+        to_state=target.value,
+        text=reason,
+        diff=diff,
+        data=data,
+        created_at=now,
+    )
+    db.session.add(entry)
+    payload: dict[str, Any] = {"from": source.value, "to": target.value}
+    if reason:
+        payload["reason"] = reason
+    if diff:
+        payload["changed_fields"] = [change["field"] for change in diff]
+    if data:
+        payload.update(data)
+    audit.record(
+        f"authorizations:request:{event.value}",
+        actor,
+        subject=request,
+        organisation_id=request.organisation_id,
+        api_id=request.api_id,
+        payload=payload,
+    )
+    return entry
+
+
+# --- habilitations: active → obsolete | revoked (both final) ------------------------------
+
+
+def _leave_active(habilitation, new_status: HabilitationStatus) -> None:
+    from sqlalchemy import update
+
+    from datapass.authorizations.models import Habilitation
+    from datapass.extensions import db
+
+    if habilitation.status != HabilitationStatus.ACTIVE:
+        raise Conflict(
+            f"Cette habilitation est déjà « {HabilitationStatus(habilitation.status).label} »."
+        )
+    db.session.flush()
+    result = db.session.execute(
+        update(Habilitation)
+        .where(Habilitation.id == habilitation.id, Habilitation.status == HabilitationStatus.ACTIVE)
+        .values(status=new_status.value)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.expire(habilitation)
+        raise Conflict("Cette habilitation vient d'être modifiée par quelqu'un d'autre.")
+    from sqlalchemy.orm.attributes import set_committed_value
+
+    set_committed_value(habilitation, "status", new_status.value)
+
+
+def make_obsolete(habilitation, replaced_by, actor: Actor) -> None:
+    """The approval of an update replaces ``habilitation`` by ``replaced_by``."""
+    from datapass import clock
+    from datapass.audit import service as audit
+
+    _leave_active(habilitation, HabilitationStatus.OBSOLETE)
+    habilitation.obsoleted_at = clock.now()
+    habilitation.replaced_by_id = replaced_by.id
+    audit.record(
+        "authorizations:habilitation:obsoleted",
+        actor,
+        subject=habilitation,
+        organisation_id=habilitation.organisation_id,
+        api_id=habilitation.api_id,
+        payload={"replaced_by": replaced_by.id},
+    )
+
+
+def revoke_habilitation(habilitation, actor: Actor, reason: str | None) -> None:
+    """Revoke ``habilitation`` (its request's revoke event calls this; tokens follow)."""
+    from datapass import clock
+    from datapass.audit import service as audit
+
+    _leave_active(habilitation, HabilitationStatus.REVOKED)
+    habilitation.revoked_at = clock.now()
+    habilitation.revoked_by_id = actor.user.id if actor.user is not None else None
+    habilitation.revocation_reason = reason
+    audit.record(
+        "authorizations:habilitation:revoked",
+        actor,
+        subject=habilitation,
+        organisation_id=habilitation.organisation_id,
+        api_id=habilitation.api_id,
+        payload={"reason": reason},
+    )
+
+
+TIMELINE_LABELS = {
+    "created": "Demande créée",
+    "message": "Message",
+    "transfer": "Demande transférée",
+    "draft_reminder": "Relance : brouillon sans modification",
+    "changes_warning": "Avertissement : archivage prochain sans réponse",
+}
+
+
+def timeline_label(entry) -> str:
+    """What the timeline says of one entry."""
+    if entry.kind in TIMELINE_LABELS:
+        return TIMELINE_LABELS[entry.kind]
+    event = Event(entry.kind)
+    if event == Event.REFUSE and entry.to_state == S.VALIDATED:
+        return "Mise à jour refusée (l'habilitation en vigueur est maintenue)"
+    if event == Event.SUBMIT and (entry.data or {}).get("resubmission"):
+        return "Demande soumise à nouveau"
+    if event == Event.ARCHIVE and entry.actor_type == "system":
+        return "Demande archivée automatiquement"
+    return TRANSITIONS[event].label

@@ -1,0 +1,500 @@
+"""Pages of authorization requests: the applicant's form and list, the request page with its
+timeline and messages, the instructor's queue, exports, statistics and message templates."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+
+from datapass import access, clock
+from datapass.authorizations import forms, service, states
+from datapass.authorizations.models import CONTACT_ROLES
+from datapass.authorizations.states import Event, RequestState
+from datapass.catalogue import service as catalogue_service
+from datapass.extensions import db
+
+bp = Blueprint("authorizations", __name__)
+
+SUCCESS = {
+    Event.SUBMIT: "Votre demande a été soumise : les instructeurs de l'API en sont informés.",
+    Event.REQUEST_CHANGES: "Les modifications ont été demandées au demandeur.",
+    Event.APPROVE: "La demande est validée : l'habilitation est créée.",
+    Event.REFUSE: "La demande est refusée.",
+    Event.ARCHIVE: "La demande est archivée.",
+    Event.REOPEN: "La mise à jour est ouverte : l'habilitation en vigueur reste active.",
+    Event.CANCEL_REOPENING: "La mise à jour est annulée : l'habilitation en vigueur est inchangée.",
+    Event.REVOKE: "L'habilitation est révoquée, ainsi que ses jetons.",
+}
+
+
+@bp.app_template_global()
+def state_enum(value: str) -> RequestState:
+    return RequestState(value)
+
+
+@bp.app_template_global()
+def event_label(entry) -> str:
+    return states.timeline_label(entry)
+
+
+def _load(request_id: int):
+    found = service.get_request(request_id, current_user)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _refused(error: states.TransitionError):
+    db.session.rollback()
+    return render_template(
+        "authorizations/error.html", status=error.status, message=error.message
+    ), error.status
+
+
+# --- applicant ---------------------------------------------------------------------------
+
+
+@bp.route("/demandes")
+@access.signed_in
+def applicant_index():
+    organisation = current_user.current_organisation
+    requests = habilitations = []
+    if organisation is not None:
+        requests = service.organisation_requests(current_user, organisation)
+        habilitations = service.organisation_habilitations(current_user, organisation)
+    return render_template(
+        "authorizations/applicant_index.html",
+        organisation=organisation,
+        requests=requests,
+        habilitations=habilitations,
+    )
+
+
+@bp.route("/demandes/nouvelle", methods=["GET", "POST"])
+@access.signed_in
+def new_request():
+    organisation = current_user.current_organisation
+    if organisation is None:
+        flash("Choisissez d'abord l'organisation pour laquelle vous faites la demande.", "warning")
+        return redirect(url_for("authorizations.applicant_index"))
+    apis = catalogue_service.list_apis(active_only=True)
+    form = forms.NewRequestForm()
+    form.api_id.choices = [(api.id, api.name) for api in apis]
+    if form.validate_on_submit():
+        api = next(api for api in apis if api.id == form.api_id.data)
+        try:
+            created = service.create_request(
+                current_user, organisation, api, access.current_actor()
+            )
+        except service.InvalidRequest as exc:
+            form.api_id.errors = [m for ms in exc.errors.values() for m in ms]
+        else:
+            db.session.commit()
+            return redirect(
+                url_for("authorizations.edit_section", request_id=created.id, section="projet")
+            )
+    return render_template(
+        "authorizations/new.html", form=form, apis=apis, organisation=organisation
+    )
+
+
+def _section_form(found, section: str):
+    form_class = forms.SECTION_FORMS[section]
+    if request.method == "POST":
+        form = form_class()
+    else:
+        data = {"terms": found.terms_accepted_at is not None} if section == "conditions" else {}
+        form = form_class(obj=found, data=data or None)
+    if section == "donnees":
+        form.scopes.choices = [
+            (s.code, f"{s.label}{' — donnée sensible' if s.sensitive else ''}")
+            for s in found.api.scopes
+        ]
+    if section == "cadre-juridique":
+        form.has_document = found.legal_basis_document_id is not None
+    if section == "homologation":
+        form.has_document = found.homologation_document_id is not None
+    return form
+
+
+def _section_values(form, section: str) -> dict:
+    values = {}
+    for name in service.SECTIONS_BY_SLUG[section].fields:
+        field = form[name]
+        if field.type == "FileField":
+            content = getattr(field, "content", None)
+            values[name] = (field.data.filename, content) if content else None
+        else:
+            values[name] = field.data
+    return values
+
+
+@bp.route("/demandes/<int:request_id>/etapes/<section>", methods=["GET", "POST"])
+@access.signed_in
+def edit_section(request_id: int, section: str):
+    found = _load(request_id)
+    if section not in forms.SECTION_FORMS:
+        abort(404)
+    if not states.can_edit(found, current_user):
+        return _refused(
+            states.Conflict(
+                "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
+                "modifier peut l'être."
+            )
+        )
+    form = _section_form(found, section)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            service.save_section(
+                found, section, _section_values(form, section), access.current_actor()
+            )
+        except service.InvalidRequest as exc:
+            db.session.rollback()
+            for name, messages in exc.errors.items():
+                if name in form:
+                    form[name].errors = list(form[name].errors) + messages
+            status = 422
+        else:
+            db.session.commit()
+            flash("Brouillon enregistré.", "success")
+            slugs = [s.slug for s in service.SECTIONS]
+            index = slugs.index(section)
+            if request.form.get("next") == "stay" or index + 1 == len(slugs):
+                return redirect(url_for("authorizations.show", request_id=found.id))
+            return redirect(
+                url_for(
+                    "authorizations.edit_section", request_id=found.id, section=slugs[index + 1]
+                )
+            )
+    elif request.method == "POST":
+        status = 422
+    return render_template(
+        "authorizations/section.html",
+        req=found,
+        form=form,
+        section=service.SECTIONS_BY_SLUG[section],
+        sections=service.SECTIONS,
+        status_by_section=service.section_status(found),
+        contact_roles=CONTACT_ROLES,
+    ), status
+
+
+@bp.route("/demandes/<int:request_id>")
+@access.signed_in
+def show(request_id: int):
+    found = _load(request_id)
+    return _render_show(found)
+
+
+def _render_show(found, status: int = 200, submit_errors=None, reason_form=None, message_form=None):
+    roles = states.roles_of(current_user, found)
+    reason_form = reason_form or forms.ReasonForm()
+    message_form = message_form or forms.MessageForm()
+    templates = []
+    if states.Role.INSTRUCTOR in roles:
+        templates = service.templates_for(current_user, found.api_id)
+        chosen = request.args.get("modele", type=int)
+        template = next((t for t in templates if t.id == chosen), None)
+        if template is not None and not reason_form.text.data:
+            reason_form.text.data = template.body
+            message_form.body.data = template.body
+    completion = service.completion_errors(found) if states.is_editable(found) else {}
+    snap = service.snapshot(found)
+    return render_template(
+        "authorizations/request.html",
+        req=found,
+        roles=roles,
+        sections=service.SECTIONS,
+        completion=submit_errors or completion,
+        submit_failed=submit_errors is not None,
+        labels=service.FIELD_LABELS,
+        flat=service.flat_fields(snap),
+        documents=service.document_ids(snap),
+        reason_form=reason_form,
+        message_form=message_form,
+        templates=templates,
+        events=Event,
+        can=lambda event: states.can(event, found, current_user),
+        can_edit=states.can_edit(found, current_user),
+        can_message=states.can_message(found, current_user),
+        can_transfer=states.can_transfer(found, current_user),
+        reopening=states.is_reopening(found),
+        waiting_days=service.waiting_days(found),
+    ), status
+
+
+@bp.route("/demandes/<int:request_id>/actions/<event>", methods=["POST"])
+@access.signed_in
+def act(request_id: int, event: str):
+    found = _load(request_id)
+    if event not in Event.__members__.values():
+        abort(404)
+    event = Event(event)
+    form = forms.ReasonForm()
+    if not form.validate_on_submit():
+        return _render_show(found, 422, reason_form=form)
+    try:
+        service.transition(found, event, access.current_actor(), form.text.data)
+    except service.InvalidRequest as exc:
+        db.session.rollback()
+        db.session.refresh(found)
+        return _render_show(found, 422, submit_errors=exc.errors)
+    except states.ReasonRequired as exc:
+        db.session.rollback()
+        form.text.errors = [exc.message]
+        return _render_show(found, 422, reason_form=form)
+    except states.TransitionError as exc:
+        return _refused(exc)
+    db.session.commit()
+    flash(SUCCESS[event], "success")
+    return redirect(url_for("authorizations.show", request_id=found.id))
+
+
+@bp.route("/demandes/<int:request_id>/messages", methods=["POST"])
+@access.signed_in
+def post_message(request_id: int):
+    found = _load(request_id)
+    form = forms.MessageForm()
+    if not form.validate_on_submit():
+        return _render_show(found, 422, message_form=form)
+    try:
+        service.post_message(found, access.current_actor(), form.body.data)
+    except service.InvalidRequest as exc:
+        db.session.rollback()
+        form.body.errors = exc.errors.get("body", [])
+        return _render_show(found, 422, message_form=form)
+    except states.TransitionError as exc:
+        return _refused(exc)
+    db.session.commit()
+    flash("Message envoyé.", "success")
+    return redirect(url_for("authorizations.show", request_id=found.id, _anchor="messages"))
+
+
+@bp.route("/demandes/<int:request_id>/documents/<int:document_id>")
+@access.signed_in
+def document(request_id: int, document_id: int):
+    found = _load(request_id)
+    doc = service.request_document(found, document_id)
+    if doc is None:
+        abort(404)
+    return Response(
+        doc.content,
+        mimetype="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="document-{doc.id}.pdf"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
+
+
+@bp.route("/demandes/<int:request_id>/transfert", methods=["GET", "POST"])
+@access.signed_in
+def transfer(request_id: int):
+    found = _load(request_id)
+    return _transfer(found, habilitation=None)
+
+
+def _transfer(found, habilitation):
+    if not states.can_transfer(found, current_user):
+        return _refused(states.NotAllowed("Vous ne pouvez pas transférer cette demande."))
+    candidates = service.transfer_candidates(found)
+    form = forms.TransferForm()
+    form.user_id.choices = [(u.id, f"{u.display_name} ({u.email})") for u in candidates]
+    if form.validate_on_submit():
+        target = next(u for u in candidates if u.id == form.user_id.data)
+        try:
+            service.transfer(found, target, access.current_actor())
+        except service.InvalidRequest as exc:
+            db.session.rollback()
+            form.user_id.errors = exc.errors.get("user_id", [])
+        else:
+            db.session.commit()
+            flash(f"Transférée à {target.display_name}.", "success")
+            if habilitation is not None:
+                return redirect(
+                    url_for("authorizations.habilitation", habilitation_id=habilitation.id)
+                )
+            return redirect(url_for("authorizations.show", request_id=found.id))
+    return render_template(
+        "authorizations/transfer.html", req=found, habilitation=habilitation, form=form
+    ), (422 if request.method == "POST" else 200)
+
+
+@bp.route("/habilitations/<int:habilitation_id>")
+@access.signed_in
+def habilitation(habilitation_id: int):
+    found = service.get_habilitation(habilitation_id, current_user)
+    if found is None:
+        abort(404)
+    return render_template(
+        "authorizations/habilitation.html",
+        habilitation=found,
+        req=found.request,
+        labels=service.FIELD_LABELS,
+        sections=service.SECTIONS,
+        flat=service.flat_fields(found.snapshot),
+        documents=service.document_ids(found.snapshot),
+        can_transfer=found.is_active and states.can_transfer(found.request, current_user),
+        can_revoke=found.is_active and states.can(Event.REVOKE, found.request, current_user),
+        reason_form=forms.ReasonForm(),
+    )
+
+
+@bp.route("/habilitations/<int:habilitation_id>/transfert", methods=["GET", "POST"])
+@access.signed_in
+def transfer_habilitation(habilitation_id: int):
+    found = service.get_habilitation(habilitation_id, current_user)
+    if found is None or not found.is_active:
+        abort(404)
+    return _transfer(found.request, habilitation=found)
+
+
+# --- instructor --------------------------------------------------------------------------
+
+
+def _filters() -> service.QueueFilters:
+    args = request.args
+    state = args.get("etat", RequestState.SUBMITTED.value)
+    if state not in {s.value for s in RequestState} | {""}:
+        state = RequestState.SUBMITTED.value
+    return service.QueueFilters(
+        state=state,
+        api_id=args.get("api", type=int),
+        organisation=args.get("organisation", "")[:200],
+        text=args.get("q", "")[:200],
+        page=max(1, args.get("page", 1, type=int)),
+    )
+
+
+@bp.route("/instruction")
+@access.role_required("instructor")
+def instructor_queue():
+    filters = _filters()
+    page = service.instructor_queue(current_user, filters)
+    apis = [a for a in catalogue_service.list_apis() if a.id in current_user.instructed_api_ids()]
+    return render_template(
+        "authorizations/queue.html",
+        page=page,
+        filters=filters,
+        apis=apis,
+        states=RequestState,
+        now=clock.now(),
+        waiting_days=service.waiting_days,
+        args={k: v for k, v in request.args.items() if k != "page"},
+    )
+
+
+@bp.route("/instruction/export.csv")
+@access.role_required("instructor")
+def export_csv():
+    stamp = clock.today().isoformat()
+    return Response(
+        stream_with_context(service.export_csv(current_user, _filters())),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="demandes-{stamp}.csv"'},
+    )
+
+
+@bp.route("/instruction/export.xlsx")
+@access.role_required("instructor")
+def export_xlsx():
+    stamp = clock.today().isoformat()
+    return Response(
+        service.export_xlsx(current_user, _filters()),
+        mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        headers={"Content-Disposition": f'attachment; filename="demandes-{stamp}.xlsx"'},
+    )
+
+
+@bp.route("/instruction/statistiques")
+@access.role_required("instructor")
+def statistics():
+    return render_template(
+        "authorizations/statistics.html", stats=service.decision_statistics(current_user)
+    )
+
+
+def _template_form(template=None):
+    form = forms.TemplateForm(obj=template)
+    apis = [a for a in catalogue_service.list_apis() if a.id in current_user.instructed_api_ids()]
+    form.api_id.choices = [(a.id, a.name) for a in apis]
+    return form
+
+
+@bp.route("/instruction/modeles", methods=["GET", "POST"])
+@access.role_required("instructor")
+def message_templates():
+    form = _template_form()
+    if form.validate_on_submit():
+        try:
+            service.save_template(
+                current_user,
+                access.current_actor(),
+                form.api_id.data,
+                form.title.data,
+                form.body.data,
+            )
+        except service.InvalidRequest as exc:
+            db.session.rollback()
+            form.api_id.errors = exc.errors.get("api_id", [])
+        else:
+            db.session.commit()
+            flash("Modèle enregistré.", "success")
+            return redirect(url_for("authorizations.message_templates"))
+    return render_template(
+        "authorizations/templates.html",
+        templates=service.templates_for(current_user),
+        form=form,
+    ), (422 if request.method == "POST" else 200)
+
+
+@bp.route("/instruction/modeles/<int:template_id>", methods=["GET", "POST"])
+@access.role_required("instructor")
+def edit_template(template_id: int):
+    template = service.get_template(template_id, current_user)
+    if template is None:
+        abort(404)
+    form = _template_form(template)
+    if form.validate_on_submit():
+        try:
+            service.save_template(
+                current_user,
+                access.current_actor(),
+                form.api_id.data,
+                form.title.data,
+                form.body.data,
+                template,
+            )
+        except service.InvalidRequest as exc:
+            db.session.rollback()
+            form.api_id.errors = exc.errors.get("api_id", [])
+        else:
+            db.session.commit()
+            flash("Modèle enregistré.", "success")
+            return redirect(url_for("authorizations.message_templates"))
+    return render_template("authorizations/template_edit.html", template=template, form=form), (
+        422 if request.method == "POST" else 200
+    )
+
+
+@bp.route("/instruction/modeles/<int:template_id>/suppression", methods=["POST"])
+@access.role_required("instructor")
+def delete_template(template_id: int):
+    template = service.get_template(template_id, current_user)
+    if template is None:
+        abort(404)
+    service.delete_template(template, access.current_actor())
+    db.session.commit()
+    flash("Modèle supprimé.", "success")
+    return redirect(url_for("authorizations.message_templates"))

@@ -1,0 +1,299 @@
+"""Pages of the catalogue: the public list of APIs, and its administration (APIs, scopes,
+status and maintenance, providers and their machine clients)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from sqlalchemy import select
+
+from datapass import access, clock
+from datapass.catalogue import forms, service
+from datapass.catalogue.models import Api, MachineClient, Provider, Scope
+from datapass.extensions import db
+
+bp = Blueprint("catalogue", __name__)
+
+
+def _get(model, object_id: int):
+    found = db.session.get(model, object_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.route("/catalogue")
+@access.public
+def index():
+    return render_template("catalogue/index.html", apis=service.list_apis(active_only=True))
+
+
+@bp.route("/catalogue/<slug>")
+@access.public
+def api_detail(slug: str):
+    api = db.session.scalar(select(Api).where(Api.slug == slug, Api.is_active.is_(True)))
+    if api is None:
+        abort(404)
+    return render_template("catalogue/api.html", api=api)
+
+
+# --- administration ----------------------------------------------------------------------
+
+
+@bp.route("/admin/catalogue")
+@access.role_required("admin")
+def admin_index():
+    return render_template(
+        "catalogue/admin_index.html",
+        apis=service.list_apis(),
+        providers=service.list_providers(),
+    )
+
+
+def _api_values(form) -> dict:
+    return {
+        "name": form.name.data.strip(),
+        "description": (form.description.data or "").strip(),
+        "audience": form.audience.data.strip(),
+        "legal_bases": forms.parse_legal_bases(form.legal_bases.data),
+        "coverage_note": (form.coverage_note.data or "").strip(),
+        "fallback_procedure": (form.fallback_procedure.data or "").strip(),
+        "renewal_policy": form.renewal_policy.data,
+        "is_active": bool(form.is_active.data),
+    }
+
+
+@bp.route("/admin/catalogue/apis/nouvelle", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def new_api():
+    form = forms.NewApiForm(data={"is_active": True} if request.method == "GET" else None)
+    form.provider_id.choices = [(p.id, p.name) for p in service.list_providers()]
+    if form.validate_on_submit():
+        provider = _get(Provider, form.provider_id.data)
+        try:
+            api = service.create_api(
+                provider, access.current_actor(), {"slug": form.slug.data, **_api_values(form)}
+            )
+        except service.CatalogueError as exc:
+            db.session.rollback()
+            form[exc.field].errors = [exc.message]
+        else:
+            db.session.commit()
+            flash("API ajoutée au catalogue.", "success")
+            return redirect(url_for("catalogue.edit_api", api_id=api.id))
+    return render_template("catalogue/api_new.html", form=form), (
+        422 if request.method == "POST" else 200
+    )
+
+
+def _render_api(api, form=None, status_form=None, scope_form=None, status=200):
+    if form is None:
+        form = forms.ApiForm(obj=api)
+        form.legal_bases.data = forms.format_legal_bases(api.legal_bases or [])
+    if status_form is None:
+        status_form = forms.StatusForm(
+            data={
+                "status": api.status,
+                "message": api.maintenance_message or "",
+                "start": _paris_naive(api.maintenance_start),
+                "end": _paris_naive(api.maintenance_end),
+            }
+        )
+    return render_template(
+        "catalogue/api_edit.html",
+        api=api,
+        form=form,
+        status_form=status_form,
+        scope_form=scope_form or forms.ScopeForm(),
+    ), status
+
+
+def _paris_naive(moment):
+    local = clock.local(moment)
+    return local.replace(tzinfo=None) if local is not None else None
+
+
+@bp.route("/admin/catalogue/apis/<int:api_id>", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def edit_api(api_id: int):
+    api = _get(Api, api_id)
+    if request.method == "GET":
+        return _render_api(api)
+    form = forms.ApiForm()
+    if form.validate_on_submit():
+        try:
+            service.update_api(api, access.current_actor(), _api_values(form))
+        except service.CatalogueError as exc:
+            db.session.rollback()
+            form[exc.field].errors = [exc.message]
+        else:
+            db.session.commit()
+            flash("API enregistrée.", "success")
+            return redirect(url_for("catalogue.edit_api", api_id=api.id))
+    return _render_api(api, form=form, status=422)
+
+
+@bp.route("/admin/catalogue/apis/<int:api_id>/statut", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def set_status(api_id: int):
+    api = _get(Api, api_id)
+    form = forms.StatusForm()
+    if not form.validate_on_submit():
+        return _render_api(api, status_form=form, status=422)
+    service.set_status(
+        api,
+        access.current_actor(),
+        form.status.data,
+        (form.message.data or "").strip() or None,
+        forms.paris_to_utc(form.start.data),
+        forms.paris_to_utc(form.end.data),
+    )
+    db.session.commit()
+    flash("Statut enregistré.", "success")
+    return redirect(url_for("catalogue.edit_api", api_id=api.id))
+
+
+@bp.route("/admin/catalogue/apis/<int:api_id>/donnees", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def add_scope(api_id: int):
+    api = _get(Api, api_id)
+    form = forms.ScopeForm()
+    if form.validate_on_submit():
+        try:
+            service.add_scope(
+                api,
+                access.current_actor(),
+                form.code.data,
+                form.label.data.strip(),
+                bool(form.sensitive.data),
+            )
+        except service.CatalogueError as exc:
+            db.session.rollback()
+            form[exc.field].errors = [exc.message]
+        else:
+            db.session.commit()
+            flash("Donnée ajoutée.", "success")
+            return redirect(url_for("catalogue.edit_api", api_id=api.id))
+    return _render_api(api, scope_form=form, status=422)
+
+
+@bp.route("/admin/catalogue/donnees/<int:scope_id>", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def edit_scope(scope_id: int):
+    scope = _get(Scope, scope_id)
+    form = forms.ScopeEditForm()
+    if not form.validate_on_submit():
+        flash("Le libellé de la donnée est obligatoire.", "error")
+    else:
+        service.update_scope(
+            scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
+        )
+        db.session.commit()
+        flash("Donnée enregistrée.", "success")
+    return redirect(url_for("catalogue.edit_api", api_id=scope.api_id))
+
+
+@bp.route("/admin/catalogue/donnees/<int:scope_id>/suppression", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def delete_scope(scope_id: int):
+    scope = _get(Scope, scope_id)
+    api_id = scope.api_id
+    service.remove_scope(scope, access.current_actor())
+    db.session.commit()
+    flash("Donnée retirée du catalogue (les habilitations existantes gardent la leur).", "success")
+    return redirect(url_for("catalogue.edit_api", api_id=api_id))
+
+
+@bp.route("/admin/catalogue/fournisseurs/nouveau", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def new_provider():
+    form = forms.NewProviderForm()
+    if form.validate_on_submit():
+        try:
+            provider = service.create_provider(
+                access.current_actor(),
+                form.slug.data,
+                form.name.data.strip(),
+                form.contact_email.data,
+            )
+        except service.CatalogueError as exc:
+            db.session.rollback()
+            form[exc.field].errors = [exc.message]
+        else:
+            db.session.commit()
+            flash("Fournisseur ajouté.", "success")
+            return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
+    return render_template("catalogue/provider_new.html", form=form), (
+        422 if request.method == "POST" else 200
+    )
+
+
+def _render_provider(provider, form=None, client_form=None, secret=None, client=None, status=200):
+    return render_template(
+        "catalogue/provider.html",
+        provider=provider,
+        form=form or forms.ProviderForm(obj=provider),
+        client_form=client_form or forms.ClientForm(),
+        secret=secret,
+        new_client=client,
+    ), status
+
+
+@bp.route("/admin/catalogue/fournisseurs/<int:provider_id>", methods=["GET", "POST"])
+@access.role_required("admin")
+@access.recent_auth
+def edit_provider(provider_id: int):
+    provider = _get(Provider, provider_id)
+    if request.method == "GET":
+        return _render_provider(provider)
+    form = forms.ProviderForm()
+    if not form.validate_on_submit():
+        return _render_provider(provider, form=form, status=422)
+    service.update_provider(
+        provider,
+        access.current_actor(),
+        {
+            "name": form.name.data.strip(),
+            "contact_email": form.contact_email.data,
+            "developer_emails": form.developer_emails.data or "",
+        },
+    )
+    db.session.commit()
+    flash("Fournisseur enregistré.", "success")
+    return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
+
+
+@bp.route("/admin/catalogue/fournisseurs/<int:provider_id>/clients", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def create_client(provider_id: int):
+    provider = _get(Provider, provider_id)
+    form = forms.ClientForm()
+    if not form.validate_on_submit():
+        return _render_provider(provider, client_form=form, status=422)
+    client, secret = service.register_client(
+        provider, access.current_actor(), form.name.data.strip()
+    )
+    db.session.commit()
+    # Rendered, not redirected: the secret is shown this once and never stored in clear.
+    return _render_provider(provider, secret=secret, client=client)
+
+
+@bp.route("/admin/catalogue/clients/<int:client_id>/revocation", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def revoke_client(client_id: int):
+    client = _get(MachineClient, client_id)
+    if service.revoke_client(client, access.current_actor()):
+        db.session.commit()
+        flash(
+            f"Client {client.client_id} révoqué : ses appels sont refusés dès maintenant.",
+            "success",
+        )
+    return redirect(url_for("catalogue.edit_provider", provider_id=client.provider_id))

@@ -1,0 +1,239 @@
+"""Pages of the lifecycle: the renewal wizard, the self-reactivation of a suspended token,
+the instructor's confirmation of a renewal, the security officer's dashboard."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from flask_login import current_user
+
+from datapass import access, clock
+from datapass.extensions import db
+from datapass.lifecycle import forms, service
+from datapass.lifecycle.service import DashboardFilters, LifecycleError, RenewalAnswers
+
+bp = Blueprint("lifecycle", __name__)
+
+
+def _me():
+    return current_user._get_current_object()
+
+
+def _member_token(token_id: int):
+    """A token of one of the user's organisations (another organisation's → 404)."""
+    token = service.get_member_token(_me(), token_id)
+    if token is None:
+        abort(404)
+    return token
+
+
+@bp.app_template_global("lifecycle_upcoming_steps")
+def _upcoming_steps(token):
+    return service.upcoming_steps(token)
+
+
+@bp.app_template_global("lifecycle_can_renew")
+def _can_renew(token, user):
+    return service.can_renew(token, user)
+
+
+@bp.app_template_global("lifecycle_can_self_reactivate")
+def _can_self_reactivate(token, user):
+    return service.can_self_reactivate(token, user)
+
+
+@bp.app_template_global("lifecycle_renewal")
+def _renewal(token):
+    return service.open_renewal(token) or service.latest_renewal(token)
+
+
+@bp.app_template_global("lifecycle_renewal_blocker")
+def _renewal_blocker(token):
+    return service.renewal_blocker(token)
+
+
+@bp.app_template_global("lifecycle_justification_form")
+def _justification_form():
+    return forms.JustificationForm(prefix="reactiver")
+
+
+def _renewal_form(token) -> forms.RenewalForm:
+    habilitation = token.habilitation
+    form = forms.RenewalForm()
+    labels = token.api.scope_labels()
+    form.scopes.choices = [
+        forms.SelectChoice(code, labels.get(code, code)) for code in habilitation.scopes
+    ]
+    if request.method == "GET":
+        contacts = service.current_contacts(habilitation)
+        for role in service.CONTACTS:
+            sub = getattr(form, role)
+            for part in ("name", "email", "phone"):
+                getattr(sub.form, part).data = contacts[role][part]
+        form.scopes.data = list(habilitation.scopes)
+    return form
+
+
+@bp.route("/jetons/<int:token_id>/renouvellement", methods=["GET", "POST"])
+@access.signed_in
+def renew(token_id: int):
+    token = _member_token(token_id)
+    user = _me()
+    blocker = service.renewal_blocker(token)
+    if blocker is None and not service.can_renew(token, user):
+        blocker = "Seuls le demandeur et les membres vérifiés de l'organisation renouvellent."
+    form = _renewal_form(token)
+    if blocker is not None:
+        return render_template(
+            "lifecycle/renew.html", token=token, form=form, blocker=blocker
+        ), 409 if request.method == "POST" else 200
+    if not form.validate_on_submit():
+        status = 422 if request.method == "POST" else 200
+        return render_template("lifecycle/renew.html", token=token, form=form), status
+    answers = RenewalAnswers(
+        same_person=form.same_person.data == "oui",
+        purpose_unchanged=form.purpose_unchanged.data == "oui",
+        legal_basis_holds=form.legal_basis_holds.data == "oui",
+        contacts={
+            role: {
+                part: getattr(getattr(form, role).form, part).data or ""
+                for part in ("name", "email", "phone")
+            }
+            for role in service.CONTACTS
+        },
+        scopes=list(form.scopes.data or []),
+    )
+    try:
+        outcome = service.renew(token, access.current_actor(), answers)
+    except LifecycleError as exc:
+        db.session.rollback()
+        form.form_errors.append(str(exc))
+        return render_template("lifecycle/renew.html", token=token, form=form), 409
+    db.session.commit()
+    if outcome.completed:
+        # Shown once: the page is not cached and the token is no longer kept sealed.
+        return render_template(
+            "lifecycle/renewed.html",
+            old=token,
+            new=outcome.new_token,
+            raw=outcome.raw,
+            renewal=outcome.renewal,
+        )
+    if outcome.reopened:
+        flash(
+            "Des informations ont changé : la demande est rouverte, pré-remplie. Complétez-la "
+            "et soumettez-la ; le renouvellement sera effectif à sa validation.",
+            "info",
+        )
+        if "authorizations.show" in current_app.view_functions:
+            return redirect(url_for("authorizations.show", request_id=outcome.renewal.request_id))
+        return redirect(url_for("tokens.show", token_id=token.id))
+    flash(
+        "Votre renouvellement est transmis : l'instruction de cette API le confirme avant la "
+        "délivrance du nouveau jeton.",
+        "info",
+    )
+    return redirect(url_for("tokens.show", token_id=token.id))
+
+
+@bp.route("/jetons/<int:token_id>/reactivation-organisation", methods=["POST"])
+@access.signed_in
+def self_reactivate(token_id: int):
+    token = _member_token(token_id)
+    form = forms.JustificationForm(prefix="reactiver")
+    if not form.validate_on_submit():
+        for error in form.justification.errors:
+            flash(error, "error")
+        return redirect(url_for("tokens.show", token_id=token.id))
+    try:
+        service.self_reactivate(token, access.current_actor(), form.justification.data)
+    except LifecycleError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("tokens.show", token_id=token.id))
+    db.session.commit()
+    flash("Le jeton est réactivé. Les instructeurs de l'API en sont informés.", "success")
+    return redirect(url_for("tokens.show", token_id=token.id))
+
+
+@bp.route("/renouvellements")
+@access.role_required("instructor")
+def renewals():
+    return render_template("lifecycle/renewals.html", renewals=service.pending_renewals(_me()))
+
+
+@bp.route("/renouvellements/<int:renewal_id>", methods=["GET", "POST"])
+@access.role_required("instructor")
+def decide(renewal_id: int):
+    renewal = service.get_renewal_for_instructor(renewal_id, _me())
+    if renewal is None:
+        abort(404)
+    form = forms.DecisionForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            service.decide(
+                renewal, access.current_actor(), form.decision.data == "confirmer", form.note.data
+            )
+        except LifecycleError as exc:
+            db.session.rollback()
+            form.form_errors.append(str(exc))
+        else:
+            db.session.commit()
+            flash("Décision enregistrée.", "success")
+            return redirect(url_for("lifecycle.renewals"))
+    return render_template(
+        "lifecycle/decide.html",
+        renewal=renewal,
+        form=form,
+        can_decide=service.can_decide(renewal, _me()),
+    ), (422 if request.method == "POST" else 200)
+
+
+def _filters() -> DashboardFilters:
+    api_id = request.args.get("api", type=int)
+    organisation = (request.args.get("organisation") or "").strip()[:200]
+    return DashboardFilters(api_id=api_id, organisation=organisation)
+
+
+@bp.route("/securite/tableau-de-bord")
+@access.role_required("security_officer")
+def dashboard():
+    from sqlalchemy import select
+
+    from datapass.catalogue.models import Api
+
+    filters = _filters()
+    return render_template(
+        "lifecycle/dashboard.html",
+        lists=service.dashboard(filters),
+        summary=service.dashboard_by_api(filters),
+        filters=filters,
+        apis=list(db.session.scalars(select(Api).order_by(Api.name))),
+    )
+
+
+@bp.route("/securite/tableau-de-bord/<name>.csv")
+@access.role_required("security_officer")
+def dashboard_csv(name: str):
+    if name not in service.DASHBOARD_LISTS:
+        abort(404)
+    filters = _filters()
+    stamp = clock.local(clock.now()).strftime("%Y%m%d-%H%M")
+    return Response(
+        stream_with_context(service.dashboard_csv(name, filters)),
+        mimetype="text/csv",
+        headers={
+            "Content-Disposition": f'attachment; filename="datapass-{name}-{stamp}.csv"',
+            "Cache-Control": "no-store",
+        },
+    )

@@ -1,0 +1,75 @@
+"""Forms of the tokens domain and of webhook administration (French messages)."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import IntegerField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.meta import DefaultMeta
+from wtforms.validators import URL, DataRequired, InputRequired, Length, NumberRange
+from wtforms.widgets import CheckboxInput, ListWidget
+
+from datapass.notify.models import WEBHOOK_EVENTS
+
+
+class Form(FlaskForm):
+    class Meta:
+        locales = ("fr",)
+
+        def get_translations(self, form):
+            return DefaultMeta.get_translations(self, form)
+
+
+class EmptyForm(Form):
+    """A button that only needs its CSRF token (reveal, send, ping, enable…)."""
+
+
+REASON_REQUIRED = "Indiquez le motif : il est conservé dans le journal et transmis aux détenteurs."
+
+
+class ReasonForm(Form):
+    reason = TextAreaField(
+        "Motif",
+        validators=[
+            DataRequired(REASON_REQUIRED),
+            Length(min=5, max=1000, message="Entre 5 et 1 000 caractères."),
+        ],
+    )
+
+
+class RotateForm(Form):
+    grace_days = IntegerField(
+        "Délai de grâce de l'ancien jeton (en jours)",
+        default=7,
+        validators=[
+            InputRequired("Indiquez un nombre de jours entre 0 et 30."),
+            NumberRange(min=0, max=30, message="Le délai de grâce va de 0 à 30 jours."),
+        ],
+    )
+
+
+class MultiCheckboxField(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+EVENT_CHOICES = [(e, e) for e in WEBHOOK_EVENTS]
+
+
+class EndpointForm(Form):
+    provider_id = SelectField("Fournisseur", coerce=int)
+    url = StringField(
+        "Adresse du récepteur (URL)",
+        validators=[
+            DataRequired("Indiquez l'adresse du récepteur."),
+            URL(require_tld=False, message="Indiquez une URL complète (https://…)."),
+            Length(max=500, message="500 caractères au plus."),
+        ],
+    )
+    events = MultiCheckboxField(
+        "Événements (aucun coché : tous)", choices=EVENT_CHOICES, validate_choice=True
+    )
+
+
+class EndpointEditForm(Form):
+    url = EndpointForm.url
+    events = EndpointForm.events

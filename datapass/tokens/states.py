@@ -1,0 +1,313 @@
+"""The access token's lifecycle: one enum, one transitions table, one place that applies them.
+
+``active`` → ``suspended`` (reversible) → ``active``; ``active|suspended|superseded`` →
+``revoked`` (final); ``active|suspended|superseded`` → ``expired`` (final, at ``exp``);
+``active`` → ``superseded`` when a rotation or a renewal issues its successor: the old token
+stays valid until its grace end, then a job revokes it. Nothing extends a token.
+
+Templates and views ask ``can(...)``-style questions; status strings are compared here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from datapass import clock
+
+if TYPE_CHECKING:
+    from datapass.audit.service import Actor
+    from datapass.tokens.models import AccessToken
+
+
+class TokenStatus(StrEnum):
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+    SUPERSEDED = "superseded"
+
+    @property
+    def label(self) -> str:
+        return STATUS_LABELS[self]
+
+    @property
+    def badge(self) -> str:
+        return STATUS_BADGES[self]
+
+
+STATUS_LABELS = {
+    TokenStatus.ACTIVE: "Actif",
+    TokenStatus.SUSPENDED: "Suspendu",
+    TokenStatus.REVOKED: "Révoqué",
+    TokenStatus.EXPIRED: "Expiré",
+    TokenStatus.SUPERSEDED: "Remplacé",
+}
+STATUS_BADGES = {
+    TokenStatus.ACTIVE: "success",
+    TokenStatus.SUSPENDED: "warning",
+    TokenStatus.REVOKED: "error",
+    TokenStatus.EXPIRED: "info",
+    TokenStatus.SUPERSEDED: "new",
+}
+
+FINAL = frozenset({TokenStatus.REVOKED, TokenStatus.EXPIRED})
+
+# Roles an actor may hold with respect to one token (computed by :func:`roles_of`):
+#   member            verified member of the token's organisation (the administration)
+#   instructor        instructor of the token's API
+#   security_officer  Datapass security officer (every token)
+#   system            a scheduled job
+#   machine           the API provider's machine client (RFC 7009 revocation)
+#   reporter          anyone reporting the token found in the wild (leak)
+#   habilitation      cascade from the habilitation's own revocation (already authorised)
+
+
+@dataclass(frozen=True)
+class Transition:
+    name: str
+    sources: frozenset[TokenStatus]
+    target: TokenStatus
+    roles: frozenset[str]
+    tag: str  # the audit event written when the transition happens
+    webhook: str | None  # the provider webhook it fires
+    reason_required: bool = False
+
+
+def _t(name, sources, target, roles, tag, webhook, reason_required=False) -> Transition:
+    return Transition(
+        name, frozenset(sources), target, frozenset(roles), tag, webhook, reason_required
+    )
+
+
+S = TokenStatus
+TRANSITIONS: dict[str, Transition] = {
+    t.name: t
+    for t in (
+        _t(
+            "suspend",
+            {S.ACTIVE},
+            S.SUSPENDED,
+            {"instructor", "security_officer", "system"},
+            "tokens:token:suspended",
+            "token.suspended",
+            reason_required=True,
+        ),
+        _t(
+            "reactivate",
+            {S.SUSPENDED},
+            S.ACTIVE,
+            {"instructor", "security_officer", "system"},
+            "tokens:token:reactivated",
+            "token.reactivated",
+            reason_required=True,
+        ),
+        _t(
+            "revoke",
+            {S.ACTIVE, S.SUSPENDED, S.SUPERSEDED},
+            S.REVOKED,
+            {
+                "member",
+                "instructor",
+                "security_officer",
+                "system",
+                "machine",
+                "reporter",
+                "habilitation",
+            },
+            "tokens:token:revoked",
+            "token.revoked",
+            reason_required=True,
+        ),
+        _t(
+            "supersede",
+            {S.ACTIVE},
+            S.SUPERSEDED,
+            {"member", "system", "habilitation"},
+            "tokens:token:rotated",
+            "token.rotated",
+        ),
+        _t(
+            "expire",
+            {S.ACTIVE, S.SUSPENDED, S.SUPERSEDED},
+            S.EXPIRED,
+            {"system"},
+            "tokens:token:expired",
+            "token.expired",
+        ),
+    )
+}
+
+# Acts on a token that do not change its state, with who may do them.
+ACTS: dict[str, frozenset[str]] = {
+    "view": frozenset({"member", "instructor", "security_officer"}),
+    "reveal": frozenset({"member"}),
+    "send": frozenset({"member"}),
+}
+
+
+class TransitionError(Exception):
+    """The transition is not allowed from this state or for this actor."""
+
+
+def roles_of(user: Any, token: AccessToken) -> set[str]:
+    """The roles ``user`` (a User, or None) holds with respect to ``token``."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return set()
+    roles: set[str] = set()
+    if any(m.verified and m.organisation_id == token.organisation_id for m in user.memberships):
+        roles.add("member")
+    if token.api_id in user.instructed_api_ids():
+        roles.add("instructor")
+    if user.has_role("security_officer"):
+        roles.add("security_officer")
+    return roles
+
+
+def actor_roles(actor: Actor, token: AccessToken) -> set[str]:
+    """The roles of an audit actor: a person's roles, or the role of what it is."""
+    if actor.type == "user":
+        return roles_of(actor.user, token)
+    if actor.type == "system":
+        return {"system"}
+    if actor.type == "machine":
+        return {"machine"}
+    return {"reporter"}
+
+
+def status_of(token: AccessToken) -> TokenStatus:
+    return TokenStatus(token.status)
+
+
+def can(name: str, user: Any, token: AccessToken) -> bool:
+    """May ``user`` do ``name`` (a transition or an act) on ``token`` now?"""
+    roles = roles_of(user, token)
+    if name in ACTS:
+        if not roles & ACTS[name]:
+            return False
+        if name in {"reveal", "send"}:
+            return token.sealed_value is not None and is_usable(token)
+        return True
+    transition = TRANSITIONS[name]
+    if name == "supersede" and token.expires_at <= clock.now():
+        return False
+    return status_of(token) in transition.sources and bool(roles & transition.roles)
+
+
+def is_usable(
+    token: AccessToken | None = None,
+    *,
+    status: str | None = None,
+    not_before: datetime | None = None,
+    expires_at: datetime | None = None,
+    grace_ends_at: datetime | None = None,
+    at: datetime | None = None,
+) -> bool:
+    """Does the token open the API now? Active, or superseded within its grace; between
+    ``nbf`` and ``exp``. Takes a row or bare columns (the introspection hot path)."""
+    if token is not None:
+        status, not_before = token.status, token.not_before
+        expires_at, grace_ends_at = token.expires_at, token.grace_ends_at
+    at = at or clock.now()
+    if expires_at is None or expires_at <= at or (not_before is not None and not_before > at):
+        return False
+    if status == TokenStatus.ACTIVE:
+        return True
+    return status == TokenStatus.SUPERSEDED and grace_ends_at is not None and grace_ends_at > at
+
+
+def is_final(token: AccessToken) -> bool:
+    return status_of(token) in FINAL
+
+
+def is_revoked_like(status: str) -> bool:
+    """Statuses listed in the revocation list as revoked."""
+    return status == TokenStatus.REVOKED
+
+
+def apply(
+    token: AccessToken,
+    name: str,
+    actor: Actor,
+    *,
+    reason: str | None = None,
+    role: str | None = None,
+    payload: dict[str, Any] | None = None,
+) -> Transition:
+    """Check and apply one transition, then write its audit event and queue its webhook.
+
+    ``role`` is given by trusted callers that already authorised the act (a habilitation's
+    revocation cascading to its tokens); otherwise the actor's roles are checked.
+    """
+    from datapass.audit import service as audit
+    from datapass.notify import service as notify_service
+    from datapass.tokens import service as tokens_service
+
+    transition = TRANSITIONS[name]
+    current = status_of(token)
+    if current not in transition.sources:
+        raise TransitionError(
+            f"transition {name} impossible depuis l'état {current.value} du jeton {token.jti}"
+        )
+    roles = {role} if role is not None else actor_roles(actor, token)
+    if not roles & transition.roles:
+        raise TransitionError(f"{actor.type} {actor.id} ne peut pas {name} ce jeton")
+    reason = (reason or "").strip() or None
+    if transition.reason_required and not reason:
+        raise TransitionError("un motif est obligatoire")
+    now = clock.now()
+    token.status = transition.target
+    if transition.target == TokenStatus.REVOKED:
+        token.revoked_at = now
+        token.revoked_reason = reason
+    elif transition.target == TokenStatus.SUSPENDED:
+        token.suspended_at = now
+        token.suspended_reason = reason
+    elif transition.target == TokenStatus.ACTIVE:
+        token.suspended_at = None
+        token.suspended_reason = None
+        token.reactivated_at = now  # lifecycle: the unused-access count restarts here
+    if transition.target in FINAL:
+        token.sealed_value = None  # a dead token is never revealed
+    tokens_service.forget_introspection(token.digest)
+    body = {"from": current.value, "to": transition.target.value, "jti": token.jti}
+    if reason:
+        body["reason"] = reason
+    body.update(payload or {})
+    audit.record(
+        transition.tag,
+        actor,
+        subject=token,
+        organisation_id=token.organisation_id,
+        api_id=token.api_id,
+        token_digest=token.digest,
+        payload=body,
+    )
+    if transition.webhook:
+        notify_service.queue_webhook_for_api(
+            token.api_id,
+            transition.webhook,
+            token_webhook_data(token, reason=reason, **(payload or {})),
+            model_type="AccessToken",
+            model_id=token.id,
+        )
+    return transition
+
+
+def token_webhook_data(token: AccessToken, **extra: Any) -> dict[str, Any]:
+    """What a provider learns about a token in a webhook (never the token itself)."""
+    data = {
+        "jti": token.jti,
+        "status": token.status,
+        "habilitation_id": token.habilitation_id,
+        "client_id": str(token.habilitation_id),
+        "siret": (token.claims or {}).get("siret"),
+        "aud": (token.claims or {}).get("aud"),
+        "scope": (token.claims or {}).get("scope"),
+        "iat": (token.claims or {}).get("iat"),
+        "exp": (token.claims or {}).get("exp"),
+    }
+    data.update({k: v for k, v in extra.items() if v is not None})
+    return data

@@ -1,0 +1,226 @@
+"""Pages of the tokens domain: the organisation's tokens, a token's page and its acts, the
+staff's supervision list, and the single-use link that hands a token to the technical
+contact."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from datapass import access
+from datapass.extensions import db
+from datapass.tokens import forms, service
+from datapass.tokens.models import AccessToken
+from datapass.tokens.states import TokenStatus
+
+bp = Blueprint("tokens", __name__, url_prefix="/jetons")
+
+PER_PAGE = 50
+
+
+def _me():
+    return current_user._get_current_object()
+
+
+def _load(token_id: int) -> AccessToken:
+    """The token, if the current user may see it (another organisation's token → 404)."""
+    token = service.get_visible(_me(), token_id)
+    if token is None:
+        abort(404)
+    return token
+
+
+def _page() -> int:
+    raw = request.args.get("page", "1")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
+
+
+def _render_show(token: AccessToken, status: int = 200, **forms_):
+    user = _me()
+    context = {
+        "rotate_form": forms.RotateForm(prefix="rotate"),
+        "revoke_form": forms.ReasonForm(prefix="revoke"),
+        "suspend_form": forms.ReasonForm(prefix="suspend"),
+        "reactivate_form": forms.ReasonForm(prefix="reactivate"),
+        "action_form": forms.EmptyForm(),
+    }
+    context.update(forms_)
+    successor = db.session.scalar(
+        select(AccessToken).where(AccessToken.predecessor_id == token.id).limit(1)
+    )
+    return render_template(
+        "tokens/show.html",
+        token=token,
+        api=token.api,
+        habilitation=token.habilitation,
+        successor=successor
+        if successor is not None and service.get_visible(user, successor.id)
+        else None,
+        user=user,
+        **context,
+    ), status
+
+
+@bp.route("/")
+@access.signed_in
+def applicant_index():
+    query = service.organisation_tokens_query(_me()).order_by(AccessToken.issued_at.desc())
+    pagination = db.paginate(query, page=_page(), per_page=PER_PAGE, error_out=False)
+    return render_template(
+        "tokens/index.html", pagination=pagination, tokens=pagination.items, supervision=False
+    )
+
+
+@bp.route("/supervision")
+@access.role_required("instructor", "security_officer")
+def supervision():
+    query = service.visible_tokens_query(_me())
+    status = request.args.get("statut")
+    if status in {s.value for s in TokenStatus}:
+        query = query.where(AccessToken.status == status)
+    query = query.order_by(AccessToken.issued_at.desc())
+    pagination = db.paginate(query, page=_page(), per_page=PER_PAGE, error_out=False)
+    return render_template(
+        "tokens/index.html",
+        pagination=pagination,
+        tokens=pagination.items,
+        supervision=True,
+        statuses=list(TokenStatus),
+        status=status,
+    )
+
+
+@bp.route("/<int:token_id>")
+@access.signed_in
+def show(token_id: int):
+    return _render_show(_load(token_id))
+
+
+@bp.route("/<int:token_id>/afficher", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def reveal(token_id: int):
+    token = _load(token_id)
+    if not token.can_reveal(_me()):
+        abort(403)
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        raw = service.reveal(token, access.current_actor())
+    except service.TokenError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("tokens.show", token_id=token.id))
+    db.session.commit()
+    return render_template("tokens/revealed.html", token=token, raw=raw)
+
+
+@bp.route("/<int:token_id>/envoi", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def send(token_id: int):
+    token = _load(token_id)
+    if not token.can_send(_me()):
+        abort(403)
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    try:
+        link = service.send_to_technical_contact(token, access.current_actor())
+    except service.TokenError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(
+            f"Un lien à usage unique, valable jusqu'au {link.expires_at:%d/%m/%Y} "
+            f"(4 heures), a été envoyé à {link.recipient}.",
+            "success",
+        )
+    return redirect(url_for("tokens.show", token_id=token.id))
+
+
+@bp.route("/<int:token_id>/rotation", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def rotate(token_id: int):
+    token = _load(token_id)
+    if not token.can_rotate(_me()):
+        abort(403)
+    form = forms.RotateForm(prefix="rotate")
+    if not form.validate_on_submit():
+        return _render_show(token, 422, rotate_form=form)
+    try:
+        new, _raw = service.rotate(token, access.current_actor(), form.grace_days.data)
+    except service.TokenError as exc:
+        db.session.rollback()
+        form.grace_days.errors = [*form.grace_days.errors, str(exc)]
+        return _render_show(token, 422, rotate_form=form)
+    db.session.commit()
+    flash(
+        "Nouveau jeton émis. Affichez-le une seule fois ou envoyez-le au contact technique ; "
+        "l'ancien reste valable pendant le délai de grâce choisi.",
+        "success",
+    )
+    return redirect(url_for("tokens.show", token_id=new.id))
+
+
+def _reason_act(token_id: int, name: str, prefix: str, act, done: str):
+    token = _load(token_id)
+    if not token.can(name, _me()):
+        abort(403)
+    form = forms.ReasonForm(prefix=prefix)
+    if not form.validate_on_submit():
+        return _render_show(token, 422, **{f"{prefix}_form": form})
+    try:
+        act(token, access.current_actor(), form.reason.data.strip())
+    except service.TokenError as exc:
+        db.session.rollback()
+        form.reason.errors = [*form.reason.errors, str(exc)]
+        return _render_show(token, 422, **{f"{prefix}_form": form})
+    db.session.commit()
+    flash(done, "success")
+    return redirect(url_for("tokens.show", token_id=token.id))
+
+
+@bp.route("/<int:token_id>/revocation", methods=["POST"])
+@access.signed_in
+@access.recent_auth
+def revoke(token_id: int):
+    return _reason_act(token_id, "revoke", "revoke", service.revoke, "Le jeton est révoqué.")
+
+
+@bp.route("/<int:token_id>/suspension", methods=["POST"])
+@access.role_required("instructor", "security_officer")
+@access.recent_auth
+def suspend(token_id: int):
+    return _reason_act(token_id, "suspend", "suspend", service.suspend, "Le jeton est suspendu.")
+
+
+@bp.route("/<int:token_id>/reactivation", methods=["POST"])
+@access.role_required("instructor", "security_officer")
+@access.recent_auth
+def reactivate(token_id: int):
+    return _reason_act(
+        token_id, "reactivate", "reactivate", service.reactivate, "Le jeton est réactivé."
+    )
+
+
+@bp.route("/lien/<secret>", methods=["GET", "POST"])
+@access.public
+def link(secret: str):
+    """The technical contact's single-use link. GET only shows a button (mail scanners that
+    prefetch links must not consume it); POST reveals the token once."""
+    found = service.find_link(secret)
+    if found is None:
+        return render_template("tokens/link_invalid.html"), 404
+    form = forms.EmptyForm()
+    if request.method == "POST" and form.validate_on_submit():
+        try:
+            raw = service.consume_link(found, access.current_actor())
+        except service.TokenError:
+            db.session.rollback()
+            return render_template("tokens/link_invalid.html"), 404
+        db.session.commit()
+        return render_template("tokens/revealed.html", token=found.token, raw=raw, by_link=True)
+    return render_template("tokens/link.html", link=found, token=found.token, form=form)

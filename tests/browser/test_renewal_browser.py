@@ -1,0 +1,73 @@
+"""Renewal in a real browser: nothing changed → a new token shown once and the old one's
+grace end; a changed contact → the request is reopened instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from datapass.extensions import db
+from tests import factories
+from tests.lifecycle.conftest import expiring_token, make_listening_api
+
+pytestmark = pytest.mark.browser
+
+
+def _sign_in(page, email: str) -> None:
+    page.goto("/connexion")
+    page.fill("#email", email)
+    page.fill("#password", factories.PASSWORD)
+    page.get_by_role("button", name="Se connecter", exact=True).click()
+    page.wait_for_url("**/")
+
+
+def _setup(committed_app):
+    with committed_app.app_context():
+        api = make_listening_api(name="API Quotient familial")
+        token = expiring_token(api, days_left=25)
+        ids = (token.id, token.habilitation.request_id, token.habilitation.requester.email)
+        db.session.commit()
+    return ids
+
+
+def _answer_yes(page) -> None:
+    for name in ("same_person", "purpose_unchanged", "legal_basis_holds"):
+        page.locator(f"label[for='{name}-0']").click()
+
+
+def test_renewal_with_nothing_changed_shows_the_new_token_once(page, committed_app):
+    token_id, _request_id, email = _setup(committed_app)
+    _sign_in(page, email)
+    page.goto(f"/jetons/{token_id}")
+    assert "Échéances" in page.locator("#cycle-de-vie").inner_text()
+    page.locator("#renouveler").click()
+    page.wait_for_url(f"**/jetons/{token_id}/renouvellement")
+    _answer_yes(page)
+    page.get_by_role("button", name="Renouveler").click()
+    secret = page.locator("#nouveau-jeton").inner_text().strip()
+    assert secret.count(".") == 2  # a JWT
+    grace = page.locator("#fin-de-grace").inner_text()
+    assert "L'ancien jeton reste valable jusqu'au" in grace
+    # The old token's page shows it is replaced and valid until its grace end.
+    page.get_by_role("link", name="Voir l'ancien jeton").click()
+    assert "délai de grâce" in page.locator("main").inner_text().lower()
+    assert "remplacé" in page.locator("#statut-jeton").inner_text().lower()
+    # The new token is shown once only: the result page is not kept (no-store) and the new
+    # token's page no longer offers to display it.
+    page.locator("dt:has-text('Remplacé par') + dd a").click()
+    assert page.locator("#afficher-jeton").count() == 0
+    assert secret not in page.content()
+
+
+def test_renewal_with_a_changed_contact_reopens_the_request(page, committed_app):
+    token_id, request_id, email = _setup(committed_app)
+    _sign_in(page, email)
+    page.goto(f"/jetons/{token_id}/renouvellement")
+    _answer_yes(page)
+    page.fill("#technical-email", "nouveau.contact@mairie.fr")
+    page.get_by_role("button", name="Renouveler").click()
+    page.wait_for_url(f"**/demandes/{request_id}")
+    assert "la demande est rouverte" in page.locator("main").inner_text()
+    page.goto(f"/jetons/{token_id}")
+    assert "actif" in page.locator("#statut-jeton").inner_text().lower()
+    schedule = page.locator("#cycle-de-vie").inner_text().lower()
+    assert "mise à jour de la demande en cours" in schedule
