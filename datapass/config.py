@@ -99,6 +99,12 @@ SETTINGS: list[Setting] = [
     _s("DEMO_SKIP_MFA", True, _bool, "Hors production : comptes de démonstration sans TOTP."),
     _s("TRUSTED_PROXIES", 0, int, "Nombre de mandataires inverses de confiance (X-Forwarded-For)."),
     _s(
+        "CLIENT_AUTH_CACHE_SECONDS",
+        30,
+        int,
+        "Mémoire d'une authentification réussie de client machine (0 : aucune), en secondes.",
+    ),
+    _s(
         "SCHEDULER_TIMEZONE",
         "Europe/Paris",
         str,
@@ -202,8 +208,18 @@ SETTINGS: list[Setting] = [
         int,
         "Jours après l'expiration d'un jeton non renouvelé avant la clôture de l'habilitation.",
     ),
-    _s("LIFECYCLE_DIGEST_HOUR", 7, int, "Heure (Paris) du récapitulatif quotidien aux instructeurs."),
-    _s("LIFECYCLE_CHUNK", 500, int, "Jetons traités par transaction lors d'un passage du cycle de vie."),
+    _s(
+        "LIFECYCLE_DIGEST_HOUR",
+        7,
+        int,
+        "Heure (Paris) du récapitulatif quotidien aux instructeurs.",
+    ),
+    _s(
+        "LIFECYCLE_CHUNK",
+        500,
+        int,
+        "Jetons traités par transaction lors d'un passage du cycle de vie.",
+    ),
 ]
 
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}

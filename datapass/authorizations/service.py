@@ -438,6 +438,10 @@ def snapshot(request: AuthorizationRequest) -> dict[str, Any]:
     }
 
 
+def _french_date(value: str | None) -> str:
+    return date.fromisoformat(value).strftime("%d/%m/%Y") if value else ""
+
+
 def flat_fields(snap: dict[str, Any]) -> dict[str, str]:
     """The form's fields, as shown, out of a snapshot (for diffs)."""
     legal = snap.get("legal_basis") or {}
@@ -453,7 +457,7 @@ def flat_fields(snap: dict[str, Any]) -> dict[str, str]:
         "legal_basis_document": ((legal.get("document") or {}).get("filename") or ""),
         "retention_months": str(snap.get("retention_months") or ""),
         "daily_volume": str(snap.get("daily_volume") or ""),
-        "homologation_date": homologation.get("date") or "",
+        "homologation_date": _french_date(homologation.get("date")),
         "homologation_authority": homologation.get("authority") or "",
         "homologation_document": ((homologation.get("document") or {}).get("filename") or ""),
         "terms": "Acceptées" if snap.get("terms_accepted_at") else "",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import select
 
 from datapass import clock, vault
@@ -39,16 +43,52 @@ def create_client(provider: Provider, name: str) -> tuple[MachineClient, str]:
     return client, secret
 
 
-def authenticate_client(client_id: str | None, secret: str | None) -> MachineClient | None:
+@dataclass(frozen=True)
+class AuthenticatedClient:
+    """What the machine API needs of the caller: detached from any session, so it can be
+    cached between requests."""
+
+    id: int
+    client_id: str
+    name: str
+    provider_id: int
+
+
+# Successful authentications, by client id, for CLIENT_AUTH_CACHE_SECONDS: the machine API's
+# hot path (introspection) then touches no database. Revoking a client drops its entry in
+# this process at once; other processes forget it within that delay.
+_AUTH_CACHE: dict[str, tuple[float, str, AuthenticatedClient]] = {}
+_AUTH_CACHE_LOCK = threading.Lock()
+
+
+def authenticate_client(client_id: str | None, secret: str | None) -> AuthenticatedClient | None:
     """The machine client with these credentials, or None (constant-time comparison)."""
     if not client_id or not secret or len(client_id) > 80 or len(secret) > 200:
         return None
+    presented = hash_client_secret(secret)
+    now = time.monotonic()
+    cached = _AUTH_CACHE.get(client_id)
+    if cached is not None and now < cached[0] and hmac.compare_digest(cached[1], presented):
+        return cached[2]
     client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
     expected = client.secret_hash if client is not None else "0" * 64
-    matches = hmac.compare_digest(expected, hash_client_secret(secret))
+    matches = hmac.compare_digest(expected, presented)
     if client is None or not matches or client.revoked_at is not None:
         return None
-    return client
+    found = AuthenticatedClient(client.id, client.client_id, client.name, client.provider_id)
+    ttl = current_app.config["CLIENT_AUTH_CACHE_SECONDS"]
+    if ttl > 0:
+        with _AUTH_CACHE_LOCK:
+            if len(_AUTH_CACHE) > 10_000:
+                _AUTH_CACHE.clear()
+            _AUTH_CACHE[client_id] = (now + ttl, client.secret_hash, found)
+    return found
+
+
+def forget_client(client_id: str) -> None:
+    """Drop a client's cached authentication (revocation)."""
+    with _AUTH_CACHE_LOCK:
+        _AUTH_CACHE.pop(client_id, None)
 
 
 # --- the catalogue ------------------------------------------------------------------------
@@ -511,6 +551,7 @@ def revoke_client(client: MachineClient, actor: Actor) -> bool:
     if client.revoked_at is not None:
         return False
     client.revoked_at = clock.now()
+    forget_client(client.client_id)
     db.session.flush()
     _record("catalogue:client:revoked", actor, client, client_id=client.client_id)
     return True

@@ -36,7 +36,7 @@ def test_demo(app):
     machine = catalogue_service.authenticate_client(client["client_id"], client["client_secret"])
     assert machine is not None and client["api"] == "quotient-familial"
     habilitation = db.session.get(Habilitation, result["habilitation"]["id"])
-    assert habilitation.is_active and habilitation.api_id in machine.api_ids
+    assert habilitation.is_active and habilitation.api.provider_id == machine.provider_id
     instructor = demo.seed_accounts()["instructor"]
     assert {
         a.slug for a in catalogue_service.list_apis() if a.id in instructor.instructed_api_ids()

@@ -191,7 +191,7 @@ def test_machine_client_secret_shown_once_and_stored_hashed(app, signed_admin, a
     client_id = re.search(r'id="client-id">([^<]+)<', page).group(1)
     client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
     assert client.secret_hash == vault.sha256_hex(secret) and secret not in client.secret_hash
-    assert service.authenticate_client(client_id, secret) is client
+    assert service.authenticate_client(client_id, secret).id == client.id
     payload = db.session.scalar(
         select(AuditEvent.payload).where(AuditEvent.tag == "catalogue:client:created")
     )
