@@ -368,6 +368,14 @@ def main() -> int:
         f"| `audit verify` ({checked:,} événements) | {verify_rate:,.0f} événements/s | "
         f"≥ 200 000/s | {'OK' if verify_rate >= 200_000 else 'HORS BUDGET'} |"
     )
+    print(
+        "| Repère : SQLite nu, insertion des mêmes lignes (lots de 1 000) | "
+        f"{insert_ceiling:,.0f} lignes/s | — | plafond de la machine |"
+    )
+    print(
+        "| Repère : SQLite nu, lecture des lignes d'audit | "
+        f"{read_ceiling:,.0f} lignes/s | — | plafond de la machine |"
+    )
     return 0
 
 

@@ -198,6 +198,18 @@ def accounts_json() -> dict[str, dict[str, str]]:
     return {spec.key: {"email": spec.email, "password": spec.password} for spec in ACCOUNTS}
 
 
+def _ids_by(key_column, id_column, keys: list[str], chunk: int = 5000) -> dict[str, int]:
+    """Ids of freshly bulk-inserted rows by their natural key, in chunks (PostgreSQL takes at
+    most 65,535 parameters in one statement)."""
+    found: dict[str, int] = {}
+    for start in range(0, len(keys), chunk):
+        part = keys[start : start + chunk]
+        found.update(
+            db.session.execute(select(key_column, id_column).where(key_column.in_(part))).all()
+        )
+    return found
+
+
 def _scale_accounts(context: DemoContext, result: dict[str, Any]) -> None:
     """``--scale N``: N more organisations, each with one applicant, by bulk insert (the
     benchmarks' data sets). Idempotent: rows already there are not inserted again."""
@@ -232,11 +244,7 @@ def _scale_accounts(context: DemoContext, result: dict[str, Any]) -> None:
         )
     for start in range(0, len(org_rows), 5000):
         db.session.execute(insert(Organisation), org_rows[start : start + 5000])
-    ids = dict(
-        db.session.execute(
-            select(Organisation.siret, Organisation.id).where(Organisation.siret.in_(siret_list))
-        ).all()
-    )
+    ids = _ids_by(Organisation.siret, Organisation.id, siret_list)
     user_rows = [
         {
             "email": f"{prefix}{i + 1}@demo.datapass.gouv.fr",
@@ -252,11 +260,7 @@ def _scale_accounts(context: DemoContext, result: dict[str, Any]) -> None:
     ]
     for start in range(0, len(user_rows), 5000):
         db.session.execute(insert(User), user_rows[start : start + 5000])
-    user_ids = dict(
-        db.session.execute(
-            select(User.email, User.id).where(User.email.in_([r["email"] for r in user_rows]))
-        ).all()
-    )
+    user_ids = _ids_by(User.email, User.id, [r["email"] for r in user_rows])
     membership_rows = [
         {
             "user_id": user_ids[row["email"]],
@@ -279,7 +283,8 @@ def _authorizations_step(context: DemoContext, result: dict[str, Any]) -> None:
 
     apis = catalogue.seed_catalogue()
     instructor = context.users["instructor"]
-    grant_demo_instructor(instructor, [apis[slug].id for slug in authorizations.API_PARTICULIER])
+    del apis  # created; the demo instructor instructs every API of the catalogue
+    grant_demo_instructor(instructor)
     result.update(
         authorizations.seed_demo(
             context.organisations["dunkerque"], context.users["applicant"], instructor

@@ -64,7 +64,9 @@ def test_development_generates_secrets_once_with_mode_0600(tmp_path, monkeypatch
 
 
 def test_environment_overrides_and_validation():
-    config = config_module.load(environ={"DATAPASS_SESSION_HOURS": "8"}, overrides={"ENV": "testing"})
+    config = config_module.load(
+        environ={"DATAPASS_SESSION_HOURS": "8"}, overrides={"ENV": "testing"}
+    )
     assert config["SESSION_HOURS"] == 8
     with pytest.raises(ConfigError):
         config_module.load(environ={"DATAPASS_SESSION_HOURS": "huit"})

@@ -277,23 +277,28 @@ def verify_rows(
 _RAW_COLUMNS = ", ".join(COLUMNS)
 
 
-def _raw_rows(session, start_after: int, batch: int = 20000) -> Iterator[tuple]:
-    """Events after ``start_after`` in chain order as raw DBAPI tuples: one cursor read with
-    ``fetchmany`` (a server-side cursor on PostgreSQL), constant memory, no ORM work."""
-    connection = session.connection()
-    dialect = connection.dialect.name
-    dbapi = connection.connection.dbapi_connection
-    # constant column names; the only value is bound
-    sql = f"SELECT {_RAW_COLUMNS} FROM audit_events WHERE seq > {{}} ORDER BY seq"  # noqa: S608
+def _select_sql(dialect: str, until: int | None) -> str:
+    # constant column names; the values are bound
+    mark = "%s" if dialect == "postgresql" else "?"
+    upper = "" if until is None else f" AND seq <= {mark}"
+    return f"SELECT {_RAW_COLUMNS} FROM audit_events WHERE seq > {mark}{upper} ORDER BY seq"  # noqa: S608
+
+
+def _cursor_rows(
+    dbapi, dialect: str, start_after: int, until: int | None = None, batch: int = 20000
+) -> Iterator[tuple]:
+    """Events after ``start_after`` (up to ``until``) in chain order as raw DBAPI tuples,
+    read with ``fetchmany`` (a server-side cursor on PostgreSQL): constant memory."""
     if dialect == "postgresql":
-        cursor = dbapi.cursor(name=f"audit_verify_{id(session)}")
+        cursor = dbapi.cursor(name=f"audit_verify_{id(dbapi)}_{start_after}")
         cursor.itersize = batch
-        sql = sql.format("%s")
     else:
         cursor = dbapi.cursor()
-        sql = sql.format("?")
     try:
-        cursor.execute(sql, (start_after,))
+        cursor.execute(
+            _select_sql(dialect, until),
+            (start_after,) if until is None else (start_after, until),
+        )
         while True:
             rows = cursor.fetchmany(batch)
             if not rows:
@@ -301,6 +306,14 @@ def _raw_rows(session, start_after: int, batch: int = 20000) -> Iterator[tuple]:
             yield from rows
     finally:
         cursor.close()
+
+
+def _raw_rows(session, start_after: int, batch: int = 20000) -> Iterator[tuple]:
+    """:func:`_cursor_rows` on the session's own connection (its transaction included)."""
+    connection = session.connection()
+    return _cursor_rows(
+        connection.connection.dbapi_connection, connection.dialect.name, start_after, batch=batch
+    )
 
 
 def raw_iso(value: Any) -> str:
@@ -380,7 +393,9 @@ def verify_chain(session=None) -> VerifyResult:
     session = session or db.session
     anchor = latest_anchor(session)
     start_seq, start_hash = (anchor.anchor_seq, anchor.anchor_hash) if anchor else (0, GENESIS_HASH)
-    result = _verify_raw(_raw_rows(session, start_seq), start_hash, start_seq)
+    result = _verify_parallel(session, start_seq, start_hash)
+    if result is None:  # small chain, a test transaction, or something to name precisely
+        result = _verify_raw(_raw_rows(session, start_seq), start_hash, start_seq)
     if not result.ok:
         return result
     if anchor is not None:
@@ -414,3 +429,83 @@ def _anchor_problem(session, anchor) -> str | None:
     ):
         return "l'ancre de rétention a été modifiée (elle diffère de l'événement de purge)"
     return None
+
+
+# --- parallel verification of long chains ---------------------------------------------------
+
+PARALLEL_MIN_EVENTS = 200_000
+
+
+def _verify_segment(url: str, after: int, until: int | None) -> tuple:
+    """Worker process: verify the events ``after < seq <= until`` on a connection of its own
+    (a bare DBAPI connection: reading must not take SQLite's write lock). Returns (ok,
+    checked, first_seq, first_prev_hash, last_seq, last_hash); the caller checks that
+    consecutive segments link up."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    connection = engine.raw_connection()
+    try:
+        rows = _cursor_rows(connection, engine.dialect.name, after, until)
+        first = next(rows, None)
+        if first is None:
+            return (True, 0, None, None, None, None)
+        last: list[str] = [first[14]]
+
+        def tracked() -> Iterator[tuple]:
+            for row in _chain_from(first, rows):
+                last[0] = row[14]
+                yield row
+
+        result = _verify_raw(tracked(), first[13], first[0] - 1)
+        return (result.ok, result.checked, first[0], first[13], result.head_seq, last[0])
+    finally:
+        connection.close()
+        engine.dispose()
+
+
+def _chain_from(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
+    yield first
+    yield from rest
+
+
+def _verify_parallel(session, start_seq: int, start_hash: str) -> VerifyResult | None:
+    """A long chain is checked in as many segments as there are processors, in parallel, each
+    on its own connection; the segments must then link up. Returns None (verify sequentially,
+    which names the exact problem) for short chains, inside a caller's connection (tests),
+    or when anything does not fit."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from sqlalchemy.engine import Engine
+
+    bind = session.get_bind()
+    workers = min(os.cpu_count() or 1, 8)
+    if not isinstance(bind, Engine) or workers < 2 or "fork" not in _start_methods():
+        return None
+    head = session.execute(select(AuditHead.seq).where(AuditHead.id == 1)).scalar()
+    if head is None or head - start_seq < PARALLEL_MIN_EVENTS:
+        return None
+    step = (head - start_seq) // workers + 1
+    bounds = [start_seq + i * step for i in range(workers)]
+    uppers: list[int | None] = [*bounds[1:], None]  # the last segment is open: beyond the head
+    url = bind.url.render_as_string(hide_password=False)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            segments = list(pool.map(_verify_segment, [url] * workers, bounds, uppers))
+    except Exception:  # no processes here: the sequential path still verifies
+        return None
+    checked, prev_seq, prev_hash = 0, start_seq, start_hash
+    for ok, count, first_seq, first_prev, last_seq, last_hash in segments:
+        if not ok or not count or first_seq != prev_seq + 1 or first_prev != prev_hash:
+            return None
+        checked += count
+        prev_seq, prev_hash = last_seq, last_hash
+    return VerifyResult(True, checked, prev_seq)
+
+
+def _start_methods() -> list[str]:
+    from multiprocessing import get_all_start_methods
+
+    return get_all_start_methods()

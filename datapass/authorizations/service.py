@@ -1239,12 +1239,11 @@ def _fill_demo(request: AuthorizationRequest, actor: Actor, title: str) -> None:
 def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> dict[str, Any]:
     """Demo data of this domain (idempotent): the catalogue, requests of ``organisation`` in
     every state (one validated, with its habilitation), and a machine client of the
-    habilitation's provider — recreated at each run, since its secret is shown only once.
+    habilitation's provider (the same at each run: its secret derives from the master key).
 
     Returns ``{"provider_client": {"client_id", "client_secret", "api"}, "habilitation":
     {"id", "api"}}``. ``instructor`` must already instruct the API Particulier APIs."""
     from datapass.catalogue import service as catalogue_service
-    from datapass.catalogue.models import MachineClient
 
     apis = catalogue_service.seed_catalogue()
     system = Actor.system("demo")
@@ -1281,15 +1280,7 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
     habilitation = validated.active_habilitation
     api = habilitation.api
     provider = api.provider
-    for client in db.session.scalars(
-        select(MachineClient).where(
-            MachineClient.provider_id == provider.id,
-            MachineClient.name == DEMO_CLIENT_NAME,
-            MachineClient.revoked_at.is_(None),
-        )
-    ):
-        catalogue_service.revoke_client(client, system)
-    client, secret = catalogue_service.register_client(provider, system, DEMO_CLIENT_NAME)
+    client, secret = catalogue_service.demo_client(provider, system, DEMO_CLIENT_NAME)
     return {
         "provider_client": {
             "client_id": client.client_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import secrets
 import threading
@@ -543,6 +544,35 @@ def register_client(provider: Provider, actor: Actor, name: str) -> tuple[Machin
         provider=provider.slug,
         secret=audit.secret(secret),
     )
+    return client, secret
+
+
+def demo_client(provider: Provider, actor: Actor, name: str) -> tuple[MachineClient, str]:
+    """Outside production only: the demo's machine client of ``provider``, the same at every
+    run (its secret is derived from this instance's master key, so the demo can print it again
+    without storing it)."""
+    if current_app.config["ENV"] == "production":
+        raise RuntimeError("no demo client in production")
+    client_id = f"{provider.slug}-demo"
+    digest = hmac.new(vault.derive("demo-client"), client_id.encode(), "sha256").digest()
+    secret = CLIENT_SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
+    if client is None:
+        client = MachineClient(
+            provider=provider,
+            client_id=client_id,
+            secret_hash=hash_client_secret(secret),
+            name=name,
+            created_at=clock.now(),
+        )
+        db.session.add(client)
+        db.session.flush()
+        _record("catalogue:client:created", actor, client, client_id=client_id, demo=True)
+    elif client.revoked_at is not None or client.secret_hash != hash_client_secret(secret):
+        client.revoked_at = None
+        client.secret_hash = hash_client_secret(secret)
+        forget_client(client_id)
+        db.session.flush()
     return client, secret
 
 

@@ -74,7 +74,42 @@ JOBS: list[Job] = [
         {"minutes": 1},
         "Point de contrôle signé de la chaîne d'audit (selon DATAPASS_AUDIT_CHECKPOINT_MINUTES).",
     ),
+    Job(
+        "rotate_signing_keys",
+        "datapass.tokens.tasks:rotate_keys_if_due",
+        "interval",
+        {"hours": 1},
+        "Clés de signature : publication 7 jours avant usage, rotation, retrait des clés mortes.",
+    ),
+    Job(
+        "remind_idle_drafts",
+        "datapass.authorizations.tasks:remind_idle_drafts",
+        "interval",
+        {"hours": 1},
+        "Relance des brouillons inactifs depuis 15 jours.",
+    ),
+    Job(
+        "warn_stale_changes_requested",
+        "datapass.authorizations.tasks:warn_stale_changes_requested",
+        "interval",
+        {"hours": 1},
+        "Avertissement des demandes en attente de modifications depuis 6 mois.",
+    ),
+    Job(
+        "archive_stale_changes_requested",
+        "datapass.authorizations.tasks:archive_stale_changes_requested",
+        "interval",
+        {"hours": 1},
+        "Archivage des demandes averties 15 jours plus tôt et toujours sans réponse.",
+    ),
     # Last: what the jobs above queued leaves in the same sweep.
+    Job(
+        "deliver_webhooks",
+        "datapass.tokens.tasks:deliver_webhooks",
+        "interval",
+        {"minutes": 1},
+        "Livraison des webhooks aux fournisseurs (avec reprises).",
+    ),
     Job(
         "deliver_mails",
         "datapass.notify.tasks:deliver_mails",

@@ -1035,40 +1035,6 @@ def revocation_list() -> RevocationList:
     return RevocationList(jws, etag, max_age)
 
 
-# --- scheduled sweeps (called from tasks.py) ----------------------------------------------
-
-
-def expire_due(actor: Actor, limit: int = 5000) -> int:
-    """Mark the tokens past their ``exp`` as expired (their webhook fires)."""
-    now = clock.now()
-    tokens = db.session.scalars(
-        select(AccessToken)
-        .where(
-            AccessToken.status.in_(
-                [TokenStatus.ACTIVE, TokenStatus.SUSPENDED, TokenStatus.SUPERSEDED]
-            ),
-            AccessToken.expires_at <= now,
-        )
-        .limit(limit)
-    ).all()
-    for token in tokens:
-        states.apply(token, "expire", actor)
-    return len(tokens)
-
-
-def revoke_after_grace(actor: Actor, limit: int = 5000) -> int:
-    """Revoke superseded tokens whose grace period is over."""
-    now = clock.now()
-    tokens = db.session.scalars(
-        select(AccessToken)
-        .where(AccessToken.status == TokenStatus.SUPERSEDED, AccessToken.grace_ends_at <= now)
-        .limit(limit)
-    ).all()
-    for token in tokens:
-        states.apply(token, "revoke", actor, reason="Fin du délai de grâce après rotation")
-    return len(tokens)
-
-
 # --- scoped loading for pages --------------------------------------------------------------
 
 

@@ -15,28 +15,6 @@ def rotate_keys_if_due() -> dict[str, list[str]]:
     return done
 
 
-def revoke_superseded_after_grace() -> int:
-    """Hourly: superseded tokens whose grace period is over become revoked."""
-    count = service.revoke_after_grace(Actor.system("tokens.revoke_superseded_after_grace"))
-    db.session.commit()
-    return count
-
-
-def expire_tokens() -> int:
-    """Hourly: tokens past their `exp` become expired (the `token.expired` webhook fires)."""
-    count = service.expire_due(Actor.system("tokens.expire_tokens"))
-    db.session.commit()
-    return count
-
-
-def flush_token_usage() -> int:
-    """Every minute in each web process is enough; here for completeness (a scheduler process
-    has its own, usually empty, buffer)."""
-    count = service.flush_usage()
-    db.session.commit()
-    return count
-
-
 def deliver_webhooks() -> dict[str, int]:
     """Every minute: send the due webhook deliveries (commits)."""
     from datapass.notify import service as notify_service

@@ -14,7 +14,9 @@ from datapass.extensions import db
 def _seed(n=5):
     actor = audit.Actor.system("test")
     for i in range(n):
-        audit.record("accounts:user:login", actor, subject_type="users", subject_id=i, payload={"i": i})
+        audit.record(
+            "accounts:user:login", actor, subject_type="users", subject_id=i, payload={"i": i}
+        )
     db.session.flush()
 
 
@@ -131,7 +133,9 @@ def test_concurrent_appends_keep_one_chain(committed_app, backend):
         with committed_app.app_context():
             try:
                 for i in range(15):
-                    audit.record("accounts:user:login", audit.Actor.system(f"t{n}"), payload={"i": i})
+                    audit.record(
+                        "accounts:user:login", audit.Actor.system(f"t{n}"), payload={"i": i}
+                    )
                     db.session.commit()
             except Exception as exc:  # pragma: no cover - reported below
                 errors.append(exc)
@@ -158,7 +162,9 @@ def test_concurrent_appends_on_sqlite_queue_up(committed_app, backend):
         with committed_app.app_context():
             try:
                 for i in range(10):
-                    audit.record("accounts:user:login", audit.Actor.system(f"t{n}"), payload={"i": i})
+                    audit.record(
+                        "accounts:user:login", audit.Actor.system(f"t{n}"), payload={"i": i}
+                    )
                     db.session.commit()
             except Exception as exc:  # pragma: no cover
                 errors.append(exc)

@@ -10,6 +10,7 @@ from datapass import demo
 from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Habilitation
 from datapass.catalogue import service as catalogue_service
+from datapass.catalogue.models import MachineClient
 from datapass.extensions import db
 
 
@@ -43,11 +44,11 @@ def test_demo(app):
     } >= set(service.API_PARTICULIER)
     again = demo.run_demo()
     assert sum(_states().values()) == 7
-    # A new secret each run (the previous one was shown once); the old client is revoked.
-    assert (
-        catalogue_service.authenticate_client(client["client_id"], client["client_secret"]) is None
-    )
-    assert again["provider_client"]["client_id"] != client["client_id"]
+    # The same client and secret each run (derived from the master key): nothing added.
+    assert again["provider_client"] == client
+    assert catalogue_service.authenticate_client(client["client_id"], client["client_secret"])
+    clients = select(func.count()).select_from(MachineClient)
+    assert db.session.scalar(clients) == 1
 
 
 def test_scale(app):

@@ -256,3 +256,41 @@ def test_message_templates(app, client, sign_in, api, instructor, applicant):
     assert response.status_code == 302 and template.title == "Délibération signée"
     client.post(f"/instruction/modeles/{template.id}/suppression")
     assert service.templates_for(instructor) == []
+
+
+def test_the_system_may_revoke_but_not_approve(app, api, instructor, applicant, tokens_calls):
+    """The lifecycle closes an access left unrenewed (a system revocation); a scheduled job
+    can never decide a request."""
+    validated = factories.request_in("validated", api, instructor=instructor, requester=applicant)
+    service.revoke(validated, Actor.system("lifecycle"), "Jeton expiré sans renouvellement.")
+    assert validated.state == "revoked" and validated.events[-1].actor_type == "system"
+    submitted = factories.request_in("submitted", api, instructor=instructor)
+    with pytest.raises(states.NotAllowed):
+        service.approve(submitted, Actor.system("job"))
+    assert submitted.state == "submitted"
+
+
+def test_the_lifecycle_hears_when_an_update_ends(app, monkeypatch, api, instructor, applicant):
+    from datapass.lifecycle import service as lifecycle_service
+
+    heard = []
+    monkeypatch.setattr(
+        lifecycle_service,
+        "on_update_approved",
+        lambda previous, new, actor: heard.append(("approved", previous.id, new.id)),
+        raising=False,
+    )
+    monkeypatch.setattr(
+        lifecycle_service,
+        "on_update_closed",
+        lambda request, actor: heard.append(("closed", request.id)),
+        raising=False,
+    )
+    request = factories.request_in(
+        "submitted", api, reopening=True, instructor=instructor, requester=applicant
+    )
+    previous = request.active_habilitation
+    new = service.approve(request, Actor.for_user(instructor))
+    service.reopen(request, Actor.for_user(applicant))
+    service.cancel_reopening(request, Actor.for_user(applicant))
+    assert heard == [("approved", previous.id, new.id), ("closed", request.id)]

@@ -35,7 +35,9 @@ def smtp_port():
 
 @pytest.fixture
 def smtp_app(app, smtp_port):
-    app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_port, SMTP_TIMEOUT=2)
+    app.config.update(
+        MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp_port, SMTP_TIMEOUT=2
+    )
     yield app
     app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
 
@@ -127,7 +129,10 @@ def test_optional_mail_carries_one_click_unsubscribe(app, client):
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = link.split("datapass.test", 1)[1]
     assert client.post(path).status_code == 200
-    assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest") is None
+    assert (
+        service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
+        is None
+    )
     # mandatory mails still go out
     assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}) is not None
     assert client.post("/notifications/desabonnement/falsifie").status_code == 404
