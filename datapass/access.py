@@ -96,8 +96,11 @@ def policy_of(view) -> Policy | None:
     return policy if policy is not None and policy.kind != "pending" else None
 
 
+MACHINE_PREFIXES = ("/api/", "/.well-known/")
+
+
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path.startswith("/.well-known/")
+    return request.path.startswith(MACHINE_PREFIXES)
 
 
 def _unauthenticated():

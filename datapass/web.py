@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app, g, jsonify, render_template, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from datapass import clock
-from datapass.access import wants_json
+from datapass.access import MACHINE_PREFIXES, wants_json
 
 CSP = "; ".join(
     [
@@ -116,19 +117,47 @@ def _handle_unexpected(error: Exception):
     return render_template("errors/500.html", status=500, title=TITLES[500]), 500
 
 
+SECURITY_HEADERS = (
+    ("Content-Security-Policy", CSP),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"),
+)
+# JSON for machines: no page to frame or script to run, so a locked-down policy (OWASP REST).
+MACHINE_HEADERS = (
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+)
+HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+CACHEABLE_ENDPOINTS = frozenset({"static", "dsfr"})
+
+
 def _security_headers(response):
+    # One pass over the few headers already set, then appends: this runs on every response,
+    # the machine API's hot path included.
     headers = response.headers
-    headers.setdefault("Content-Security-Policy", CSP)
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "same-origin")
-    headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-    if current_app.config["ENV"] == "production":
-        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
-    if request.endpoint not in {"static", "dsfr"} and "Cache-Control" not in headers:
-        headers["Cache-Control"] = "no-store"
+    present = {key.lower() for key, _ in headers.items()}
+    machine = request.path.startswith(MACHINE_PREFIXES)
+    for key, value in MACHINE_HEADERS if machine else SECURITY_HEADERS:
+        if key.lower() not in present:
+            headers.add(key, value)
+    if current_app.config["ENV"] == "production" and HSTS[0].lower() not in present:
+        headers.add(*HSTS)
+    if request.endpoint not in CACHEABLE_ENDPOINTS and "cache-control" not in present:
+        headers.add("Cache-Control", "no-store")
     return response
+
+
+class StatelessApiSessions(SecureCookieSessionInterface):
+    """The machine API is stateless: no session cookie is read or written under ``/api/``
+    and ``/.well-known/`` (a null session stands in)."""
+
+    def open_session(self, app, request):
+        if request.path.startswith(MACHINE_PREFIXES):
+            return None
+        return super().open_session(app, request)
 
 
 def _format_datetime(moment, fmt: str = "%d/%m/%Y à %H:%M") -> str:
@@ -201,6 +230,7 @@ def demo_mfa_notice() -> bool:
 
 
 def init_app(app: Flask) -> None:
+    app.session_interface = StatelessApiSessions()
     app.jinja_env.globals["navigation_items"] = navigation_items
     app.jinja_env.globals["demo_mfa_notice"] = demo_mfa_notice
     app.register_error_handler(CSRFError, _handle_csrf_error)

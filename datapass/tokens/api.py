@@ -29,8 +29,10 @@ OPENAPI_PATH = Path(__file__).with_name("openapi.json")
 @bp.before_request
 def _limit_body():
     if request.method in {"POST", "PUT", "PATCH"}:
-        request.max_content_length = MAX_BODY
-        if request.content_length is not None and request.content_length > MAX_BODY:
+        length = request.content_length
+        if length is None:  # chunked: let the form parser stop at the limit
+            request.max_content_length = MAX_BODY
+        elif length > MAX_BODY:
             return problem(413, f"Le corps de la requête dépasse {MAX_BODY} octets.")
     return None
 

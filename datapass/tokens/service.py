@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from flask import current_app
+from flask import current_app, g, has_app_context
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -724,6 +724,8 @@ def consume_link(link: TokenLink, actor: Actor) -> str:
 # --- usage: written at most once a minute per token, never on every call ------------------
 
 _USE_BUFFER: dict[str, tuple[datetime, str | None]] = {}
+# Every introspection call since the last flush, counted as consumption at the flush.
+_USE_CALLS: list[tuple[str, datetime, str | None]] = []
 _USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest
 _USE_LOCK = threading.Lock()
 _last_flush: list[datetime | None] = [None]
@@ -737,6 +739,7 @@ def record_use(digest: str, at: datetime, ip: str | None, last_written: datetime
     interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
     with _USE_LOCK:
         _USE_BUFFER[digest] = (at, ip)
+        _USE_CALLS.append((digest, at, ip))
         mine = _USE_WRITTEN.get(digest)
         if mine is not None and (last_written is None or mine > last_written):
             last_written = mine
@@ -754,6 +757,8 @@ def flush_usage(at: datetime | None = None) -> int:
     with _USE_LOCK:
         pending = dict(_USE_BUFFER)
         _USE_BUFFER.clear()
+        calls = list(_USE_CALLS)
+        _USE_CALLS.clear()
         _last_flush[0] = at
         if len(_USE_WRITTEN) > 100_000:
             _USE_WRITTEN.clear()
@@ -775,13 +780,20 @@ def flush_usage(at: datetime | None = None) -> int:
         for digest, (used_at, ip) in pending.items()
     ]
     db.session.execute(statement, rows)
-    db.session.info["dp_usage_written"] = True
+    from datapass.audit import consumption
+
+    consumption.record_introspection_uses(
+        {"digest": digest, "at": used_at, "ip": ip} for digest, used_at, ip in calls
+    )
+    if has_app_context():
+        g.dp_usage_written = True
     return len(rows)
 
 
 def usage_written() -> bool:
-    """Did this session write buffered uses since the last call? (the caller commits)"""
-    return db.session.info.pop("dp_usage_written", False)
+    """Did this request write buffered uses? (the caller commits). Kept off the database
+    session so that a request answered from the caches never opens one."""
+    return bool(g.pop("dp_usage_written", False))
 
 
 def _bindparam(name: str):

@@ -152,6 +152,25 @@ def test_use_is_written_at_most_once_a_minute(client, world):
     assert row.last_used_ip == "127.0.0.1"
 
 
+def test_every_introspection_counts_as_consumption(client, world):
+    from sqlalchemy import func, select
+
+    from datapass.audit.models import UsageDaily
+
+    service.flush_usage()  # start from an empty buffer
+    token, raw = issue(world)
+    for _ in range(3):
+        introspect(client, world, raw)  # the first call writes, the next two are buffered
+    clock.advance(timedelta(seconds=61))
+    introspect(client, world, raw)  # a minute later: the buffer goes out
+    calls = db.session.scalar(
+        select(func.sum(UsageDaily.calls)).where(
+            UsageDaily.token_id == token.id, UsageDaily.endpoint == "introspect"
+        )
+    )
+    assert calls == 4
+
+
 def test_rfc7009_revoke(client, world):
     token, raw = issue(world)
     headers = basic(world.client.client_id, world.secret)
