@@ -5,7 +5,7 @@
   measured in a child process that does only the export);
 - ``audit verify`` of the chain (≥ 200,000 events/s).
 
-Usage: ``python benchmarks/bench_audit.py [--events 1000000] [--ingest 200000]``.
+Usage: ``python benchmarks/bench_audit.py [--events 1000000] [--ingest 200000] [--only ingest]``.
 """
 
 from __future__ import annotations
@@ -308,6 +308,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--ingest", type=int, default=200_000)
     parser.add_argument("--export-child")
+    parser.add_argument(
+        "--only", choices=["ingest"], help="run only this measure (quick check while tuning)"
+    )
     args = parser.parse_args()
     if args.export_child:
         export_child(args.export_child)
@@ -321,6 +324,13 @@ def main() -> int:
     with app.app_context():
         db.create_all()
     ingest_rate = bench_ingest(app, args.ingest)
+    if args.only == "ingest":
+        print(
+            f"Ingestion `POST /api/v1/usage` (lots de 1 000, {args.ingest:,} événements) : "
+            f"{ingest_rate:,.0f} événements/s (budget ≥ 100 000/s, charge moyenne "
+            f"{os.getloadavg()[0]:.1f})"
+        )
+        return 0
 
     chain_db = folder / "chain.db"
     chain_app = make_app(chain_db)

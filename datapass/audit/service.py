@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from datapass import clock, vault
 from datapass.audit.models import GENESIS_HASH, AuditEvent, AuditHead
@@ -152,6 +153,33 @@ def _lock_head(session) -> AuditHead:
     ).one()
 
 
+_HEAD = "datapass.audit_head"
+_HEAD_TABLE = AuditHead.__table__
+_MOVE_HEAD = (
+    update(_HEAD_TABLE)
+    .where(_HEAD_TABLE.c.id == 1)
+    .values(seq=bindparam("seq"), hash=bindparam("hash"))
+)
+
+
+def _head(session) -> list:
+    """The chain's head for this transaction: locked and read on the first event, then kept
+    in the session (the lock holds until the transaction ends)."""
+    head = session.info.get(_HEAD)
+    if head is None:
+        locked = _lock_head(session)
+        head = session.info[_HEAD] = [locked.seq, locked.hash]
+    return head
+
+
+@event.listens_for(Session, "after_commit")
+@event.listens_for(Session, "after_rollback")
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_head(session, *_args) -> None:
+    # The lock ended with the transaction (or savepoint): read the head afresh next time.
+    session.info.pop(_HEAD, None)
+
+
 def record(
     tag: str,
     actor: Actor,
@@ -173,13 +201,16 @@ def record(
         raise ValueError(f"audit tag {tag!r} is not domain:subject:action")
     if subject is not None:
         subject_type = subject_type or subject.__tablename__
-        subject_id = subject_id if subject_id is not None else subject.id
+        if subject_id is None:
+            subject_id = subject.id
     session = db.session
-    session.flush()  # the audited change is in the transaction before the chain moves
-    head = _lock_head(session)
+    if subject_id is None and subject is not None:
+        session.flush()  # a new subject gets its id
+        subject_id = subject.id
+    head = _head(session)
     row = {
-        "seq": head.seq + 1,
-        "occurred_at": at or clock.now(),
+        "seq": head[0] + 1,
+        "occurred_at": (at or clock.now()).astimezone(UTC),
         "tag": tag,
         "actor_type": actor.type,
         "actor_id": actor.id,
@@ -192,13 +223,12 @@ def record(
         "token_digest": token_digest,
         "payload": canonical_payload(payload),
     }
-    # microsecond precision is what every backend keeps
-    row["occurred_at"] = row["occurred_at"].astimezone(UTC)
-    digest = chain_hash(row, head.hash)
-    event = AuditEvent(**row, prev_hash=head.hash, hash=digest)
-    session.add(event)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=row["seq"], hash=digest))
-    session.flush()
+    digest = chain_hash(row, head[1])
+    event = AuditEvent(**row, prev_hash=head[1], hash=digest)
+    session.add(event)  # inserted with the transaction's next flush, in a batch
+    # On the session's connection, not through Session.execute: no autoflush on this path.
+    session.connection().execute(_MOVE_HEAD, {"seq": row["seq"], "hash": digest})
+    head[0], head[1] = row["seq"], digest
     return event
 
 
