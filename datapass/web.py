@@ -180,11 +180,15 @@ NAVIGATION = [
     ("authorizations.applicant_index", "Mes demandes", "member"),
     ("tokens.applicant_index", "Mes jetons", "member"),
     ("authorizations.instructor_queue", "Instruction", "instructor"),
+    ("tokens.supervision", "Jetons", "instructor"),
+    ("lifecycle.renewals", "Renouvellements", "instructor"),
+    ("audit.api_usage", "Consommation", "instructor"),
     ("lifecycle.dashboard", "Tableau de bord sécurité", "security_officer"),
     ("audit.console", "Journal d'audit", "security_officer"),
     ("catalogue.admin_index", "Catalogue", "admin"),
     ("accounts.admin_users", "Utilisateurs", "admin"),
-    ("notify.admin_outbox", "Envois", "admin"),
+    ("notify.webhooks", "Webhooks", "admin"),
+    ("notify.admin_outbox", "Courriels", "admin"),
     ("notify.dev_mails", "Courriels (dév.)", "development"),
 ]
 

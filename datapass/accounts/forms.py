@@ -12,16 +12,8 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
-
-try:  # WTForms ≥ 3.3 deprecates (value, label) tuples
-    from wtforms.fields.choices import SelectChoice
-except ImportError:  # pragma: no cover - older WTForms
-
-    def SelectChoice(value, label):  # noqa: N802 - stands in for the class
-        return (value, label)
-
-
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 from datapass.accounts import service

@@ -14,6 +14,7 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
@@ -86,7 +87,10 @@ class ApiForm(Form):
     )
     renewal_policy = SelectField(
         "Renouvellement sans changement",
-        choices=[("automatic", "Automatique"), ("instructor", "Soumis à un instructeur")],
+        choices=[
+            SelectChoice("automatic", "Automatique"),
+            SelectChoice("instructor", "Soumis à un instructeur"),
+        ],
     )
     is_active = BooleanField("Ouverte aux nouvelles demandes")
 
@@ -98,7 +102,11 @@ class NewApiForm(ApiForm):
 
 class StatusForm(Form):
     status = SelectField(
-        "Statut", choices=[("available", "Disponible"), ("maintenance", "En maintenance")]
+        "Statut",
+        choices=[
+            SelectChoice("available", "Disponible"),
+            SelectChoice("maintenance", "En maintenance"),
+        ],
     )
     message = TextAreaField("Message aux demandeurs et aux détenteurs de jetons")
     start = DateTimeLocalField("Début (heure de Paris)", validators=[Optional()])

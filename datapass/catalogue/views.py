@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
+from wtforms.fields.choices import SelectChoice
 
 from datapass import access, clock
 from datapass.catalogue import forms, service
@@ -67,7 +68,7 @@ def _api_values(form) -> dict:
 @access.recent_auth
 def new_api():
     form = forms.NewApiForm(data={"is_active": True} if request.method == "GET" else None)
-    form.provider_id.choices = [(p.id, p.name) for p in service.list_providers()]
+    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in service.list_providers()]
     if form.validate_on_submit():
         provider = _get(Provider, form.provider_id.data)
         try:

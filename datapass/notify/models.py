@@ -26,6 +26,14 @@ class DeliveryStatus(StrEnum):
     SENT = "sent"
     FAILED = "failed"  # gave up after the maximum number of attempts; can be replayed
 
+    @property
+    def label(self) -> str:
+        return {"pending": "En attente", "sent": "Envoyé", "failed": "Abandonné"}[self.value]
+
+    @property
+    def badge(self) -> str:
+        return {"pending": "info", "sent": "success", "failed": "error"}[self.value]
+
 
 class OutboxMail(db.Model):
     __tablename__ = "outbox_mails"
@@ -47,6 +55,14 @@ class OutboxMail(db.Model):
     message_id: Mapped[str] = mapped_column(String(200), unique=True)
 
     __table_args__ = (Index("ix_outbox_mails_due", "status", "next_attempt_at"),)
+
+    @property
+    def status_enum(self) -> DeliveryStatus:
+        return DeliveryStatus(self.status)
+
+    @property
+    def can_replay(self) -> bool:
+        return self.status == DeliveryStatus.FAILED
 
 
 class Unsubscription(db.Model):

@@ -258,12 +258,35 @@ def _defer(mail: OutboxMail, error: str, max_attempts: int) -> None:
         mail.next_attempt_at = clock.now() + backoff(mail.attempts)
 
 
-def replay(mail: OutboxMail) -> None:
-    """Put a failed mail back in the queue (administrators, from the UI)."""
+def replay(mail: OutboxMail, actor) -> None:
+    """Put a failed mail back in the queue (administrators, from the UI); audited."""
+    from datapass.audit import service as audit
+
     mail.status = DeliveryStatus.PENDING
     mail.attempts = 0
     mail.next_attempt_at = clock.now()
     db.session.flush()
+    audit.record(
+        "notify:mail:replayed",
+        actor,
+        subject=mail,
+        payload={"template": mail.template, "recipient": audit.secret(mail.recipient)},
+    )
+
+
+def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail], dict[str, int]]:
+    """The latest mails (optionally of one status) and the count per status."""
+    from sqlalchemy import func
+
+    query = select(OutboxMail).order_by(OutboxMail.id.desc()).limit(limit)
+    if status:
+        query = query.where(OutboxMail.status == status)
+    counts = dict(
+        db.session.execute(
+            select(OutboxMail.status, func.count()).group_by(OutboxMail.status)
+        ).all()
+    )
+    return list(db.session.scalars(query)), counts
 
 
 # --- webhooks to API providers -------------------------------------------------------------

@@ -7,6 +7,7 @@ from email.parser import BytesParser
 from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request
+from wtforms.fields.choices import SelectChoice
 
 from datapass import access
 from datapass.extensions import csrf, db
@@ -138,7 +139,7 @@ def webhook_new():
 
     providers = service.visible_providers(current_user)
     form = forms.EndpointForm()
-    form.provider_id.choices = [(p.id, p.name) for p in providers]
+    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in providers]
     status = 200
     if form.validate_on_submit():
         provider = next(p for p in providers if p.id == form.provider_id.data)
@@ -270,3 +271,36 @@ def webhook_replay(endpoint_id: int, delivery_id: int):
         return "Livraison remise en file : elle partira au prochain passage.", "success"
 
     return _webhook_act(endpoint_id, act)
+
+
+@bp.route("/admin/envois")
+@access.role_required("admin")
+def admin_outbox():
+    from datapass.notify.models import DeliveryStatus
+
+    status = request.args.get("statut") or None
+    if status not in {None, *DeliveryStatus}:
+        abort(404)
+    mails, counts = service.outbox_page(status)
+    return render_template(
+        "notify/outbox.html", mails=mails, counts=counts, status=status, statuses=DeliveryStatus
+    )
+
+
+@bp.route("/admin/envois/<int:mail_id>/renvoyer", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_outbox_replay(mail_id: int):
+    from flask import flash, redirect, url_for
+
+    from datapass.notify.models import OutboxMail
+
+    mail = db.session.get(OutboxMail, mail_id)
+    if mail is None:
+        abort(404)
+    if not mail.can_replay:
+        abort(409, description="Seul un courriel abandonné peut être renvoyé.")
+    service.replay(mail, access.current_actor())
+    db.session.commit()
+    flash("Le courriel est de nouveau en file d'envoi.", "success")
+    return redirect(url_for("notify.admin_outbox", statut="failed"))

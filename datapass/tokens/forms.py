@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import IntegerField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 from wtforms.validators import URL, DataRequired, InputRequired, Length, NumberRange
 from wtforms.widgets import CheckboxInput, ListWidget
@@ -52,7 +53,7 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-EVENT_CHOICES = [(e, e) for e in WEBHOOK_EVENTS]
+EVENT_CHOICES = [SelectChoice(e, e) for e in WEBHOOK_EVENTS]
 
 
 class EndpointForm(Form):

@@ -8,6 +8,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message as MessageHandler
 
+from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.notify import service
 from datapass.notify.models import DeliveryStatus
@@ -103,7 +104,7 @@ def test_mail_gives_up_after_max_attempts_and_can_be_replayed(smtp_app, frozen_c
     frozen_clock.advance(timedelta(hours=7))
     service.deliver_due()
     assert mail.status == DeliveryStatus.FAILED
-    service.replay(mail)
+    service.replay(mail, Actor.system("test"))
     assert mail.status == DeliveryStatus.PENDING and mail.attempts == 0
     smtp_app.config["OUTBOX_MAX_ATTEMPTS"] = 12
 
@@ -136,3 +137,26 @@ def test_optional_mail_carries_one_click_unsubscribe(app, client):
     # mandatory mails still go out
     assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}) is not None
     assert client.post("/notifications/desabonnement/falsifie").status_code == 404
+
+
+def test_admin_sees_failed_mails_and_replays_them(app, client, login_as, frozen_clock):
+    from datapass.notify.models import OutboxMail
+    from tests import factories
+
+    admin = factories.user(roles=("admin",))
+    factories.enable_totp(admin)
+    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
+    mail.status = DeliveryStatus.FAILED
+    mail.last_error = "connexion SMTP impossible"
+    db.session.commit()
+    login_as(admin)
+    page = client.get("/admin/envois?statut=failed").get_data(as_text=True)
+    assert "Message de test Datapass" in page and "connexion SMTP impossible" in page
+    response = client.post(f"/admin/envois/{mail.id}/renvoyer")
+    assert response.status_code == 302
+    assert db.session.get(OutboxMail, mail.id).status == DeliveryStatus.PENDING
+    # replaying a mail that is not abandoned is refused and changes nothing
+    assert client.post(f"/admin/envois/{mail.id}/renvoyer").status_code == 409
+    applicant = factories.user()
+    login_as(applicant)
+    assert client.get("/admin/envois").status_code == 403
