@@ -976,7 +976,6 @@ def invite_user(
 ) -> User:
     """Create an account without password and e-mail a link to set it (valid
     INVITE_LINK_HOURS, single use). Optional membership and roles come with it."""
-    from datapass.notify import service as notify
 
     email = normalise_email(raw_email)
     checked = [_check_role(role, api_id) for role, api_id in roles or []]
@@ -1004,18 +1003,7 @@ def invite_user(
             )
         )
     db.session.flush()
-    notify.queue_mail(
-        user.email,
-        "account_invitation",
-        {
-            "user": user,
-            "link": make_password_link(user, "invite"),
-            "hours": current_app.config["INVITE_LINK_HOURS"],
-            "organisation": organisation,
-            "inviter": actor.user,
-            "role_labels": [ROLE_LABELS[role] for role, _ in sorted(seen)],
-        },
-    )
+    _mail_invitation(user, actor, organisation, [ROLE_LABELS[role] for role, _ in sorted(seen)])
     audit.record(
         "accounts:user:invited",
         actor,
@@ -1030,14 +1018,9 @@ def invite_user(
     return user
 
 
-def resend_invitation(user: User, actor: Actor) -> None:
-    """Send a new invitation link to someone who has not set their password yet."""
+def _mail_invitation(user: User, actor: Actor, organisation, role_labels: list[str]) -> None:
     from datapass.notify import service as notify
 
-    if user.password_hash is not None:
-        raise AccountError("Cette personne a déjà choisi son mot de passe.")
-    if not user.is_active_account:
-        raise AccountError("Ce compte est désactivé.")
     notify.queue_mail(
         user.email,
         "account_invitation",
@@ -1045,11 +1028,22 @@ def resend_invitation(user: User, actor: Actor) -> None:
             "user": user,
             "link": make_password_link(user, "invite"),
             "hours": current_app.config["INVITE_LINK_HOURS"],
-            "organisation": current_organisation(user),
+            "organisation": organisation,
             "inviter": actor.user,
-            "role_labels": [ROLE_LABELS[Role(r)] for r in sorted(user.roles)],
+            "role_labels": role_labels,
         },
     )
+
+
+def resend_invitation(user: User, actor: Actor) -> None:
+    """Send a new invitation link to someone who has not set their password yet."""
+
+    if user.password_hash is not None:
+        raise AccountError("Cette personne a déjà choisi son mot de passe.")
+    if not user.is_active_account:
+        raise AccountError("Ce compte est désactivé.")
+    roles = [ROLE_LABELS[Role(r)] for r in sorted(user.roles)]
+    _mail_invitation(user, actor, current_organisation(user), roles)
     audit.record("accounts:user:invitation_resent", actor, subject=user)
 
 
