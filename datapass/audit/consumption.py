@@ -13,6 +13,7 @@ dialect upserts for the counts, one ``UPDATE`` executemany for last uses, no ORM
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -102,67 +103,127 @@ def _parse_time(value: Any, now: datetime) -> datetime | str:
     return moment
 
 
-def _normal_ip(value: Any, cache: dict[str, str | None]) -> str | None:
-    """The address in its normal form, or None if it is not one (cached: a batch repeats)."""
-    if type(value) is not str or len(value) > 64:
+@functools.lru_cache(maxsize=4096)
+def _normal_ip(value: str) -> str | None:
+    """The address in its normal form, or None if it is not one (cached: callers repeat)."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
         return None
-    if value not in cache:
-        try:
-            cache[value] = str(ipaddress.ip_address(value))
-        except ValueError:
-            cache[value] = None
-    return cache[value]
+
+
+def _problems(event: dict, now: datetime) -> dict[str, str]:
+    """What is wrong with one event, field by field (empty when it is valid)."""
+    problems: dict[str, str] = {}
+    event_id = event.get("id")
+    if type(event_id) is not str or not 0 < len(event_id) <= 100 or "\x00" in event_id:
+        problems["id"] = "identifiant d'événement requis (texte, 100 caractères au plus)"
+    jti = event.get("token")
+    digest = event.get("token_sha256")
+    if (jti is None) == (digest is None):
+        problems["token"] = "indiquez soit `token` (jti), soit `token_sha256`"
+    elif jti is not None and (type(jti) is not str or not 0 < len(jti) <= 100 or "\x00" in jti):
+        problems["token"] = "jti invalide"
+    elif digest is not None and (
+        type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef") != ""
+    ):
+        problems["token_sha256"] = "empreinte SHA-256 attendue (64 caractères hexadécimaux)"
+    at = _parse_time(event.get("time"), now)
+    if type(at) is str:
+        problems["time"] = at
+    endpoint = event.get("endpoint")
+    if type(endpoint) is not str or not 0 < len(endpoint) <= 200 or "\x00" in endpoint:
+        problems["endpoint"] = "point d'accès requis (texte, 200 caractères au plus)"
+    status = event.get("status")
+    if type(status) is float and status.is_integer():  # 200.0 is a JSON integer
+        status = int(status)
+    if type(status) is not int or not 100 <= status <= 599:
+        problems["status"] = "code HTTP attendu (entier de 100 à 599)"
+    latency = event.get("latency_ms", 0)
+    if type(latency) is float and 0 <= latency < 1e9:
+        pass
+    elif type(latency) is not int or not 0 <= latency < 10**9:
+        problems["latency_ms"] = "durée en millisecondes attendue (nombre positif)"
+    ip = event.get("caller_ip")
+    if ip is not None and (type(ip) is not str or len(ip) > 64 or _normal_ip(ip) is None):
+        problems["caller_ip"] = "adresse IP invalide"
+    return problems
 
 
 def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[str, Any]]]:
     """Parsed events ``(index, event_id, jti, digest, at, endpoint, status, latency, ip)`` and
-    the errors by index."""
+    the errors by index.
+
+    Hot path of the ingest: a well-formed event (the usual case) is checked by one chain of
+    cheap tests without building anything; only an event failing it is examined field by
+    field (:func:`_problems`) to say what is wrong."""
     parsed: list[tuple] = []
+    append = parsed.append
     errors: list[dict[str, Any]] = []
-    ips: dict[str, str | None] = {}
+    latest = now + FUTURE_TOLERANCE
+    fromisoformat = datetime.fromisoformat
+    normal_ip = _normal_ip
     for index, event in enumerate(events):
-        problems: dict[str, str] = {}
         if type(event) is not dict:
             errors.append({"index": index, "errors": {"": "objet JSON attendu"}})
             continue
-        event_id = event.get("id")
-        if type(event_id) is not str or not 0 < len(event_id) <= 100 or "\x00" in event_id:
-            problems["id"] = "identifiant d'événement requis (texte, 100 caractères au plus)"
-        jti = event.get("token")
-        digest = event.get("token_sha256")
-        if (jti is None) == (digest is None):
-            problems["token"] = "indiquez soit `token` (jti), soit `token_sha256`"
-        elif jti is not None and (type(jti) is not str or not 0 < len(jti) <= 100 or "\x00" in jti):
-            problems["token"] = "jti invalide"
-        elif digest is not None and (
-            type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef") != ""
+        get = event.get
+        event_id = get("id")
+        jti = get("token")
+        digest = get("token_sha256")
+        value = get("time")
+        endpoint = get("endpoint")
+        status = get("status")
+        latency = get("latency_ms", 0)
+        ip = get("caller_ip")
+        at = None
+        if (
+            type(event_id) is str
+            and 0 < len(event_id) <= 100
+            and "\x00" not in event_id
+            and (
+                (digest is None and type(jti) is str and 0 < len(jti) <= 100 and "\x00" not in jti)
+                or (
+                    jti is None
+                    and type(digest) is str
+                    and len(digest) == 64
+                    and digest.strip("0123456789abcdef") == ""
+                )
+            )
+            and type(endpoint) is str
+            and 0 < len(endpoint) <= 200
+            and "\x00" not in endpoint
+            and type(status) is int
+            and 100 <= status <= 599
+            and type(latency) is int
+            and 0 <= latency < 10**9
+            and (ip is None or (type(ip) is str and len(ip) <= 64))
+            and type(value) is str
+            and 20 <= len(value) <= 40
+            and value[10] in "Tt "
         ):
-            problems["token_sha256"] = "empreinte SHA-256 attendue (64 caractères hexadécimaux)"
-        at = _parse_time(event.get("time"), now)
-        if type(at) is str:
-            problems["time"] = at
-        endpoint = event.get("endpoint")
-        if type(endpoint) is not str or not 0 < len(endpoint) <= 200 or "\x00" in endpoint:
-            problems["endpoint"] = "point d'accès requis (texte, 200 caractères au plus)"
-        status = event.get("status")
-        if type(status) is float and status.is_integer():  # 200.0 is a JSON integer
-            status = int(status)
-        if type(status) is not int or not 100 <= status <= 599:
-            problems["status"] = "code HTTP attendu (entier de 100 à 599)"
-        latency = event.get("latency_ms", 0)
-        if type(latency) is float and 0 <= latency < 1e9:
-            latency = int(round(latency))
-        elif type(latency) is not int or not 0 <= latency < 10**9:
-            problems["latency_ms"] = "durée en millisecondes attendue (nombre positif)"
-        ip = event.get("caller_ip")
-        if ip is not None:
-            ip = _normal_ip(ip, ips)
-            if ip is None:
-                problems["caller_ip"] = "adresse IP invalide"
+            try:
+                at = fromisoformat(value)
+            except ValueError:
+                at = None
+            if at is not None and at.tzinfo is not None:
+                at = at.astimezone(UTC)
+                if at <= latest and (ip is None or (ip := normal_ip(ip)) is not None):
+                    append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
+                    continue
+        # Not the usual shape: a float status or latency, or a real problem.
+        problems = _problems(event, now)
         if problems:
             errors.append({"index": index, "errors": problems})
             continue
-        parsed.append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
+        if type(status) is float:
+            status = int(status)
+        if type(latency) is float:
+            latency = int(round(latency))
+        at = _parse_time(value, now)
+        if ip is not None:
+            ip = normal_ip(ip)
+        append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
     return parsed, errors
 
 
@@ -224,40 +285,124 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
     api_ids = _provider_api_ids(provider_id)
     sealed = last_sealed_day()
     day_of = _DayOf()
-    rows: list[dict[str, Any]] = []
+    # (provider, event id, token, api, organisation, time, day, endpoint, status, latency, ip)
+    rows: list[tuple] = []
     seen: set[str] = set()
+    refused = result.refused
     for index, event_id, jti, digest, at, endpoint, status, latency, ip in parsed:
         token = by_jti.get(jti) if jti is not None else by_digest.get(digest)
         if token is None or token[1] not in api_ids:
-            result.refused.append({"index": index, "id": event_id, "reason": REFUSED_FOREIGN})
+            refused.append({"index": index, "id": event_id, "reason": REFUSED_FOREIGN})
             continue
         day = day_of(at)
         if sealed is not None and day <= sealed:
-            result.refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
+            refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
             continue
         if event_id in seen:
             result.duplicates += 1
             continue
         seen.add(event_id)
-        rows.append(
-            {
-                "provider_id": provider_id,
-                "event_id": event_id,
-                "token_id": token[0],
-                "api_id": token[1],
-                "organisation_id": token[2],
-                "occurred_at": at,
-                "day": day,
-                "endpoint": endpoint,
-                "status": status,
-                "latency_ms": latency,
-                "caller_ip": ip,
-            }
-        )
-    inserted = _store(rows)
-    result.accepted = len(inserted)
-    result.duplicates += len(rows) - len(inserted)
+        rows.append((provider_id, event_id, *token, at, day, endpoint, status, latency, ip))
+    if not rows:
+        return result
+    if db.session.get_bind().dialect.name == "sqlite":
+        inserted = _ingest_sqlite(rows)
+    else:
+        inserted = len(_store([dict(zip(_ROW_KEYS, row, strict=True)) for row in rows]))
+    result.accepted = inserted
+    result.duplicates += len(rows) - inserted
     return result
+
+
+_ROW_KEYS = (
+    "provider_id",
+    "event_id",
+    "token_id",
+    "api_id",
+    "organisation_id",
+    "occurred_at",
+    "day",
+    "endpoint",
+    "status",
+    "latency_ms",
+    "caller_ip",
+)
+
+_SQLITE_EVENT_INSERT = (
+    f"INSERT INTO usage_events ({', '.join(_ROW_KEYS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT (provider_id, event_id) DO NOTHING"
+)
+_SQLITE_DAILY_UPSERT = (
+    "INSERT INTO usage_daily (token_id, day, endpoint, api_id, organisation_id, calls, errors, "
+    "latency_ms_sum) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (token_id, day, endpoint) DO UPDATE "
+    "SET calls = calls + excluded.calls, errors = errors + excluded.errors, "
+    "latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum"
+)
+_SQLITE_TOUCH = (
+    "UPDATE access_tokens SET last_used_at = ?, last_used_ip = ? "
+    "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
+)
+
+
+def _ingest_sqlite(rows: list[tuple]) -> int:
+    """SQLite hot path of :func:`ingest_usage`, through the DBAPI cursor of the session's
+    connection (same transaction), values pre-formatted as SQLAlchemy stores them (UTC text
+    with microseconds, ISO day): one prepared ``INSERT … ON CONFLICT DO NOTHING`` per event —
+    its row count says exactly which events are new, even against a concurrent batch, since
+    SQLite writers are serialised — then the daily counts of exactly those events, one upsert
+    per (token, day, endpoint), and the tokens' last uses. Rows are inserted in (token, time)
+    order, the order of the ``(token_id, occurred_at)`` index, which keeps its pages hot.
+    Returns how many events were new."""
+    cursor = db.session.connection().connection.cursor()
+    try:
+        prepared = []
+        for row in rows:
+            stored = row[5].isoformat(" ", "microseconds")[:26]
+            prepared.append(
+                (
+                    row[0],
+                    row[1],
+                    row[2],
+                    row[3],
+                    row[4],
+                    stored,
+                    row[6].isoformat(),
+                    row[7],
+                    row[8],
+                    row[9],
+                    row[10],
+                )
+            )
+        prepared.sort(key=lambda p: (p[2], p[5]))
+        execute = cursor.execute
+        totals: dict[tuple, list] = {}
+        latest: dict[int, tuple[str, str | None]] = {}
+        inserted = 0
+        for p in prepared:
+            if execute(_SQLITE_EVENT_INSERT, p).rowcount != 1:
+                continue  # already reported (a retry, or a concurrent batch)
+            inserted += 1
+            key = (p[2], p[6], p[7])
+            entry = totals.get(key)
+            if entry is None:
+                entry = totals[key] = [p[3], p[4], 0, 0, 0]
+            entry[2] += 1
+            if p[8] >= 400:
+                entry[3] += 1
+            entry[4] += p[9]
+            latest[p[2]] = (p[5], p[10])  # (token, time) order: the last one is the latest
+        if totals:
+            cursor.executemany(
+                _SQLITE_DAILY_UPSERT,
+                [(*key, *entry) for key, entry in totals.items()],
+            )
+            cursor.executemany(
+                _SQLITE_TOUCH,
+                [(at, ip, token_id, at) for token_id, (at, ip) in latest.items()],
+            )
+        return inserted
+    finally:
+        cursor.close()
 
 
 def _store(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
