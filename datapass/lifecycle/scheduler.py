@@ -154,6 +154,8 @@ def sweep(app: Flask, at: datetime | None = None) -> dict[str, Any]:
 
 
 def _configure(scheduler, app: Flask) -> None:
+    # APScheduler logs every run at INFO; failures are logged by run_job anyway.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     for job in JOBS:
         scheduler.add_job(
             run_job,
