@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -237,6 +238,9 @@ def sqlite_ceilings(db_path: Path) -> tuple[float, float]:
     for _row in source.execute("SELECT * FROM audit_events ORDER BY seq LIMIT 300000"):
         count += 1
     read_rate = count / (time.perf_counter() - started)
+    con.close()
+    source.close()
+    shutil.rmtree(folder, ignore_errors=True)
     return insert_rate, read_rate
 
 
@@ -330,6 +334,7 @@ def main() -> int:
             f"{ingest_rate:,.0f} événements/s (budget ≥ 100 000/s, charge moyenne "
             f"{os.getloadavg()[0]:.1f})"
         )
+        shutil.rmtree(folder, ignore_errors=True)
         return 0
 
     chain_db = folder / "chain.db"
@@ -386,6 +391,7 @@ def main() -> int:
         "| Repère : SQLite nu, lecture des lignes d'audit | "
         f"{read_ceiling:,.0f} lignes/s | — | plafond de la machine |"
     )
+    shutil.rmtree(folder, ignore_errors=True)  # the generated databases are large
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -219,6 +220,9 @@ def run(total: int, due: int) -> dict:
         again = service.sweep_tokens()
         idle = time.perf_counter() - started
         clock.set_frozen(None)
+        db.session.remove()
+        db.engine.dispose()
+    shutil.rmtree(folder, ignore_errors=True)  # a 1,000,000-token database is large
     return {
         "tokens": total,
         "due": due,

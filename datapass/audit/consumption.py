@@ -7,8 +7,11 @@ Each finished day is then sealed into the audit chain (counts and digests of its
 counts), so consumption history cannot be rewritten unnoticed; late events for a sealed day
 are refused.
 
-The ingest path is built for throughput: bulk ``INSERT … ON CONFLICT DO NOTHING RETURNING``,
-dialect upserts for the counts, one ``UPDATE`` executemany for last uses, no ORM objects.
+The ingest path is built for throughput, no ORM objects: a validation pass that builds
+nothing for a well-formed event; on SQLite plain tuples through the DBAPI cursor (prepared
+``INSERT … ON CONFLICT DO NOTHING`` per event in index order, daily counts summed in Python and
+upserted once per token, day and endpoint, one ``UPDATE`` executemany for last uses); on
+PostgreSQL bulk ``INSERT … ON CONFLICT DO NOTHING RETURNING`` and dialect upserts.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import operator
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -69,20 +73,6 @@ def _insert(table):
 
 def _paris_day(moment: datetime) -> date:
     return moment.astimezone(clock.PARIS).date()
-
-
-class _DayOf:
-    """Paris day of UTC moments, computed once per UTC hour (offsets change on the hour)."""
-
-    def __init__(self) -> None:
-        self.cache: dict[tuple[int, int, int, int], date] = {}
-
-    def __call__(self, moment: datetime) -> date:
-        key = (moment.year, moment.month, moment.day, moment.hour)
-        day = self.cache.get(key)
-        if day is None:
-            day = self.cache[key] = _paris_day(moment)
-        return day
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -284,8 +274,10 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
     by_digest = _tokens_by("digest", {p[3] for p in parsed if p[3] is not None})
     api_ids = _provider_api_ids(provider_id)
     sealed = last_sealed_day()
-    day_of = _DayOf()
-    # (provider, event id, token, api, organisation, time, day, endpoint, status, latency, ip)
+    days: dict[str, tuple[date, str]] = {}  # UTC hour -> Paris day (offsets change on the hour)
+    sealed_iso = sealed.isoformat() if sealed is not None else ""
+    # (provider, event id, token, api, organisation, stored time, ISO day, endpoint, status,
+    #  latency, ip) — the SQLite parameters, as SQLAlchemy stores them — then time and day.
     rows: list[tuple] = []
     seen: set[str] = set()
     refused = result.refused
@@ -294,21 +286,46 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
         if token is None or token[1] not in api_ids:
             refused.append({"index": index, "id": event_id, "reason": REFUSED_FOREIGN})
             continue
-        day = day_of(at)
-        if sealed is not None and day <= sealed:
+        stored = at.isoformat(" ", "microseconds")[:26]
+        day = days.get(stored[:13])
+        if day is None:
+            paris = _paris_day(at)
+            day = days[stored[:13]] = (paris, paris.isoformat())
+        if day[1] <= sealed_iso:
             refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
             continue
         if event_id in seen:
             result.duplicates += 1
             continue
         seen.add(event_id)
-        rows.append((provider_id, event_id, *token, at, day, endpoint, status, latency, ip))
+        rows.append(
+            (
+                provider_id,
+                event_id,
+                *token,
+                stored,
+                day[1],
+                endpoint,
+                status,
+                latency,
+                ip,
+                at,
+                day[0],
+            )
+        )
     if not rows:
         return result
     if db.session.get_bind().dialect.name == "sqlite":
         inserted = _ingest_sqlite(rows)
     else:
-        inserted = len(_store([dict(zip(_ROW_KEYS, row, strict=True)) for row in rows]))
+        inserted = len(
+            _store(
+                [
+                    dict(zip(_ROW_KEYS, (*row[:5], row[11], row[12], *row[7:11]), strict=True))
+                    for row in rows
+                ]
+            )
+        )
     result.accepted = inserted
     result.duplicates += len(rows) - inserted
     return result
@@ -329,7 +346,8 @@ _ROW_KEYS = (
 )
 
 _SQLITE_EVENT_INSERT = (
-    f"INSERT INTO usage_events ({', '.join(_ROW_KEYS)}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+    "INSERT INTO usage_events (provider_id, event_id, token_id, api_id, organisation_id, "
+    "occurred_at, day, endpoint, status, latency_ms, caller_ip) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT (provider_id, event_id) DO NOTHING"
 )
 _SQLITE_DAILY_UPSERT = (
@@ -344,6 +362,9 @@ _SQLITE_TOUCH = (
 )
 
 
+_token_time = operator.itemgetter(2, 5)
+
+
 def _ingest_sqlite(rows: list[tuple]) -> int:
     """SQLite hot path of :func:`ingest_usage`, through the DBAPI cursor of the session's
     connection (same transaction), values pre-formatted as SQLAlchemy stores them (UTC text
@@ -355,25 +376,8 @@ def _ingest_sqlite(rows: list[tuple]) -> int:
     Returns how many events were new."""
     cursor = db.session.connection().connection.cursor()
     try:
-        prepared = []
-        for row in rows:
-            stored = row[5].isoformat(" ", "microseconds")[:26]
-            prepared.append(
-                (
-                    row[0],
-                    row[1],
-                    row[2],
-                    row[3],
-                    row[4],
-                    stored,
-                    row[6].isoformat(),
-                    row[7],
-                    row[8],
-                    row[9],
-                    row[10],
-                )
-            )
-        prepared.sort(key=lambda p: (p[2], p[5]))
+        prepared = [row[:11] for row in rows]
+        prepared.sort(key=_token_time)
         execute = cursor.execute
         totals: dict[tuple, list] = {}
         latest: dict[int, tuple[str, str | None]] = {}
@@ -390,7 +394,9 @@ def _ingest_sqlite(rows: list[tuple]) -> int:
             if p[8] >= 400:
                 entry[3] += 1
             entry[4] += p[9]
-            latest[p[2]] = (p[5], p[10])  # (token, time) order: the last one is the latest
+            last = latest.get(p[2])
+            if last is None or p[5] > last[0]:
+                latest[p[2]] = (p[5], p[10])
         if totals:
             cursor.executemany(
                 _SQLITE_DAILY_UPSERT,

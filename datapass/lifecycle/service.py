@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from flask import current_app
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import clock
 from datapass.audit import service as audit
@@ -167,6 +168,11 @@ def _unused_steps(token: AccessToken, api, status: str) -> list[Step]:
     limits = unused_thresholds(api)
     since = unused_since(token)
     stamp = _stamp(since)
+    since_day = paris_day(since)  # once: three steps count from it
+
+    def after(days: int) -> datetime:
+        return day_start(since_day + timedelta(days=days))
+
     steps: list[Step] = []
     active = status == TokenStatus.ACTIVE
     never_used = token.last_used_at is None and token.reactivated_at is None
@@ -184,7 +190,7 @@ def _unused_steps(token: AccessToken, api, status: str) -> list[Step]:
     if active and limits["warning"] > 0:
         steps.append(
             Step(
-                _days_after(since, limits["warning"]),
+                after(limits["warning"]),
                 "unused",
                 f"unused:warning:{stamp}",
                 "unused_warning",
@@ -195,7 +201,7 @@ def _unused_steps(token: AccessToken, api, status: str) -> list[Step]:
     if active and limits["suspend"] > 0:
         steps.append(
             Step(
-                _days_after(since, limits["suspend"]),
+                after(limits["suspend"]),
                 "unused",
                 f"unused:suspend:{stamp}",
                 "unused_suspend",
@@ -206,7 +212,7 @@ def _unused_steps(token: AccessToken, api, status: str) -> list[Step]:
     if limits["revoke"] > 0:
         steps.append(
             Step(
-                _days_after(since, limits["revoke"]),
+                after(limits["revoke"]),
                 "unused",
                 f"unused:revoke:{stamp}",
                 "unused_revoke",
@@ -305,24 +311,43 @@ class Effects:
         )
 
     def write(self) -> None:
-        from sqlalchemy import bindparam, insert, update
+        """Write the chunk's rows: plain tuples through one ``executemany`` per table (no
+        per-value processing by SQLAlchemy: a sweep writes tens of thousands of rows)."""
+        import json
 
-        from datapass.extensions import UTCDateTime
         from datapass.notify import service as notify
 
         db.session.flush()  # state changes first: their own due moment is then overwritten
-        if self.acts:
-            db.session.execute(insert(LifecycleAct.__table__), self.acts)
+        at = notify.bulk_time_param()
+        notify.bulk_insert(
+            "lifecycle_acts",
+            ("token_id", "key", "kind", "outcome", "due_at", "at", "detail"),
+            [
+                (
+                    act["token_id"],
+                    act["key"],
+                    act["kind"],
+                    act["outcome"],
+                    at(act["due_at"]),
+                    at(act["at"]),
+                    json.dumps(act["detail"]),  # as the JSON column stores it (None: null)
+                )
+                for act in self.acts
+            ],
+        )
         notify.queue_mails(self.mails)
         for api_id, items in self.webhooks.items():
             notify.queue_webhooks_for_api(api_id, items)
         if self.dues:
-            table = AccessToken.__table__
-            db.session.execute(
-                update(table)
-                .where(table.c.id == bindparam("token_id"))
-                .values(lifecycle_due_at=bindparam("due", type_=UTCDateTime())),
-                self.dues,
+            sqlite = db.session.get_bind().dialect.name == "sqlite"
+            db.session.connection().exec_driver_sql(
+                "UPDATE access_tokens SET lifecycle_due_at = ? WHERE id = ?"
+                if sqlite
+                else "UPDATE access_tokens SET lifecycle_due_at = %s WHERE id = %s",
+                [
+                    (None if due["due"] is None else at(due["due"]), due["token_id"])
+                    for due in self.dues
+                ],
             )
 
 
@@ -402,13 +427,20 @@ def _preload_habilitations(tokens: list[AccessToken]) -> list[Any]:
     ids = {t.habilitation_id for t in tokens}
     if not ids:
         return []
-    return list(
+    habilitations = list(
         db.session.scalars(
             select(Habilitation)
             .where(Habilitation.id.in_(ids))
             .options(selectinload(Habilitation.requester), selectinload(Habilitation.organisation))
         )
     )
+    # Each token's ``habilitation`` set as loaded: no lazy-load round per token.
+    by_id = {h.id: h for h in habilitations}
+    for token in tokens:
+        habilitation = by_id.get(token.habilitation_id)
+        if habilitation is not None and "habilitation" not in token.__dict__:
+            set_committed_value(token, "habilitation", habilitation)
+    return habilitations
 
 
 def process_token(

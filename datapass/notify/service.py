@@ -722,63 +722,150 @@ def visible_providers(user) -> list:
 # --- bulk queueing (scheduled sweeps queue thousands of messages per run) ---------------------
 
 
+def bulk_time(moment: Any) -> Any:
+    """``moment`` as a raw DBAPI parameter, stored exactly as SQLAlchemy stores it: naive UTC
+    text with microseconds on SQLite, the aware value on PostgreSQL."""
+    return bulk_time_param()(moment)
+
+
+def _sqlite_time(moment: Any) -> str:
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _same(moment: Any) -> Any:
+    return moment
+
+
+def bulk_time_param() -> Any:
+    """:func:`bulk_time` for the session's database, looked up once (for loops)."""
+    return _sqlite_time if db.session.get_bind().dialect.name == "sqlite" else _same
+
+
+def bulk_insert(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
+    """One ``executemany`` of plain tuples through the session's connection (same
+    transaction), without SQLAlchemy's per-value processing: times must come from
+    :func:`bulk_time`, enums as their values, JSON already dumped."""
+    if not rows:
+        return
+    marker = "?" if db.session.get_bind().dialect.name == "sqlite" else "%s"
+    sql = (
+        f"INSERT INTO {table} ({', '.join(columns)}) "  # noqa: S608 - names from the code
+        f"VALUES ({', '.join([marker] * len(columns))})"
+    )
+    db.session.connection().exec_driver_sql(sql, rows)
+
+
+class _MailTemplates:
+    """The templates of one bulk queueing, looked up once each, and their globals copied
+    once: Jinja otherwise copies a template's global ``ChainMap`` into every render."""
+
+    def __init__(self) -> None:
+        self.env = current_app.jinja_env
+        self.cache: dict[str, tuple[Any, dict[str, Any]]] = {}
+
+    def get(self, name: str) -> tuple[Any, dict[str, Any]]:
+        found = self.cache.get(name)
+        if found is None:
+            template = self.env.get_template(name)
+            found = self.cache[name] = (template, dict(template.globals))
+        return found
+
+    def module(self, name: str, context: dict[str, Any]) -> Any:
+        template, globals_ = self.get(name)
+        return template.make_module({**globals_, **context}, shared=True)
+
+    def render(self, name: str, context: dict[str, Any]) -> str:
+        template, globals_ = self.get(name)
+        ctx = template.new_context({**globals_, **context}, shared=True)
+        try:
+            return self.env.concat(template.root_render_func(ctx))
+        except Exception:
+            return self.env.handle_exception()
+
+
+_MAIL_COLUMNS = (
+    "created_at",
+    "template",
+    "recipient",
+    "subject",
+    "body_text",
+    "body_html",
+    "category",
+    "status",
+    "attempts",
+    "next_attempt_at",
+    "message_id",
+)
+
+
 def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -> int:
     """:func:`queue_mail` for many mandatory messages at once: each ``(recipients, template,
     context)`` is rendered once (its recipients get the same text) and every outbox row is
-    written in one statement. Returns the number of mails queued."""
-    from sqlalchemy import insert
-
-    env = current_app.jinja_env
+    written in one ``executemany``. Returns the number of mails queued."""
+    templates = _MailTemplates()
     base_url = current_app.config["BASE_URL"].rstrip("/")
     domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
-    now = clock.now()
-    rows: list[dict[str, Any]] = []
+    now = bulk_time(clock.now())
+    pending = DeliveryStatus.PENDING.value
+    msgid = make_msgid
+    rows: list[tuple] = []
     for recipients, template, context in messages:
         recipients = list(dict.fromkeys(r for r in recipients if r))
         if not recipients:
             continue
         context = dict(context or {})
         context.setdefault("base_url", base_url)
-        module = env.get_template(f"mail/{template}.txt").make_module(context)
+        module = templates.module(f"mail/{template}.txt", context)
         subject = getattr(module, "subject", None)
         if not subject:
             raise ValueError(f"mail/{template}.txt sets no subject")
         body_text = str(module)
-        body_html = env.get_template(f"mail/{template}.html").render(subject=subject, **context)
+        context["subject"] = subject
+        body_html = templates.render(f"mail/{template}.html", context)
         subject = " ".join(subject.split())
         for recipient in recipients:
             rows.append(
-                {
-                    "created_at": now,
-                    "template": template,
-                    "recipient": recipient,
-                    "subject": subject,
-                    "body_text": body_text,
-                    "body_html": body_html,
-                    "category": None,
-                    "status": DeliveryStatus.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "message_id": make_msgid(domain=domain),
-                }
+                (
+                    now,
+                    template,
+                    recipient,
+                    subject,
+                    body_text,
+                    body_html,
+                    None,
+                    pending,
+                    0,
+                    now,
+                    msgid(domain=domain),
+                )
             )
-    if rows:
-        db.session.execute(insert(OutboxMail.__table__), rows)
+    bulk_insert("outbox_mails", _MAIL_COLUMNS, rows)
     return len(rows)
+
+
+_WEBHOOK_COLUMNS = (
+    "endpoint_id",
+    "delivery_id",
+    "event",
+    "model_type",
+    "model_id",
+    "body",
+    "created_at",
+    "status",
+    "attempts",
+    "next_attempt_at",
+)
 
 
 def queue_webhooks_for_api(
     api_id: int, items: Iterable[tuple[str, dict[str, Any], str | None, Any]]
 ) -> int:
     """:func:`queue_webhook_for_api` for many ``(event, data, model_type, model_id)`` of one
-    API at once: the endpoints are read once, the deliveries written in one statement."""
-    from sqlalchemy import insert
-
+    API at once: the endpoints are read once, the deliveries written in one ``executemany``."""
     from datapass.catalogue.models import Api
     from datapass.notify.models import (
         WEBHOOK_EVENTS,
         EndpointState,
-        WebhookDelivery,
         WebhookEndpoint,
     )
 
@@ -793,7 +880,9 @@ def queue_webhooks_for_api(
         )
     ).all()
     now = clock.now()
-    rows = []
+    stored_now = bulk_time(now)
+    pending = DeliveryStatus.PENDING.value
+    rows: list[tuple] = []
     for event, data, model_type, model_id in items:
         if event not in WEBHOOK_EVENTS:
             raise ValueError(f"événement de webhook inconnu : {event}")
@@ -801,19 +890,18 @@ def queue_webhooks_for_api(
             if not endpoint.wants(event):
                 continue
             rows.append(
-                {
-                    "endpoint_id": endpoint.id,
-                    "delivery_id": str(uuid.uuid4()),
-                    "event": event,
-                    "model_type": model_type,
-                    "model_id": None if model_id is None else str(model_id),
-                    "body": webhook_body(event, data, model_type, model_id, now),
-                    "created_at": now,
-                    "status": DeliveryStatus.PENDING,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                }
+                (
+                    endpoint.id,
+                    str(uuid.uuid4()),
+                    event,
+                    model_type,
+                    None if model_id is None else str(model_id),
+                    webhook_body(event, data, model_type, model_id, now),
+                    stored_now,
+                    pending,
+                    0,
+                    stored_now,
+                )
             )
-    if rows:
-        db.session.execute(insert(WebhookDelivery.__table__), rows)
+    bulk_insert("webhook_deliveries", _WEBHOOK_COLUMNS, rows)
     return len(rows)
