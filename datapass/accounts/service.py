@@ -1122,3 +1122,19 @@ def role_label(role: str) -> str:
         return ROLE_LABELS[Role(role)]
     except ValueError:
         return role
+
+
+def instructor_emails(api_id: int) -> list[str]:
+    """The e-mail addresses of the active instructors of one API."""
+    return list(
+        db.session.scalars(
+            select(User.email)
+            .join(RoleGrant, RoleGrant.user_id == User.id)
+            .where(
+                RoleGrant.role == Role.INSTRUCTOR,
+                RoleGrant.api_id == api_id,
+                User.is_active_account.is_(True),
+            )
+            .distinct()
+        )
+    )

@@ -35,6 +35,7 @@ from datapass.extensions import db
 from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
 from datapass.lifecycle.states import RenewalStatus
+from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
@@ -523,30 +524,11 @@ def token_url(token: AccessToken) -> str:
 
 def _holders(token: AccessToken) -> list[str]:
     """The requester, the technical contact and the responsable de traitement (once each)."""
-    habilitation = token.habilitation
-    emails = [
-        habilitation.requester_email,
-        habilitation.technical_contact_email,
-        habilitation.controller_email,
-    ]
-    return list(dict.fromkeys(e.lower() for e in emails if e))
+    return tokens_service.holder_emails(token)
 
 
 def instructor_emails(api_id: int) -> list[str]:
-    from datapass.accounts.models import RoleGrant, User
-
-    return list(
-        db.session.scalars(
-            select(User.email)
-            .join(RoleGrant, RoleGrant.user_id == User.id)
-            .where(
-                RoleGrant.role == "instructor",
-                RoleGrant.api_id == api_id,
-                User.is_active_account.is_(True),
-            )
-            .distinct()
-        )
-    )
+    return tokens_service.instructor_emails(api_id)
 
 
 def _context(token: AccessToken, api, **extra: Any) -> dict[str, Any]:

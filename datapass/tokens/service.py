@@ -957,20 +957,9 @@ def holder_emails(token: AccessToken) -> list[str]:
 
 
 def instructor_emails(api_id: int) -> list[str]:
-    from datapass.accounts.models import RoleGrant, User
+    from datapass.accounts import service as accounts_service
 
-    return list(
-        db.session.scalars(
-            select(User.email)
-            .join(RoleGrant, RoleGrant.user_id == User.id)
-            .where(
-                RoleGrant.role == "instructor",
-                RoleGrant.api_id == api_id,
-                User.is_active_account.is_(True),
-            )
-            .distinct()
-        )
-    )
+    return accounts_service.instructor_emails(api_id)
 
 
 def _mail_holders(token: AccessToken, template: str, *, instructors: bool = False, **ctx) -> None:
