@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
 
@@ -22,7 +23,11 @@ class PastedTokenForm(FlaskForm):
 class ExportForm(FlaskForm):
     """Export the current search; the filter travels as hidden fields."""
 
-    format = SelectField("Format", choices=[("csv", "CSV"), ("jsonl", "JSON Lines")], default="csv")
+    format = SelectField(
+        "Format",
+        choices=[SelectChoice("csv", "CSV"), SelectChoice("jsonl", "JSON Lines")],
+        default="csv",
+    )
     debut = HiddenField()
     fin = HiddenField()
     acteur = HiddenField()
