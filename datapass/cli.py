@@ -93,6 +93,8 @@ def show_config() -> None:
     click.echo("|---|---|---|")
     for setting in SETTINGS:
         default = "—" if setting.default is None else f"`{setting.default}`"
+        if setting.default == "":
+            default = "(vide)"
         if setting.key in {"DATABASE_URL", "MAIL_DIR"}:
             default = "`instance/…`"
         click.echo(f"| `{setting.env}` | {default} | {setting.doc} |")

@@ -72,3 +72,13 @@ def test_environment_overrides_and_validation():
         config_module.load(environ={"DATAPASS_SESSION_HOURS": "huit"})
     with pytest.raises(ConfigError):
         config_module.load(environ={"DATAPASS_ENV": "staging"})
+
+
+def test_readme_documents_every_setting():
+    from pathlib import Path
+
+    from datapass.config import ROOT, SETTINGS
+
+    readme = (Path(ROOT) / "README.md").read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
+    assert missing == [], f"README sans ces variables (flask datapass config) : {missing}"
