@@ -3,8 +3,6 @@ exports) and consumption pages (an API's daily volume and top consumers, CSV dow
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections.abc import Iterator
 
@@ -23,7 +21,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access
+from datapass import access, spreadsheet
 from datapass.audit import consumption, exports, forms, search
 from datapass.audit import service as audit
 from datapass.extensions import db
@@ -210,19 +208,8 @@ def api_usage():
 
 
 def _csv_response(header: list[str], rows: Iterator[tuple], name: str) -> Response:
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        for row in rows:
-            writer.writerow([exports.csv_cell(v) if isinstance(v, str) else v for v in row])
-            if buffer.tell() > 65536:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
-
-    response = Response(stream_with_context(generate()), mimetype="text/csv; charset=utf-8")
+    stream = spreadsheet.csv_stream(header, rows, delimiter=",")
+    response = Response(stream_with_context(stream), mimetype="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 

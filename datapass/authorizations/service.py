@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import Select, and_, func, or_, select, text
 from sqlalchemy.orm import selectinload
 
-from datapass import clock, vault
+from datapass import clock, spreadsheet, vault
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
@@ -1131,33 +1131,11 @@ def _p90(values: list[float]) -> float:
 
 # --- exports -----------------------------------------------------------------------------
 
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(value: Any) -> Any:
-    """A cell that a spreadsheet will not run as a formula (CSV/formula injection): text
-    starting with = + - @ (or a tab / carriage return) is prefixed with a quote."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
 
 def export_csv(user: User, filters: QueueFilters) -> Iterator[str]:
     """The filtered queue as CSV text chunks (streamed; `;`-separated, UTF-8 with BOM for
     spreadsheet software)."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";")
-    yield "\ufeff"
-    for row in queue_rows(user, filters):
-        writer.writerow([spreadsheet_safe(v) for v in row])
-        if buffer.tell() > 64_000:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    return spreadsheet.csv_stream(None, queue_rows(user, filters))
 
 
 def export_xlsx(user: User, filters: QueueFilters) -> bytes:
@@ -1169,7 +1147,7 @@ def export_xlsx(user: User, filters: QueueFilters) -> bytes:
     workbook = Workbook(write_only=True)
     sheet = workbook.create_sheet("Demandes")
     for row in queue_rows(user, filters):
-        sheet.append([spreadsheet_safe(v) for v in row])
+        sheet.append([spreadsheet.safe_cell(v) for v in row])
     out = io.BytesIO()
     workbook.save(out)
     return out.getvalue()

@@ -13,8 +13,6 @@ Calendar days are Paris days: a step "on day D" is due at 00:00 (Europe/Paris) o
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -28,7 +26,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from datapass import clock
+from datapass import clock, spreadsheet
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
 from datapass.extensions import db
@@ -1497,54 +1495,30 @@ CSV_HEADER = [
     "motif",
 ]
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n", "|", "%")
-
-
-def csv_safe(value: Any) -> str:
-    """A cell a spreadsheet will not run: text starting like a formula gets a leading
-    apostrophe (OWASP CSV injection)."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        return clock.local(value).strftime("%Y-%m-%d %H:%M")
-    text = str(value)
-    if text.startswith(_FORMULA_START):
-        return "'" + text
-    return text
-
 
 def dashboard_csv(name: str, filters: DashboardFilters) -> Iterator[str]:
     """The whole list as CSV (semicolon-separated, UTF-8 with BOM for spreadsheets),
     streamed in pages."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
-    writer.writerow(CSV_HEADER)
-    yield "\ufeff" + buffer.getvalue()
-    query = dashboard_query(name, filters)
-    for token in db.session.scalars(query.execution_options(yield_per=500)):
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerow(
-            [
-                csv_safe(v)
-                for v in (
-                    token.jti,
-                    token.status_enum.label,
-                    token.api.name,
-                    token.organisation.name,
-                    token.organisation.siret,
-                    token.issued_at,
-                    token.expires_at,
-                    token.grace_ends_at,
-                    token.last_used_at,
-                    token.last_used_ip,
-                    token.suspended_at,
-                    token.revoked_at,
-                    token.revoked_reason or token.suspended_reason,
-                )
-            ]
+    query = dashboard_query(name, filters).execution_options(yield_per=500)
+    rows = (
+        (
+            token.jti,
+            token.status_enum.label,
+            token.api.name,
+            token.organisation.name,
+            token.organisation.siret,
+            token.issued_at,
+            token.expires_at,
+            token.grace_ends_at,
+            token.last_used_at,
+            token.last_used_ip,
+            token.suspended_at,
+            token.revoked_at,
+            token.revoked_reason or token.suspended_reason,
         )
-        yield buffer.getvalue()
+        for token in db.session.scalars(query)
+    )
+    return spreadsheet.csv_stream(CSV_HEADER, rows)
 
 
 # --- pages of the organisation ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import csv
 import io
 from datetime import timedelta
 
-from datapass import clock
+from datapass import clock, spreadsheet
 from datapass.extensions import db
 from datapass.lifecycle import service
 from tests import factories
@@ -165,8 +165,8 @@ def test_dashboard_is_for_security_officers_and_exports_safe_csv(app, login_as):
 
 
 def test_csv_safe():
-    assert service.csv_safe("=1+1") == "'=1+1"
-    assert service.csv_safe("+33 1") == "'+33 1"
-    assert service.csv_safe("@SUM") == "'@SUM"
-    assert service.csv_safe("Commune") == "Commune"
-    assert service.csv_safe(None) == ""
+    assert spreadsheet.safe_cell("=1+1") == "'=1+1"
+    assert spreadsheet.safe_cell("+33 1") == "'+33 1"
+    assert spreadsheet.safe_cell("@SUM") == "'@SUM"
+    assert spreadsheet.safe_cell("Commune") == "Commune"
+    assert spreadsheet.safe_cell(None) == ""
