@@ -484,6 +484,23 @@ def issue_for_habilitation(
     known.add(habilitation.id)
     claims, raw, kid = mint(habilitation)
     token = _store(habilitation, claims, raw, kid, actor, predecessor)
+    if first:  # the provider learns of the habilitation before its first token
+        notify_service.queue_webhook_for_api(
+            token.api_id,
+            "habilitation.approved",
+            habilitation_webhook_data(habilitation),
+            model_type="Habilitation",
+            model_id=habilitation.id,
+        )
+    _announce_issued(token, actor, predecessor)
+    return token, raw
+
+
+def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken | None) -> None:
+    """The audit event and the provider's ``token.issued`` webhook of a new token."""
+    from datapass.notify import service as notify_service
+
+    predecessor_jti = predecessor.jti if predecessor is not None else None
     audit.record(
         "tokens:token:issued",
         actor,
@@ -493,29 +510,20 @@ def issue_for_habilitation(
         token_digest=token.digest,
         payload={
             "jti": token.jti,
-            "habilitation_id": habilitation.id,
-            "kid": kid,
-            "exp": claims["exp"],
-            "scope": claims["scope"],
-            "predecessor_jti": predecessor.jti if predecessor is not None else None,
+            "habilitation_id": token.habilitation_id,
+            "kid": token.signing_kid,
+            "exp": token.claims["exp"],
+            "scope": token.claims["scope"],
+            "predecessor_jti": predecessor_jti,
         },
     )
-    if first:
-        notify_service.queue_webhook_for_api(
-            token.api_id,
-            "habilitation.approved",
-            habilitation_webhook_data(habilitation),
-            model_type="Habilitation",
-            model_id=habilitation.id,
-        )
     notify_service.queue_webhook_for_api(
         token.api_id,
         "token.issued",
-        states.token_webhook_data(token),
+        states.token_webhook_data(token, predecessor_jti=predecessor_jti),
         model_type="AccessToken",
         model_id=token.id,
     )
-    return token, raw
 
 
 def habilitation_webhook_data(habilitation, **extra: Any) -> dict[str, Any]:
@@ -556,24 +564,7 @@ def rotate(
         role=role,
         payload={"successor_jti": new.jti, "grace_ends_at": grace_end.isoformat()},
     )
-    audit.record(
-        "tokens:token:issued",
-        actor,
-        subject=new,
-        organisation_id=new.organisation_id,
-        api_id=new.api_id,
-        token_digest=new.digest,
-        payload={"jti": new.jti, "kid": kid, "exp": claims["exp"], "predecessor_jti": token.jti},
-    )
-    from datapass.notify import service as notify_service
-
-    notify_service.queue_webhook_for_api(
-        new.api_id,
-        "token.issued",
-        states.token_webhook_data(new, predecessor_jti=token.jti),
-        model_type="AccessToken",
-        model_id=new.id,
-    )
+    _announce_issued(new, actor, token)
     if grace_days == 0:
         states.apply(token, "revoke", actor, role="system", reason="Rotation sans délai de grâce")
     return new, raw
