@@ -54,26 +54,18 @@ def remind_idle_drafts() -> int:
     now = clock.now()
     days = current_app.config["DRAFT_REMINDER_DAYS"]
     cutoff = now - timedelta(days=days)
+    idle = (
+        AuthorizationRequest.state == RequestState.DRAFT,
+        AuthorizationRequest.updated_at <= cutoff,
+        AuthorizationRequest.draft_reminder_sent_at.is_(None),
+    )
     ids = db.session.scalars(
-        select(AuthorizationRequest.id)
-        .where(
-            AuthorizationRequest.state == RequestState.DRAFT,
-            AuthorizationRequest.updated_at <= cutoff,
-            AuthorizationRequest.draft_reminder_sent_at.is_(None),
-        )
-        .order_by(AuthorizationRequest.id)
-        .limit(BATCH)
+        select(AuthorizationRequest.id).where(*idle).order_by(AuthorizationRequest.id).limit(BATCH)
     ).all()
     actor = Actor.system("authorizations.remind_idle_drafts")
     sent = 0
     for request_id in ids:
-        if not _claim(
-            request_id,
-            AuthorizationRequest.state == RequestState.DRAFT,
-            AuthorizationRequest.updated_at <= cutoff,
-            AuthorizationRequest.draft_reminder_sent_at.is_(None),
-            draft_reminder_sent_at=now,
-        ):
+        if not _claim(request_id, *idle, draft_reminder_sent_at=now):
             continue
         request = db.session.get(AuthorizationRequest, request_id)
         db.session.refresh(request)
@@ -110,15 +102,13 @@ def warn_stale_changes_requested() -> int:
     months = current_app.config["CHANGES_WARNING_MONTHS"]
     archive_days = current_app.config["CHANGES_ARCHIVE_DAYS"]
     cutoff = clock.add_months(now, -months)
+    stale = (
+        AuthorizationRequest.state == RequestState.CHANGES_REQUESTED,
+        AuthorizationRequest.state_changed_at <= cutoff,
+        AuthorizationRequest.changes_warning_sent_at.is_(None),
+    )
     ids = db.session.scalars(
-        select(AuthorizationRequest.id)
-        .where(
-            AuthorizationRequest.state == RequestState.CHANGES_REQUESTED,
-            AuthorizationRequest.state_changed_at <= cutoff,
-            AuthorizationRequest.changes_warning_sent_at.is_(None),
-        )
-        .order_by(AuthorizationRequest.id)
-        .limit(BATCH)
+        select(AuthorizationRequest.id).where(*stale).order_by(AuthorizationRequest.id).limit(BATCH)
     ).all()
     actor = Actor.system("authorizations.warn_stale_changes_requested")
     warned = 0
@@ -126,12 +116,7 @@ def warn_stale_changes_requested() -> int:
         request = db.session.get(AuthorizationRequest, request_id)
         if states.is_reopening(request):
             continue  # an update is cancelled by its author, never archived
-        if not _claim(
-            request_id,
-            AuthorizationRequest.state == RequestState.CHANGES_REQUESTED,
-            AuthorizationRequest.changes_warning_sent_at.is_(None),
-            changes_warning_sent_at=now,
-        ):
+        if not _claim(request_id, *stale, changes_warning_sent_at=now):
             continue
         db.session.refresh(request)
         archive_on = clock.local(now + timedelta(days=archive_days)).strftime("%d/%m/%Y")
