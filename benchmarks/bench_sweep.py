@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, insert, select  # noqa: E402
 
-from datapass import clock, create_app, vault  # noqa: E402
+from datapass import clock, create_app  # noqa: E402
 from datapass.extensions import db  # noqa: E402
 
 NOW = datetime(2027, 3, 15, 5, 0, tzinfo=UTC)  # 06:00 in Paris
@@ -36,39 +36,15 @@ def build(path: Path, total: int, due: int) -> None:
     months from now."""
     from datapass.accounts.models import Organisation, User
     from datapass.authorizations.models import AuthorizationRequest, Habilitation
-    from datapass.catalogue.models import Api, Provider
     from datapass.lifecycle import service
     from datapass.lifecycle.models import LifecycleAct
-    from datapass.notify.models import WebhookEndpoint
     from datapass.tokens.models import AccessToken
 
     db.drop_all()
     db.create_all()
-    provider = Provider(slug="dgfip", name="DGFiP", created_at=NOW)
-    db.session.add(provider)
-    db.session.flush()
-    api = Api(
-        provider_id=provider.id,
-        slug="api-impot-particulier",
-        name="API Impôt particulier",
-        audience="https://api.impots.gouv.fr",
-        created_at=NOW,
-    )
-    db.session.add(api)
-    db.session.add(
-        WebhookEndpoint(
-            provider_id=provider.id,
-            url="https://hooks.example.gouv.fr/",
-            secret_sealed=vault.seal(b"s", "webhook"),
-            events=[],
-            state="enabled",
-            verified_at=NOW,
-            consecutive_failures=0,
-            created_at=NOW,
-            updated_at=NOW,
-        )
-    )
-    db.session.flush()
+    from tests.lifecycle.conftest import make_listening_api  # the tests' own builder
+
+    api = make_listening_api()
     orgs = [
         {"siret": f"{21000000000000 + i:014d}", "name": f"Commune {i}", "created_at": NOW}
         for i in range(HABILITATIONS)
