@@ -8,7 +8,7 @@ refused (fail closed) — a test also walks ``app.url_map`` so that none ships u
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from flask import abort, current_app, g, redirect, request, session, url_for
@@ -23,7 +23,6 @@ class Policy:
     roles: tuple[str, ...] = ()
     recent_auth: bool = False  # a fresh re-authentication is required (sensitive act)
     during_mfa_enrolment: bool = False  # reachable before a mandatory TOTP is enrolled
-    description: str = field(default="", compare=False)
 
 
 def _declare(policy: Policy) -> Callable:

@@ -78,18 +78,3 @@ def local(moment: datetime | None) -> datetime | None:
 def days_until(moment: datetime) -> int:
     """Whole calendar days (Paris) from today until ``moment``'s day; negative once past."""
     return (local(moment).date() - today()).days
-
-
-__all__ = [
-    "PARIS",
-    "add_months",
-    "advance",
-    "as_utc",
-    "days_until",
-    "freeze",
-    "local",
-    "now",
-    "set_frozen",
-    "today",
-    "timedelta",
-]

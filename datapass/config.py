@@ -296,9 +296,6 @@ def validate(config: dict[str, Any]) -> None:
     config["MASTER_KEY_BYTES"] = decode_master_key(config["MASTER_KEY"])
     if config["MAIL_BACKEND"] not in {"file", "smtp"}:
         raise ConfigError("DATAPASS_MAIL_BACKEND doit valoir file ou smtp.")
-    if production and config["DATABASE_URL"].startswith("sqlite"):
-        # Allowed (embedded deployments), but several scheduler processes need PostgreSQL.
-        pass
     for key in ("SESSION_HOURS", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW_MINUTES", "SMTP_PORT"):
         if int(config[key]) <= 0:
             raise ConfigError(f"DATAPASS_{key} doit être un entier positif.")

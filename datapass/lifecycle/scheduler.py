@@ -8,6 +8,7 @@ claims its rows, so two schedulers running at once on PostgreSQL do every act ex
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from collections.abc import Callable
@@ -138,18 +139,12 @@ def run_job(app: Flask, job: Job) -> Any:
 def sweep(app: Flask, at: datetime | None = None) -> dict[str, Any]:
     """Run every job once, in declaration order (``at``: as if it were that moment)."""
     results: dict[str, Any] = {}
-    previous = clock._frozen
-    if at is not None:
-        clock.set_frozen(at)
-    try:
+    with clock.freeze(at) if at is not None else contextlib.nullcontext():
         for job in JOBS:
             try:
                 results[job.name] = run_job(app, job)
             except Exception as exc:  # one failing job must not stop the others
                 results[job.name] = f"échec : {exc}"
-    finally:
-        if at is not None:
-            clock.set_frozen(previous)
     return results
 
 
