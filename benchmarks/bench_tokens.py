@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_tokens.py [--tokens 5000]
 
 Issuance is measured end to end: sign, store the row (digest, claims, sealed copy), write
-the audit event, queue the webhooks; committed every 500 tokens, on SQLite in a temporary
+the audit event, queue the ``token.issued`` webhook to the provider's enabled endpoint;
+committed every 500 tokens, on SQLite in a temporary
 file (PostgreSQL with ``--database-url``).
 """
 
@@ -48,11 +49,11 @@ def build_app(url: str):
 def seed(app):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from datapass.extensions import db
-    from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
+    from tests.lifecycle.conftest import make_listening_api
+    from tests.tokens.conftest import make_client, make_habilitation
 
-    provider = make_provider()
-    api = make_api(provider)
-    client, secret = make_client(provider)
+    api = make_listening_api()  # an enabled webhook endpoint: each token queues a delivery
+    client, secret = make_client(api.provider)
     habilitation = make_habilitation(api)
     db.session.commit()
     return habilitation, client, secret

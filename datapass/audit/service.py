@@ -180,6 +180,17 @@ def _forget_head(session, *_args) -> None:
     session.info.pop(_HEAD, None)
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What :func:`record` appended: the event's place in the chain."""
+
+    seq: int
+    hash: str
+
+
+_INSERT_EVENT = AuditEvent.__table__.insert()
+
+
 def record(
     tag: str,
     actor: Actor,
@@ -192,10 +203,12 @@ def record(
     token_digest: str | None = None,
     payload: dict[str, Any] | None = None,
     at: datetime | None = None,
-) -> AuditEvent:
-    """Append one event to the chain, in the caller's transaction (flushed, not committed).
+) -> Recorded:
+    """Append one event to the chain, in the caller's transaction (written, not committed).
 
-    ``subject`` may be a model instance: its table name and id are recorded.
+    ``subject`` may be a model instance: its table name and id are recorded. The row is
+    inserted at once through the session's connection (a Core statement: no ORM unit of
+    work on the path every act takes), so later queries of the transaction see it.
     """
     if not TAG_RE.match(tag):
         raise ValueError(f"audit tag {tag!r} is not domain:subject:action")
@@ -224,12 +237,13 @@ def record(
         "payload": canonical_payload(payload),
     }
     digest = chain_hash(row, head[1])
-    event = AuditEvent(**row, prev_hash=head[1], hash=digest)
-    session.add(event)  # inserted with the transaction's next flush, in a batch
+    row["prev_hash"], row["hash"] = head[1], digest
     # On the session's connection, not through Session.execute: no autoflush on this path.
-    session.connection().execute(_MOVE_HEAD, {"seq": row["seq"], "hash": digest})
+    connection = session.connection()
+    connection.execute(_INSERT_EVENT, row)
+    connection.execute(_MOVE_HEAD, {"seq": row["seq"], "hash": digest})
     head[0], head[1] = row["seq"], digest
-    return event
+    return Recorded(row["seq"], digest)
 
 
 @dataclass

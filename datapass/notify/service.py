@@ -322,6 +322,77 @@ def sign_webhook_body(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _webhook_endpoints(provider_id: int) -> list[tuple[int, tuple[str, ...]]]:
+    """(id, wanted events) of the provider's endpoints that receive deliveries, looked up
+    once per session (a request, a job): issuing tokens in bulk does not query them for
+    every event. Changing an endpoint clears this cache (:func:`_webhook_audit`). Endpoints
+    disabled after failures keep receiving deliveries, held until re-enabled."""
+    from datapass.notify.models import EndpointState, WebhookEndpoint
+
+    cache = db.session.info.setdefault("dp_webhook_endpoints", {})
+    endpoints = cache.get(provider_id)
+    if endpoints is None:
+        endpoints = cache[provider_id] = [
+            (endpoint_id, tuple(events or ()))
+            for endpoint_id, events in db.session.execute(
+                select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+                    WebhookEndpoint.provider_id == provider_id,
+                    WebhookEndpoint.state.in_([EndpointState.ENABLED, EndpointState.DISABLED]),
+                )
+            )
+        ]
+    return endpoints
+
+
+def _api_provider(api_id: int) -> int | None:
+    from datapass.catalogue.models import Api
+
+    providers = db.session.info.setdefault("dp_api_providers", {})
+    if api_id not in providers:
+        providers[api_id] = db.session.scalar(select(Api.provider_id).where(Api.id == api_id))
+    return providers[api_id]
+
+
+def _queue(
+    provider_id: int | None, items: Iterable[tuple[str, dict[str, Any], str | None, Any]]
+) -> int:
+    """Write one pending delivery per (event, interested endpoint) in one ``executemany``
+    (the caller's transaction); returns how many."""
+    from datapass.notify.models import WEBHOOK_EVENTS
+
+    items = list(items)
+    for event, *_ in items:
+        if event not in WEBHOOK_EVENTS and event != "ping":
+            raise ValueError(f"événement de webhook inconnu : {event}")
+    if provider_id is None or not items:
+        return 0
+    endpoints = _webhook_endpoints(provider_id)
+    if not endpoints:
+        return 0
+    now = clock.now()
+    stored_now = bulk_time(now)
+    pending = DeliveryStatus.PENDING.value
+    rows = [
+        (
+            endpoint_id,
+            str(uuid.uuid4()),
+            event,
+            model_type,
+            None if model_id is None else str(model_id),
+            webhook_body(event, data, model_type, model_id, now),
+            stored_now,
+            pending,
+            0,
+            stored_now,
+        )
+        for event, data, model_type, model_id in items
+        for endpoint_id, wanted in endpoints
+        if not wanted or event in wanted
+    ]
+    bulk_insert("webhook_deliveries", _WEBHOOK_COLUMNS, rows)
+    return len(rows)
+
+
 def queue_webhook(
     provider,
     event: str,
@@ -329,71 +400,27 @@ def queue_webhook(
     *,
     model_type: str | None = None,
     model_id: Any = None,
-) -> list:
+) -> int:
     """Queue ``event`` for every endpoint of ``provider`` (a Provider or its id) that wants
-    it. Endpoints disabled after failures keep receiving deliveries, held until re-enabled:
-    nothing is lost. The single entry point for every domain (lifecycle's token.expiring…)."""
-    from datapass.notify.models import (
-        WEBHOOK_EVENTS,
-        EndpointState,
-        WebhookDelivery,
-        WebhookEndpoint,
+    it; returns how many deliveries were written. The single entry point for every domain
+    (lifecycle's token.expiring…)."""
+    provider_id = provider if isinstance(provider, int) else provider.id
+    return _queue(provider_id, [(event, data, model_type, model_id)])
+
+
+def queue_webhook_for_api(api_id: int, event: str, data: dict[str, Any], **kwargs) -> int:
+    """:func:`queue_webhook` for the provider of catalogue API ``api_id``."""
+    return _queue(
+        _api_provider(api_id), [(event, data, kwargs.get("model_type"), kwargs.get("model_id"))]
     )
 
-    if event not in WEBHOOK_EVENTS and event != "ping":
-        raise ValueError(f"événement de webhook inconnu : {event}")
-    provider_id = provider if isinstance(provider, int) else provider.id
-    # Endpoints are looked up once per session (a request, a job): issuing tokens in bulk
-    # does not query them for every event. Changing an endpoint clears this cache.
-    cache = db.session.info.setdefault("dp_webhook_endpoints", {})
-    endpoints = cache.get(provider_id)
-    if endpoints is None:
-        endpoints = cache[provider_id] = [
-            (endpoint.id, tuple(endpoint.events or ()))
-            for endpoint in db.session.scalars(
-                select(WebhookEndpoint).where(
-                    WebhookEndpoint.provider_id == provider_id,
-                    WebhookEndpoint.state.in_([EndpointState.ENABLED, EndpointState.DISABLED]),
-                )
-            )
-        ]
-    now = clock.now()
-    deliveries = []
-    for endpoint_id, events in endpoints:
-        if events and event not in events:
-            continue
-        delivery = WebhookDelivery(
-            endpoint_id=endpoint_id,
-            delivery_id=str(uuid.uuid4()),
-            event=event,
-            model_type=model_type,
-            model_id=None if model_id is None else str(model_id),
-            body=webhook_body(event, data, model_type, model_id, now),
-            created_at=now,
-            status=DeliveryStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-        )
-        db.session.add(delivery)
-        deliveries.append(delivery)
-    if deliveries:
-        db.session.flush()
-    return deliveries
 
-
-def queue_webhook_for_api(api_id: int, event: str, data: dict[str, Any], **kwargs) -> list:
-    """:func:`queue_webhook` for the provider of catalogue API ``api_id``."""
-    from datapass.catalogue.models import Api
-
-    providers = db.session.info.setdefault("dp_api_providers", {})
-    provider_id = providers.get(api_id)
-    if provider_id is None:
-        provider_id = providers[api_id] = db.session.scalar(
-            select(Api.provider_id).where(Api.id == api_id)
-        )
-    if provider_id is None:
-        return []
-    return queue_webhook(provider_id, event, data, **kwargs)
+def queue_webhooks_for_api(
+    api_id: int, items: Iterable[tuple[str, dict[str, Any], str | None, Any]]
+) -> int:
+    """:func:`queue_webhook_for_api` for many ``(event, data, model_type, model_id)`` of one
+    API at once: the endpoints are read once, the deliveries written in one ``executemany``."""
+    return _queue(_api_provider(api_id), items)
 
 
 class WebhookError(Exception):
@@ -855,53 +882,3 @@ _WEBHOOK_COLUMNS = (
     "attempts",
     "next_attempt_at",
 )
-
-
-def queue_webhooks_for_api(
-    api_id: int, items: Iterable[tuple[str, dict[str, Any], str | None, Any]]
-) -> int:
-    """:func:`queue_webhook_for_api` for many ``(event, data, model_type, model_id)`` of one
-    API at once: the endpoints are read once, the deliveries written in one ``executemany``."""
-    from datapass.catalogue.models import Api
-    from datapass.notify.models import (
-        WEBHOOK_EVENTS,
-        EndpointState,
-        WebhookEndpoint,
-    )
-
-    items = list(items)
-    if not items:
-        return 0
-    provider_id = db.session.scalar(select(Api.provider_id).where(Api.id == api_id))
-    endpoints = db.session.scalars(
-        select(WebhookEndpoint).where(
-            WebhookEndpoint.provider_id == provider_id,
-            WebhookEndpoint.state.in_([EndpointState.ENABLED, EndpointState.DISABLED]),
-        )
-    ).all()
-    now = clock.now()
-    stored_now = bulk_time(now)
-    pending = DeliveryStatus.PENDING.value
-    rows: list[tuple] = []
-    for event, data, model_type, model_id in items:
-        if event not in WEBHOOK_EVENTS:
-            raise ValueError(f"événement de webhook inconnu : {event}")
-        for endpoint in endpoints:
-            if not endpoint.wants(event):
-                continue
-            rows.append(
-                (
-                    endpoint.id,
-                    str(uuid.uuid4()),
-                    event,
-                    model_type,
-                    None if model_id is None else str(model_id),
-                    webhook_body(event, data, model_type, model_id, now),
-                    stored_now,
-                    pending,
-                    0,
-                    stored_now,
-                )
-            )
-    bulk_insert("webhook_deliveries", _WEBHOOK_COLUMNS, rows)
-    return len(rows)
