@@ -18,10 +18,26 @@ from datapass.extensions import csrf, db, login_manager, migrate
 DSFR_DIST = ROOT / "node_modules" / "@gouvfr" / "dsfr" / "dist"
 
 
+class DatapassFlask(Flask):
+    """Flask, answering ``ensure_sync`` once per function. Datapass has no async view or
+    hook, and Flask otherwise inspects the code flags of every hook on every request (the
+    machine API's hot path pays for it)."""
+
+    def ensure_sync(self, func):
+        cache = self.__dict__.setdefault("_dp_sync", {})
+        try:
+            return cache[func]
+        except KeyError:
+            sync = cache[func] = super().ensure_sync(func)
+            return sync
+        except TypeError:  # an unhashable callable: not cached
+            return super().ensure_sync(func)
+
+
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     """Build the application. Only wires: no migration, seeding, network or scheduler here."""
     settings = config_module.load(config)
-    app = Flask(
+    app = DatapassFlask(
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
@@ -41,6 +57,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     csrf.init_app(app)
     login_manager.init_app(app)
+    # Datapass never sets a remember-me cookie (sessions end after SESSION_HOURS whatever
+    # happens), so Flask-Login's cookie refresh has nothing to do on any response.
+    app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     _register_models()
 
     from datapass.accounts import service as accounts_service

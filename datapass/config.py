@@ -319,6 +319,7 @@ def flask_settings(config: dict[str, Any]) -> dict[str, Any]:
         "REMEMBER_COOKIE_HTTPONLY": True,
         "PERMANENT_SESSION_LIFETIME": timedelta(hours=config["SESSION_HOURS"]),
         "WTF_CSRF_TIME_LIMIT": config["SESSION_HOURS"] * 3600,
+        "WTF_CSRF_CHECK_DEFAULT": False,  # checked in datapass.access.enforce
         "MAX_CONTENT_LENGTH": 12 * 1024 * 1024,
         "PREFERRED_URL_SCHEME": "https" if production else "http",
     }

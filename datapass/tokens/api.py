@@ -32,14 +32,18 @@ def _too_large(_error):
 
 
 def _require(*mimetypes: str):
-    """Every POST of this API starts here: a bounded body (413) of an accepted type (415)."""
-    length = request.content_length
-    if length is None:  # chunked: let the form parser stop at the limit
+    """Every POST of this API starts here: a bounded body (413) of an accepted type (415).
+    Read from the raw WSGI environment: this is on the introspection hot path."""
+    environ = request.environ
+    length = environ.get("CONTENT_LENGTH", "")
+    size = int(length) if length.isdigit() else None
+    if size is None:  # chunked (or unreadable): let the form parser stop at the limit
         request.max_content_length = MAX_BODY
-    elif length > MAX_BODY:
+    elif size > MAX_BODY:
         return problem(413, f"Le corps de la requête dépasse {MAX_BODY} octets.")
-    empty = not length and not request.mimetype
-    if not empty and request.mimetype not in mimetypes:
+    mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+    empty = not size and not mimetype
+    if not empty and mimetype not in mimetypes:
         return problem(415, f"Type de contenu attendu : {' ou '.join(mimetypes)}.")
     return None
 
@@ -65,11 +69,11 @@ def introspect():
     refused = _require(FORM)
     if refused is not None:
         return refused
-    result = service.introspect(_form_token(), g.machine_client.provider_id, access.client_ip())
-    if service.usage_written():
+    body, wrote = service.introspect(
+        _form_token(), g.machine_client.provider_id, access.client_ip()
+    )
+    if wrote:
         db.session.commit()  # the usage buffer was flushed (at most once a minute a token)
-    # Serialised directly: this is the hot path, and the answer is a flat dict of scalars.
-    body = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
     return current_app.response_class(body, mimetype="application/json")
 
 

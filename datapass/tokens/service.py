@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from flask import current_app, g, has_app_context
+from flask import current_app
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import make_transient_to_detached
@@ -43,8 +43,6 @@ MAX_TOKEN_LENGTH = 4096
 # A retired key that signed nothing (or whose tokens are all dead) stays one more day, so
 # that a verifier holding a token signed in the last seconds before retirement is safe.
 RETIRED_MIN_PUBLISHED = timedelta(days=1)
-
-INACTIVE: dict[str, Any] = {"active": False}
 
 
 class TokenError(Exception):
@@ -742,12 +740,17 @@ _USE_LOCK = threading.Lock()
 _last_flush: list[datetime | None] = [None]
 
 
-def record_use(digest: str, at: datetime, ip: str | None, last_written: datetime | None) -> bool:
+def record_use(
+    digest: str,
+    at: datetime,
+    ip: str | None,
+    last_written: datetime | None,
+    interval: timedelta,
+) -> bool:
     """Note one use of a token (an introspection, or a provider's report). The buffer is
     flushed when this token's last written use (stored, or written by this process), or the
-    buffer itself, is older than ``TOKEN_USE_FLUSH_SECONDS``. Returns True when it wrote
-    (the caller commits)."""
-    interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
+    buffer itself, is older than ``TOKEN_USE_FLUSH_SECONDS`` (``interval``). Returns True
+    when it wrote (the caller commits)."""
     with _USE_LOCK:
         _USE_BUFFER[digest] = (at, ip)
         _USE_CALLS.append((digest, at, ip))
@@ -796,15 +799,7 @@ def flush_usage(at: datetime | None = None) -> int:
     consumption.record_introspection_uses(
         {"digest": digest, "at": used_at, "ip": ip} for digest, used_at, ip in calls
     )
-    if has_app_context():
-        g.dp_usage_written = True
     return len(rows)
-
-
-def usage_written() -> bool:
-    """Did this request write buffered uses? (the caller commits). Kept off the database
-    session so that a request answered from the caches never opens one."""
-    return bool(g.pop("dp_usage_written", False))
 
 
 def _bindparam(name: str):
@@ -850,57 +845,72 @@ def forget_introspection(digest: str) -> None:
     _INTROSPECT_CACHE.pop(digest, None)
 
 
-def _introspect_row(digest: str):
-    ttl = current_app.config.get("INTROSPECTION_CACHE_SECONDS", 1.0)
+INACTIVE_BODY = '{"active":false}'
+# RFC 7662 members answered for an active token, in this order, from its claims.
+_INTROSPECTED_CLAIMS = (
+    "scope",
+    "client_id",
+    "sub",
+    "aud",
+    "iss",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "siret",
+)
+
+
+def _active_body(claims: dict[str, Any]) -> str:
+    answer: dict[str, Any] = {"active": True}
+    answer.update((name, claims[name]) for name in _INTROSPECTED_CLAIMS)
+    answer["token_type"] = "Bearer"
+    return json.dumps(answer, separators=(",", ":"), ensure_ascii=False)
+
+
+def _introspect_row(digest: str, ttl: float) -> tuple[Any, str, Any] | None:
+    """The token's row, its active answer (JSON) and when it is usable
+    (:func:`states.usable_window`), from the cache when fresh."""
     now = time.monotonic()
     cached = _INTROSPECT_CACHE.get(digest)
     if cached is not None and now - cached[0] < ttl:
         return cached[1]
     row = db.session.execute(_introspect_query().where(AccessToken.digest == digest)).first()
-    if row is not None and ttl > 0:
+    if row is None:
+        return None
+    window = states.usable_window(row.status, row.not_before, row.expires_at, row.grace_ends_at)
+    found = (row, _active_body(row.claims), window)
+    if ttl > 0:
         if len(_INTROSPECT_CACHE) > 100_000:
             _INTROSPECT_CACHE.clear()
-        _INTROSPECT_CACHE[digest] = (now, row)
-    return row
+        _INTROSPECT_CACHE[digest] = (now, found)
+    return found
 
 
-def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> dict[str, Any]:
-    """RFC 7662 for the provider's machine client. Anything but a usable token of one of the
-    provider's APIs answers exactly ``{"active": false}``. A hit counts as a use.
+def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tuple[str, bool]:
+    """RFC 7662 for the provider's machine client: returns the answer as JSON text and
+    whether the usage buffer was written (the caller commits). Anything but a usable token
+    of one of the provider's APIs answers exactly ``{"active": false}``. A hit counts as a
+    use. The row, its answer and its usable window are cached together (this is the machine
+    API's hot path).
 
     The token is found by the SHA-256 of the exact string Datapass issued, so a forged or
     altered token cannot match; no signature check is needed on this path."""
     if not raw or len(raw) > MAX_TOKEN_LENGTH or raw.count(".") != 2:
-        return dict(INACTIVE)
+        return INACTIVE_BODY, False
     digest = hashlib.sha256(raw.encode()).hexdigest()
-    row = _introspect_row(digest)
-    if row is None or row.provider_id != provider_id:
-        return dict(INACTIVE)
+    config = current_app.config
+    found = _introspect_row(digest, config.get("INTROSPECTION_CACHE_SECONDS", 1.0))
+    if found is None:
+        return INACTIVE_BODY, False
+    row, body, window = found
+    if row.provider_id != provider_id or window is None:
+        return INACTIVE_BODY, False
     now = clock.now()
-    if not states.is_usable(
-        status=row.status,
-        not_before=row.not_before,
-        expires_at=row.expires_at,
-        grace_ends_at=row.grace_ends_at,
-        at=now,
-    ):
-        return dict(INACTIVE)
-    record_use(digest, now, ip, row.last_used_at)
-    claims = row.claims
-    return {
-        "active": True,
-        "scope": claims["scope"],
-        "client_id": claims["client_id"],
-        "sub": claims["sub"],
-        "aud": claims["aud"],
-        "iss": claims["iss"],
-        "exp": claims["exp"],
-        "iat": claims["iat"],
-        "nbf": claims["nbf"],
-        "jti": claims["jti"],
-        "siret": claims["siret"],
-        "token_type": "Bearer",
-    }
+    if (window[0] is not None and window[0] > now) or now >= window[1]:
+        return INACTIVE_BODY, False
+    interval = timedelta(seconds=config["TOKEN_USE_FLUSH_SECONDS"])
+    return body, record_use(digest, now, ip, row.last_used_at, interval)
 
 
 def find_by_raw(raw: str | None) -> AccessToken | None:

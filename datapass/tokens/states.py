@@ -196,26 +196,28 @@ def can(name: str, user: Any, token: AccessToken) -> bool:
     return status_of(token) in transition.sources and bool(roles & transition.roles)
 
 
-def is_usable(
-    token: AccessToken | None = None,
-    *,
-    status: str | None = None,
-    not_before: datetime | None = None,
-    expires_at: datetime | None = None,
-    grace_ends_at: datetime | None = None,
-    at: datetime | None = None,
-) -> bool:
-    """Does the token open the API now? Active, or superseded within its grace; between
-    ``nbf`` and ``exp``. Takes a row or bare columns (the introspection hot path)."""
-    if token is not None:
-        status, not_before = token.status, token.not_before
-        expires_at, grace_ends_at = token.expires_at, token.grace_ends_at
-    at = at or clock.now()
-    if expires_at is None or expires_at <= at or (not_before is not None and not_before > at):
-        return False
+def usable_window(
+    status: str, not_before: datetime | None, expires_at: datetime | None, grace_ends_at
+) -> tuple[datetime | None, datetime] | None:
+    """When a token opens the API: ``(from, until)`` (``from`` inclusive, ``until``
+    exclusive), or None if never again. Active: between ``nbf`` and ``exp``; superseded:
+    until the end of its grace too. The introspection hot path keeps it with its cache."""
+    if expires_at is None:
+        return None
     if status == TokenStatus.ACTIVE:
-        return True
-    return status == TokenStatus.SUPERSEDED and grace_ends_at is not None and grace_ends_at > at
+        return not_before, expires_at
+    if status == TokenStatus.SUPERSEDED and grace_ends_at is not None:
+        return not_before, min(expires_at, grace_ends_at)
+    return None
+
+
+def is_usable(token: AccessToken, at: datetime | None = None) -> bool:
+    """Does the token open the API now? (:func:`usable_window`)."""
+    window = usable_window(token.status, token.not_before, token.expires_at, token.grace_ends_at)
+    if window is None:
+        return False
+    at = at or clock.now()
+    return (window[0] is None or window[0] <= at) and at < window[1]
 
 
 def is_final(token: AccessToken) -> bool:
