@@ -104,8 +104,10 @@ def generate_chain(app, count: int) -> None:
         db.engine.dispose()
 
 
-def bench_ingest(app, total: int) -> float:
-    """Events/s through the HTTP endpoint (test client), batches of 1,000."""
+def bench_ingest(app, total: int) -> tuple[float, float]:
+    """Events/s through the HTTP endpoint (test client), batches of 1,000: by the wall clock
+    (the budget) and by this process's CPU time (what the code costs, whatever else runs on
+    the machine)."""
     import base64
 
     from datapass.audit.service import Actor
@@ -184,11 +186,12 @@ def bench_ingest(app, total: int) -> float:
         bodies.append(json.dumps({"events": events}))
     http = app.test_client()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     for body in bodies:
         response = http.post("/api/v1/usage", data=body, headers=headers)
         assert response.status_code == 200, response.get_data(as_text=True)
     elapsed = time.perf_counter() - started
-    return total / elapsed
+    return total / elapsed, total / (time.process_time() - cpu_started)
 
 
 def sqlite_ceilings(db_path: Path) -> tuple[float, float]:
@@ -327,12 +330,13 @@ def main() -> int:
 
     with app.app_context():
         db.create_all()
-    ingest_rate = bench_ingest(app, args.ingest)
+    ingest_rate, ingest_cpu_rate = bench_ingest(app, args.ingest)
     if args.only == "ingest":
         print(
             f"Ingestion `POST /api/v1/usage` (lots de 1 000, {args.ingest:,} événements) : "
             f"{ingest_rate:,.0f} événements/s (budget ≥ 100 000/s, charge moyenne "
-            f"{os.getloadavg()[0]:.1f})"
+            f"{os.getloadavg()[0]:.1f}) ; temps CPU du processus seul : "
+            f"{ingest_cpu_rate:,.0f} événements/s"
         )
         shutil.rmtree(folder, ignore_errors=True)
         return 0
@@ -382,6 +386,10 @@ def main() -> int:
     print(
         f"| `audit verify` ({checked:,} événements) | {verify_rate:,.0f} événements/s | "
         f"≥ 200 000/s | {'OK' if verify_rate >= 200_000 else 'HORS BUDGET'} |"
+    )
+    print(
+        "| Repère : ingestion au temps CPU du processus (hors attente du processeur) | "
+        f"{ingest_cpu_rate:,.0f} événements/s | — | coût du code |"
     )
     print(
         "| Repère : SQLite nu, insertion des mêmes lignes (lots de 1 000) | "

@@ -8,10 +8,14 @@ counts), so consumption history cannot be rewritten unnoticed; late events for a
 are refused.
 
 The ingest path is built for throughput, no ORM objects: a validation pass that builds
-nothing for a well-formed event; on SQLite plain tuples through the DBAPI cursor (prepared
-``INSERT … ON CONFLICT DO NOTHING`` per event in index order, daily counts summed in Python and
-upserted once per token, day and endpoint, one ``UPDATE`` executemany for last uses); on
-PostgreSQL bulk ``INSERT … ON CONFLICT DO NOTHING RETURNING`` and dialect upserts.
+nothing for a well-formed event (UTC times are checked by the parser and sliced into their
+stored form); on SQLite plain tuples through the DBAPI cursor (one ``executemany`` of
+``INSERT … ON CONFLICT DO NOTHING``, redone event by event only when some were duplicates,
+daily counts summed in Python and upserted once per token, day and endpoint, last uses and
+last calls once per token); on PostgreSQL bulk ``INSERT … ON CONFLICT DO NOTHING RETURNING``
+and dialect upserts. The events table has no index by token: a token's last calls live in
+``usage_recent`` (10 rows a token at most), so an event costs one row (appended), its key
+(appended too when a provider's event ids grow) and its day (appended in arrival order).
 """
 
 from __future__ import annotations
@@ -28,12 +32,12 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from datapass import clock
 from datapass.audit import service as audit
-from datapass.audit.models import AuditEvent, UsageDaily, UsageEvent
+from datapass.audit.models import AuditEvent, UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import UTCDateTime, db
 
 MAX_EVENTS = 10_000
@@ -44,8 +48,12 @@ REFUSED_FOREIGN = "jeton inconnu ou rattaché à une API d'un autre fournisseur"
 REFUSED_SEALED = "journée déjà scellée : événement trop tardif pour être compté"
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
+RECENT_CALLS = 10  # the last calls kept per token (token page, unused-access evidence)
+
 EVENTS = UsageEvent.__table__
 DAILY = UsageDaily.__table__
+RECENT = UsageRecent.__table__
+_RECENT_COLUMNS = tuple(column.name for column in RECENT.c)
 
 
 class MalformedBatch(ValueError):
@@ -78,6 +86,12 @@ def _paris_day(moment: datetime) -> date:
 # --- validation ---------------------------------------------------------------------------
 
 
+def _stored_time(moment: datetime) -> str:
+    """An aware time as SQLAlchemy stores it on SQLite (naive UTC text, microseconds): the
+    form the ingest compares and writes."""
+    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
 def _parse_time(value: Any, now: datetime) -> datetime | str:
     if type(value) is not str or len(value) < 20 or len(value) > 40 or value[10] not in "Tt ":
         return "date RFC 3339 attendue (ex. 2026-11-28T09:00:00Z)"
@@ -87,10 +101,39 @@ def _parse_time(value: Any, now: datetime) -> datetime | str:
         return "date RFC 3339 invalide"
     if moment.tzinfo is None:
         return "la date doit préciser son fuseau (Z ou ±hh:mm)"
-    moment = moment.astimezone(UTC)
+    try:
+        moment = moment.astimezone(UTC)
+    except OverflowError:
+        return "date RFC 3339 invalide"
     if moment > now + FUTURE_TOLERANCE:
         return "date dans le futur"
     return moment
+
+
+def _utc_text(value: str) -> str | None:
+    """The stored form of an RFC 3339 time, or None if it is not one with an offset.
+
+    Times already in UTC with microseconds (what ``datetime.isoformat()`` writes, the usual
+    case) are checked by the parser and then sliced, not re-formatted."""
+    fromisoformat = datetime.fromisoformat
+    try:
+        moment = fromisoformat(value)
+    except ValueError:
+        return None
+    if (
+        len(value) == 32
+        and value[26:] == "+00:00"
+        and value[19] == "."
+        and value[4] == "-" == value[7]
+        and value[13] == ":" == value[16]
+    ):
+        return value[:10] + " " + value[11:26]
+    if moment.tzinfo is None:
+        return None
+    try:
+        return _stored_time(moment)
+    except OverflowError:
+        return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -141,17 +184,19 @@ def _problems(event: dict, now: datetime) -> dict[str, str]:
 
 
 def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[str, Any]]]:
-    """Parsed events ``(index, event_id, jti, digest, at, endpoint, status, latency, ip)`` and
-    the errors by index.
+    """Parsed events ``(index, event_id, jti, digest, stored time, ISO Paris day, endpoint,
+    status, latency, ip)`` and the errors by index.
 
     Hot path of the ingest: a well-formed event (the usual case) is checked by one chain of
     cheap tests without building anything; only an event failing it is examined field by
-    field (:func:`_problems`) to say what is wrong."""
+    field (:func:`_problems`) to say what is wrong. Paris days are computed once per UTC hour
+    (offsets change on the hour)."""
     parsed: list[tuple] = []
     append = parsed.append
     errors: list[dict[str, Any]] = []
-    latest = now + FUTURE_TOLERANCE
-    fromisoformat = datetime.fromisoformat
+    latest = _stored_time(now + FUTURE_TOLERANCE)
+    hours: dict[str, str] = {}
+    utc_text = _utc_text
     normal_ip = _normal_ip
     for index, event in enumerate(events):
         if type(event) is not dict:
@@ -166,7 +211,6 @@ def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[
         status = get("status")
         latency = get("latency_ms", 0)
         ip = get("caller_ip")
-        at = None
         if (
             type(event_id) is str
             and 0 < len(event_id) <= 100
@@ -191,16 +235,17 @@ def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[
             and type(value) is str
             and 20 <= len(value) <= 40
             and value[10] in "Tt "
+            and (stored := utc_text(value)) is not None
+            and stored <= latest
+            and (ip is None or (ip := normal_ip(ip)) is not None)
         ):
-            try:
-                at = fromisoformat(value)
-            except ValueError:
-                at = None
-            if at is not None and at.tzinfo is not None:
-                at = at.astimezone(UTC)
-                if at <= latest and (ip is None or (ip := normal_ip(ip)) is not None):
-                    append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
-                    continue
+            day = hours.get(stored[:13])
+            if day is None:
+                day = hours[stored[:13]] = _paris_day(
+                    datetime.fromisoformat(stored[:13]).replace(tzinfo=UTC)
+                ).isoformat()
+            append((index, event_id, jti, digest, stored, day, endpoint, status, latency, ip))
+            continue
         # Not the usual shape: a float status or latency, or a real problem.
         problems = _problems(event, now)
         if problems:
@@ -213,24 +258,36 @@ def _validate(events: list[Any], now: datetime) -> tuple[list[tuple], list[dict[
         at = _parse_time(value, now)
         if ip is not None:
             ip = normal_ip(ip)
-        append((index, event_id, jti, digest, at, endpoint, status, latency, ip))
+        stored = _stored_time(at)
+        day = _paris_day(at).isoformat()
+        append((index, event_id, jti, digest, stored, day, endpoint, status, latency, ip))
     return parsed, errors
 
 
 # --- tokens -------------------------------------------------------------------------------
 
 
-def _tokens_by(column, values: set[str]) -> dict[str, tuple]:
+def _provider_tokens(provider_id: int, column: str, values: set[str]) -> dict[str, tuple]:
+    """The provider's tokens (those of its APIs) among ``values`` of ``column`` (jti or
+    digest): ``{value: (token id, api id, organisation id)}``. A token missing from the
+    answer is unknown or another provider's."""
+    from datapass.catalogue.models import Api
     from datapass.tokens.models import AccessToken
 
+    if not values:
+        return {}
     table = AccessToken.__table__
+    apis = Api.__table__
+    connection = db.session.connection()
     found: dict[str, tuple] = {}
     ordered = sorted(values)
     for start in range(0, len(ordered), 5000):
-        chunk = ordered[start : start + 5000]
-        rows = db.session.execute(
-            select(table.c[column], table.c.id, table.c.api_id, table.c.organisation_id).where(
-                table.c[column].in_(chunk)
+        rows = connection.execute(
+            select(table.c[column], table.c.id, table.c.api_id, table.c.organisation_id)
+            .join(apis, apis.c.id == table.c.api_id)
+            .where(
+                apis.c.provider_id == provider_id,
+                table.c[column].in_(ordered[start : start + 5000]),
             )
         )
         for key, token_id, api_id, organisation_id in rows:
@@ -238,16 +295,11 @@ def _tokens_by(column, values: set[str]) -> dict[str, tuple]:
     return found
 
 
-def _provider_api_ids(provider_id: int) -> set[int]:
-    from datapass.catalogue.models import Api
-
-    return set(db.session.scalars(select(Api.id).where(Api.provider_id == provider_id)))
-
-
 def last_sealed_day() -> date | None:
     """The latest Paris day already sealed into the chain (later events are refused)."""
-    value = db.session.scalar(
-        select(func.max(AuditEvent.subject_id)).where(AuditEvent.subject_type == SEAL_SUBJECT)
+    events = AuditEvent.__table__
+    value = db.session.connection().scalar(
+        select(func.max(events.c.subject_id)).where(events.c.subject_type == SEAL_SUBJECT)
     )
     return date.fromisoformat(value) if value else None
 
@@ -263,75 +315,47 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
     listed by index; an event id already reported by this provider is a duplicate."""
     if len(events) > MAX_EVENTS:
         raise ValueError(f"au plus {MAX_EVENTS} événements par lot")
-    now = clock.now()
-    parsed, errors = _validate(events, now)
+    parsed, errors = _validate(events, clock.now())
     if errors:
         raise MalformedBatch(errors)
     result = IngestResult()
     if not parsed:
         return result
-    by_jti = _tokens_by("jti", {p[2] for p in parsed if p[2] is not None})
-    by_digest = _tokens_by("digest", {p[3] for p in parsed if p[3] is not None})
-    api_ids = _provider_api_ids(provider_id)
+    db.session.flush()  # the reads below go through the connection, past the session
+    by_jti = _provider_tokens(provider_id, "jti", {p[2] for p in parsed if p[2] is not None})
+    by_digest = _provider_tokens(provider_id, "digest", {p[3] for p in parsed if p[3] is not None})
     sealed = last_sealed_day()
-    days: dict[str, tuple[date, str]] = {}  # UTC hour -> Paris day (offsets change on the hour)
     sealed_iso = sealed.isoformat() if sealed is not None else ""
-    # (provider, event id, token, api, organisation, stored time, ISO day, endpoint, status,
-    #  latency, ip) — the SQLite parameters, as SQLAlchemy stores them — then time and day.
+    # In _COLUMNS order, times and days as SQLite stores them.
     rows: list[tuple] = []
+    append = rows.append
     seen: set[str] = set()
     refused = result.refused
-    for index, event_id, jti, digest, at, endpoint, status, latency, ip in parsed:
+    for index, event_id, jti, digest, stored, day, endpoint, status, latency, ip in parsed:
         token = by_jti.get(jti) if jti is not None else by_digest.get(digest)
-        if token is None or token[1] not in api_ids:
+        if token is None:
             refused.append({"index": index, "id": event_id, "reason": REFUSED_FOREIGN})
             continue
-        stored = at.isoformat(" ", "microseconds")[:26]
-        day = days.get(stored[:13])
-        if day is None:
-            paris = _paris_day(at)
-            day = days[stored[:13]] = (paris, paris.isoformat())
-        if day[1] <= sealed_iso:
+        if day <= sealed_iso:
             refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
             continue
         if event_id in seen:
             result.duplicates += 1
             continue
         seen.add(event_id)
-        rows.append(
-            (
-                provider_id,
-                event_id,
-                *token,
-                stored,
-                day[1],
-                endpoint,
-                status,
-                latency,
-                ip,
-                at,
-                day[0],
-            )
-        )
+        append((provider_id, event_id, *token, stored, day, endpoint, status, latency, ip))
     if not rows:
         return result
     if db.session.get_bind().dialect.name == "sqlite":
         inserted = _ingest_sqlite(rows)
     else:
-        inserted = len(
-            _store(
-                [
-                    dict(zip(_ROW_KEYS, (*row[:5], row[11], row[12], *row[7:11]), strict=True))
-                    for row in rows
-                ]
-            )
-        )
+        inserted = len(_store([_as_values(row) for row in rows]))
     result.accepted = inserted
     result.duplicates += len(rows) - inserted
     return result
 
 
-_ROW_KEYS = (
+_COLUMNS = (
     "provider_id",
     "event_id",
     "token_id",
@@ -344,6 +368,15 @@ _ROW_KEYS = (
     "latency_ms",
     "caller_ip",
 )
+
+
+def _as_values(row: tuple) -> dict[str, Any]:
+    """A stored-form row as the typed values SQLAlchemy binds (aware time, date)."""
+    values = dict(zip(_COLUMNS, row, strict=True))
+    values["occurred_at"] = datetime.fromisoformat(row[5]).replace(tzinfo=UTC)
+    values["day"] = date.fromisoformat(row[6])
+    return values
+
 
 _SQLITE_EVENT_INSERT = (
     "INSERT INTO usage_events (provider_id, event_id, token_id, api_id, organisation_id, "
@@ -360,60 +393,77 @@ _SQLITE_TOUCH = (
     "UPDATE access_tokens SET last_used_at = ?, last_used_ip = ? "
     "WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)"
 )
+_SQLITE_RECENT_INSERT = (
+    "INSERT INTO usage_recent (token_id, occurred_at, provider_id, event_id, endpoint, status, "
+    "latency_ms, caller_ip) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT DO NOTHING"
+)
+# A token's calls older than its RECENT_CALLS-th newest (none when it has fewer), for
+# SQLite's DBAPI and SQLAlchemy's text() alike.
+RECENT_TRIM = (
+    "DELETE FROM usage_recent WHERE token_id = :token "
+    "AND (occurred_at, provider_id, event_id) < (SELECT occurred_at, provider_id, event_id "
+    "FROM usage_recent WHERE token_id = :token "
+    "ORDER BY occurred_at DESC, provider_id DESC, event_id DESC LIMIT 1 OFFSET 9)"
+)
 
-
-_token_time = operator.itemgetter(2, 5)
+# Newest first: time, then provider and event id (a total order, like the trim's).
+_recent_order = operator.itemgetter(5, 0, 1)
 
 
 def _ingest_sqlite(rows: list[tuple]) -> int:
     """SQLite hot path of :func:`ingest_usage`, through the DBAPI cursor of the session's
     connection (same transaction), values pre-formatted as SQLAlchemy stores them (UTC text
-    with microseconds, ISO day): one prepared ``INSERT … ON CONFLICT DO NOTHING`` per event —
-    its row count says exactly which events are new, even against a concurrent batch, since
-    SQLite writers are serialised — then the daily counts of exactly those events, one upsert
-    per (token, day, endpoint), and the tokens' last uses. Rows are inserted in (token, time)
-    order, the order of the ``(token_id, occurred_at)`` index, which keeps its pages hot.
+    with microseconds, ISO day). One ``executemany`` of ``INSERT … ON CONFLICT DO NOTHING``
+    in a savepoint: when its row count says some events were already there (a retry, or a
+    concurrent batch — SQLite writers are serialised, so the count is exact), it is rolled
+    back and redone event by event to know which. Then the daily counts of exactly the new
+    events, one upsert per (token, day, endpoint), and per token its last use and last calls.
     Returns how many events were new."""
     cursor = db.session.connection().connection.cursor()
     try:
-        prepared = [row[:11] for row in rows]
-        prepared.sort(key=_token_time)
-        execute = cursor.execute
+        cursor.execute("SAVEPOINT usage_batch")
+        cursor.executemany(_SQLITE_EVENT_INSERT, rows)
+        if cursor.rowcount != len(rows):
+            cursor.execute("ROLLBACK TO usage_batch")
+            execute = cursor.execute
+            rows = [row for row in rows if execute(_SQLITE_EVENT_INSERT, row).rowcount == 1]
+        cursor.execute("RELEASE usage_batch")
+        if not rows:
+            return 0
         totals: dict[tuple, list] = {}
-        latest: dict[int, tuple[str, str | None]] = {}
-        inserted = 0
-        for p in prepared:
-            if execute(_SQLITE_EVENT_INSERT, p).rowcount != 1:
-                continue  # already reported (a retry, or a concurrent batch)
-            inserted += 1
-            key = (p[2], p[6], p[7])
+        by_token: dict[int, list[tuple]] = {}
+        for row in rows:
+            key = (row[2], row[6], row[7])
             entry = totals.get(key)
             if entry is None:
-                entry = totals[key] = [p[3], p[4], 0, 0, 0]
+                entry = totals[key] = [row[3], row[4], 0, 0, 0]
             entry[2] += 1
-            if p[8] >= 400:
+            if row[8] >= 400:
                 entry[3] += 1
-            entry[4] += p[9]
-            last = latest.get(p[2])
-            if last is None or p[5] > last[0]:
-                latest[p[2]] = (p[5], p[10])
-        if totals:
-            cursor.executemany(
-                _SQLITE_DAILY_UPSERT,
-                [(*key, *entry) for key, entry in totals.items()],
-            )
-            cursor.executemany(
-                _SQLITE_TOUCH,
-                [(at, ip, token_id, at) for token_id, (at, ip) in latest.items()],
-            )
-        return inserted
+            entry[4] += row[9]
+            calls = by_token.get(row[2])
+            if calls is None:
+                by_token[row[2]] = [row]
+            else:
+                calls.append(row)
+        cursor.executemany(_SQLITE_DAILY_UPSERT, [(*k, *e) for k, e in totals.items()])
+        recent: list[tuple] = []
+        touches: list[tuple] = []
+        for token_id, calls in by_token.items():
+            newest = sorted(calls, key=_recent_order, reverse=True)[:RECENT_CALLS]
+            recent += [(token_id, r[5], r[0], r[1], r[7], r[8], r[9], r[10]) for r in newest]
+            touches.append((newest[0][5], newest[0][10], token_id, newest[0][5]))
+        cursor.executemany(_SQLITE_RECENT_INSERT, recent)
+        cursor.executemany(RECENT_TRIM, [{"token": token_id} for token_id in by_token])
+        cursor.executemany(_SQLITE_TOUCH, touches)
+        return len(rows)
     finally:
         cursor.close()
 
 
 def _store(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert the events (duplicates skipped by the unique constraint, even between concurrent
-    batches), then add exactly the inserted ones to the counts and last uses."""
+    batches), then add exactly the inserted ones to the counts, last calls and last uses."""
     if not rows:
         return []
     if db.session.get_bind().dialect.name == "sqlite":
@@ -433,14 +483,10 @@ def _store(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             else [row for row in rows if row["event_id"] in new_ids]
         )
     _count(inserted)
-    _touch_tokens(inserted)
+    _remember(inserted)
     return inserted
 
 
-_SQLITE_COLUMNS = (
-    "provider_id, event_id, token_id, api_id, organisation_id, occurred_at, day, endpoint, "
-    "status, latency_ms, caller_ip"
-)
 _SQLITE_CHUNK = 2900  # 11 parameters a row: under SQLite's 32,766 bound parameters
 
 
@@ -461,7 +507,7 @@ def _insert_sqlite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row["token_id"],
                 row["api_id"],
                 row["organisation_id"],
-                row["occurred_at"].isoformat(sep=" ", timespec="microseconds")[:26],
+                _stored_time(row["occurred_at"]),
                 row["day"].isoformat(),
                 row["endpoint"],
                 row["status"],
@@ -471,7 +517,7 @@ def _insert_sqlite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         new_ids.update(
             r[0]
             for r in connection.exec_driver_sql(
-                f"INSERT INTO usage_events ({_SQLITE_COLUMNS}) VALUES {values} "  # noqa: S608
+                f"INSERT INTO usage_events ({', '.join(_COLUMNS)}) VALUES {values} "  # noqa: S608
                 "ON CONFLICT (provider_id, event_id) DO NOTHING RETURNING event_id",
                 tuple(params),
             )
@@ -523,17 +569,33 @@ def _count(rows: Iterable[dict[str, Any]]) -> None:
     )
 
 
-def _touch_tokens(rows: Iterable[dict[str, Any]]) -> None:
-    """Each token's last use: the latest reported time (never moved backwards)."""
+def _remember(rows: Iterable[dict[str, Any]]) -> None:
+    """Each token's last calls (its newest events, :data:`RECENT_CALLS` kept) and last use
+    (the latest reported time, never moved backwards)."""
     from datapass.tokens.models import AccessToken
 
-    latest: dict[int, tuple[datetime, str | None]] = {}
+    by_token: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
-        current = latest.get(row["token_id"])
-        if current is None or row["occurred_at"] > current[0]:
-            latest[row["token_id"]] = (row["occurred_at"], row["caller_ip"])
-    if not latest:
+        by_token.setdefault(row["token_id"], []).append(row)
+    if not by_token:
         return
+    newest = {
+        token_id: sorted(
+            calls,
+            key=lambda r: (r["occurred_at"], r["provider_id"], r["event_id"]),
+            reverse=True,
+        )[:RECENT_CALLS]
+        for token_id, calls in by_token.items()
+    }
+    db.session.execute(
+        _insert(RECENT).on_conflict_do_nothing(),
+        [
+            {column: row[column] for column in _RECENT_COLUMNS}
+            for calls in newest.values()
+            for row in calls
+        ],
+    )
+    db.session.execute(text(RECENT_TRIM), [{"token": token_id} for token_id in newest])
     table = AccessToken.__table__
     at = bindparam("b_at", type_=UTCDateTime())
     statement = (
@@ -547,8 +609,8 @@ def _touch_tokens(rows: Iterable[dict[str, Any]]) -> None:
     db.session.execute(
         statement,
         [
-            {"b_id": token_id, "b_at": moment, "b_ip": ip}
-            for token_id, (moment, ip) in latest.items()
+            {"b_id": token_id, "b_at": calls[0]["occurred_at"], "b_ip": calls[0]["caller_ip"]}
+            for token_id, calls in newest.items()
         ],
         execution_options={"synchronize_session": False},
     )
@@ -859,15 +921,17 @@ def token_consumption(token, days: int = 30) -> Consumption:
         entry[2] += latency
     last = db.session.execute(
         select(
-            EVENTS.c.occurred_at,
-            EVENTS.c.endpoint,
-            EVENTS.c.status,
-            EVENTS.c.latency_ms,
-            EVENTS.c.caller_ip,
+            RECENT.c.occurred_at,
+            RECENT.c.endpoint,
+            RECENT.c.status,
+            RECENT.c.latency_ms,
+            RECENT.c.caller_ip,
         )
-        .where(EVENTS.c.token_id == token.id)
-        .order_by(EVENTS.c.occurred_at.desc())
-        .limit(10)
+        .where(RECENT.c.token_id == token.id)
+        .order_by(
+            RECENT.c.occurred_at.desc(), RECENT.c.provider_id.desc(), RECENT.c.event_id.desc()
+        )
+        .limit(RECENT_CALLS)
     ).all()
     return Consumption(
         days=days,
@@ -1051,7 +1115,6 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
     now = clock.now()
     daily: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
-    last_use: dict[int, tuple[datetime, str]] = {}
     for token_id, api_id, organisation_id, slug, provider_id in tokens:
         rng = random.Random(token_id)
         base = rng.randint(30, 900)
@@ -1103,13 +1166,9 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
                     "caller_ip": ip,
                 }
             )
-            last_use.setdefault(token_id, (moment, ip))
     for start in range(0, len(daily), 5000):
         db.session.execute(_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000])
     for start in range(0, len(events), 5000):
         db.session.execute(_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000])
-    _touch_tokens(
-        {"token_id": token_id, "occurred_at": at, "caller_ip": ip}
-        for token_id, (at, ip) in last_use.items()
-    )
+    _remember(events)
     return {"tokens": len(tokens), "daily_rows": len(daily), "events": len(events)}

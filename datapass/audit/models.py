@@ -62,7 +62,10 @@ class UsageEvent(db.Model):
     """One API call reported by a provider (``POST /api/v1/usage``) or an introspection.
 
     Keyed — and made idempotent — by ``(provider_id, event_id)``; ``day`` is the Paris
-    calendar day of the call, the unit of the daily counts and of the daily seal."""
+    calendar day of the call, the unit of the daily counts and of the daily seal (its index
+    serves the seal and the retention purge; rows are appended in arrival order, so it grows
+    at its end). No index by token: a token's last calls are kept in :class:`UsageRecent`,
+    which spares the ingest a B-tree insert per event."""
 
     __tablename__ = "usage_events"
 
@@ -78,10 +81,25 @@ class UsageEvent(db.Model):
     latency_ms: Mapped[int] = mapped_column(Integer, default=0)
     caller_ip: Mapped[str | None] = mapped_column(String(64))
 
-    __table_args__ = (
-        Index("ix_usage_events_token_time", "token_id", "occurred_at"),
-        Index("ix_usage_events_day", "day"),
-    )
+    __table_args__ = (Index("ix_usage_events_day", "day"),)
+
+
+class UsageRecent(db.Model):
+    """The last calls of each token (:data:`~datapass.audit.consumption.RECENT_CALLS` at
+    most, copies of its newest :class:`UsageEvent` rows): "the last 10 calls" of the token
+    page and the last use shown as unused-access evidence. Maintained by each ingest from the
+    batch's newest events of each token, then trimmed; purged with the events at retention."""
+
+    __tablename__ = "usage_recent"
+
+    token_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(primary_key=True)
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    caller_ip: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsageDaily(db.Model):

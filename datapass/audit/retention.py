@@ -8,7 +8,7 @@ and in an :class:`~datapass.audit.models.AuditAnchor` row that repeats it.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, time
 from typing import Any
 
 from flask import current_app
@@ -23,6 +23,7 @@ from datapass.audit.models import (
     AuditEvent,
     UsageDaily,
     UsageEvent,
+    UsageRecent,
 )
 from datapass.extensions import db
 
@@ -76,6 +77,13 @@ def purge(actor: audit.Actor | None = None) -> dict[str, Any] | None:
     events_removed = session.execute(
         delete(UsageEvent).where(UsageEvent.day < limits["usage_events_before"])
     ).rowcount
+    # The last calls kept per token are copies of events: they go with them.
+    session.execute(
+        delete(UsageRecent).where(
+            UsageRecent.occurred_at
+            < datetime.combine(limits["usage_events_before"], time(), tzinfo=clock.PARIS)
+        )
+    )
     daily_removed = session.execute(
         delete(UsageDaily).where(UsageDaily.day < limits["usage_daily_before"])
     ).rowcount

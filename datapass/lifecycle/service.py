@@ -621,13 +621,13 @@ def last_use_evidence(token: AccessToken) -> dict[str, Any]:
         "endpoint": None,
     }
     try:
-        from datapass.audit.models import UsageEvent
+        from datapass.audit.models import UsageRecent
     except ImportError:  # pragma: no cover - consumption not installed
         return evidence
     row = db.session.execute(
-        select(UsageEvent.occurred_at, UsageEvent.endpoint, UsageEvent.caller_ip)
-        .where(UsageEvent.token_id == token.id)
-        .order_by(UsageEvent.occurred_at.desc())
+        select(UsageRecent.occurred_at, UsageRecent.endpoint, UsageRecent.caller_ip)
+        .where(UsageRecent.token_id == token.id)
+        .order_by(UsageRecent.occurred_at.desc())
         .limit(1)
     ).first()
     if row is not None:

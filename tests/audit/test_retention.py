@@ -11,7 +11,13 @@ from sqlalchemy import func, select, text
 from datapass import clock
 from datapass.audit import checkpoints, consumption, retention, verification
 from datapass.audit import service as audit
-from datapass.audit.models import AuditAnchor, AuditEvent, UsageDaily, UsageEvent
+from datapass.audit.models import (
+    AuditAnchor,
+    AuditEvent,
+    UsageDaily,
+    UsageEvent,
+    UsageRecent,
+)
 from datapass.extensions import db
 
 
@@ -94,11 +100,13 @@ def test_consumption_past_retention_is_purged_and_seals_still_verify(
         ],
     )
     consumption.seal_finished_days()
+    assert _count(UsageRecent) == 4
     frozen_clock.advance(timedelta(days=400))
     payload = retention.purge()
     assert payload["usage_events"]["removed"] == 4
     assert payload["usage_daily"]["removed"] == 0
     assert _count(UsageEvent) == 0 and _count(UsageDaily) == 1
+    assert _count(UsageRecent) == 0  # the last calls are copies of events: they go too
     report = verification.verify_all()
     assert report.ok, report.lines()
     # the daily counts are still covered by their seal

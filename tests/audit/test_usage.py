@@ -10,8 +10,9 @@ from sqlalchemy import func, select
 
 from datapass import clock
 from datapass.audit import consumption
-from datapass.audit.models import UsageDaily, UsageEvent
+from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import db
+from datapass.lifecycle.service import last_use_evidence
 
 
 def _event(i, tok, **fields):
@@ -147,6 +148,22 @@ def test_wrong_content_type_is_415_and_bad_json_400(client, usage_world):
     assert _count(UsageEvent) == 0
 
 
+def test_what_is_not_json_is_400_and_a_byte_order_mark_is_tolerated(client, usage_world):
+    w = usage_world
+    headers = {**w.headers, "Content-Type": "application/json"}
+    event = json.dumps(_event(0, w.token))
+    for body in (
+        '{"events": [' + event.replace('"status": 200', '"status": NaN') + "]}",
+        '{"events": [' + event.replace('"evt-0"', '"evt-\\ud800"') + "]}",
+        b"\xff" + event.encode(),
+    ):
+        assert client.post("/api/v1/usage", data=body, headers=headers).status_code == 400
+    assert _count(UsageEvent) == 0
+    body = b"\xef\xbb\xbf" + json.dumps({"events": [_event(0, w.token)]}).encode()
+    response = client.post("/api/v1/usage", data=body, headers=headers)
+    assert response.status_code == 200 and response.get_json()["accepted"] == 1
+
+
 def test_without_client_credentials_is_401(client, usage_world):
     response = client.post("/api/v1/usage", json={"events": []})
     assert response.status_code == 401
@@ -202,3 +219,76 @@ def test_control_characters_that_databases_refuse_are_malformed(client, usage_wo
     response = _post(client, w, [_event(0, w.token, endpoint="/v2/\x00"), _event(1, w.token)])
     assert response.status_code == 422
     assert [e["index"] for e in response.get_json()["errors"]] == [0]
+
+
+def test_last_calls_keep_each_tokens_ten_newest_across_batches(client, usage_world):
+    """The token page's last calls and the unused-access evidence come from the per-token
+    recent calls, not from an index over every event: they must follow late events,
+    duplicates and several tokens exactly as a query over the events would."""
+    w = usage_world
+    first = [
+        _event(i, w.token, time=f"2026-11-28T07:{i:02d}:00.500000+00:00", caller_ip="192.0.2.1")
+        for i in range(15)
+    ]
+    first.append(_event(99, w.token2, time="2026-11-28T06:00:00Z"))
+    assert _post(client, w, first).get_json()["accepted"] == 16
+    later = [
+        _event(20, w.token, time="2026-11-28T08:30:00+01:00", endpoint="/v2/late"),  # 07:30 UTC
+        _event(21, w.token, time="2026-11-28T07:40:00Z", status=503, caller_ip="192.0.2.9"),
+        _event(22, w.token, time="2026-11-28T06:00:00Z", endpoint="/v2/old"),  # too old to show
+        _event(3, w.token, time="2026-11-28T08:50:00Z", endpoint="/v2/dup"),  # a duplicate
+    ]
+    assert _post(client, w, later).get_json() == {"accepted": 3, "duplicates": 1, "refused": []}
+
+    expected = db.session.execute(
+        select(UsageEvent.occurred_at, UsageEvent.endpoint, UsageEvent.status)
+        .where(UsageEvent.token_id == w.token.id)
+        .order_by(UsageEvent.occurred_at.desc())
+        .limit(10)
+    ).all()
+    view = consumption.token_consumption(w.token, 7)
+    assert [(c["at"], c["endpoint"], c["status"]) for c in view.last_calls] == expected
+    assert clock.as_utc(view.last_calls[0]["at"]).isoformat() == "2026-11-28T07:40:00+00:00"
+    assert view.last_calls[1]["endpoint"] == "/v2/late"
+    assert "/v2/old" not in {c["endpoint"] for c in view.last_calls}
+    assert "/v2/dup" not in {c["endpoint"] for c in view.last_calls}
+    counts = dict(
+        db.session.execute(
+            select(UsageRecent.token_id, func.count()).group_by(UsageRecent.token_id)
+        ).all()
+    )
+    assert counts == {w.token.id: 10, w.token2.id: 1}
+
+    evidence = last_use_evidence(w.token)
+    assert clock.as_utc(evidence["last_used_at"]).isoformat() == "2026-11-28T07:40:00+00:00"
+    assert evidence["ip"] == "192.0.2.9" and evidence["endpoint"] == "/v2/quotient-familial"
+    assert last_use_evidence(w.token2)["endpoint"] == "/v2/quotient-familial"
+
+
+def test_times_are_stored_in_utc_whatever_their_form(client, usage_world):
+    w = usage_world
+    forms = {
+        "a": "2026-11-28T08:15:00.250000+00:00",  # what isoformat() writes: sliced, not parsed
+        "b": "2026-11-28T09:15:00.250000+01:00",
+        "c": "2026-11-28T08:15:00.25Z",
+        "d": "2026-11-28 08:15:00.250000+00:00",
+        "e": "2026-11-28t06:15:00.250000-02:00",
+    }
+    events = [_event(0, w.token, id=key, time=value) for key, value in forms.items()]
+    assert _post(client, w, events).get_json()["accepted"] == 5
+    stored = db.session.execute(select(UsageEvent.event_id, UsageEvent.occurred_at)).all()
+    assert {clock.as_utc(at).isoformat() for _id, at in stored} == {
+        "2026-11-28T08:15:00.250000+00:00"
+    }
+    # The fast path still refuses what the parser refuses, and times in the future.
+    bad = [
+        _event(1, w.token, time="2026-11-31T08:15:00.250000+00:00"),
+        _event(2, w.token, time="2026-11-28T09:10:00.000001+00:00"),
+        _event(3, w.token, time="2026-11-28T08:15:00.250000"),
+    ]
+    response = _post(client, w, bad)
+    assert response.status_code == 422
+    errors = {e["index"]: e["errors"]["time"] for e in response.get_json()["errors"]}
+    assert errors[0] == "date RFC 3339 invalide"
+    assert errors[1] == "date dans le futur"
+    assert "fuseau" in errors[2]

@@ -51,29 +51,26 @@ def test_a_step_set_to_zero_is_off(app):
 
 
 def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
-    from datapass.audit.models import UsageEvent
+    from datapass.audit import consumption
 
     api = make_listening_api()
     instructor = factories.user(roles=("instructor",), api=api)
     token = issue(api)
     used_at = clock.now() + timedelta(days=1)
     token.last_used_at, token.last_used_ip = used_at, "192.0.2.7"
-    db.session.add(
-        UsageEvent(
-            provider_id=api.provider_id,
-            event_id="e1",
-            token_id=token.id,
-            api_id=api.id,
-            organisation_id=token.organisation_id,
-            occurred_at=used_at,
-            day=clock.local(used_at).date(),
-            endpoint="/v2/quotient-familial",
-            status=200,
-            latency_ms=12,
-            caller_ip="192.0.2.7",
-        )
+    # The call as consumption records it (event, daily count, the token's last calls).
+    stored = consumption.record_introspection_uses(
+        [
+            {
+                "token_id": token.id,
+                "at": used_at,
+                "ip": "192.0.2.7",
+                "endpoint": "/v2/quotient-familial",
+                "latency_ms": 12,
+            }
+        ]
     )
-    db.session.flush()
+    assert stored == 1
     service.sweep_tokens()
     clock.set_frozen(service.day_start(clock.local(used_at).date() + timedelta(days=90)))
     service.sweep_tokens()
