@@ -1,8 +1,9 @@
 """API consumption: providers' usage reports, daily counts, the daily seal, consumption views.
 
 A provider's machine client reports calls in batches (``POST /api/v1/usage``); introspections
-count too (:func:`record_introspection_uses`). Each accepted event is kept for the retention
-period (12 months by default) and added to per-token, per-day, per-endpoint counts (5 years).
+count too (:func:`record_introspection_uses`, in the counts and last calls only). Each
+accepted event is kept for the retention period (12 months by default) and added to
+per-token, per-day, per-endpoint counts (5 years).
 Each finished day is then sealed into the audit chain (counts and digests of its events and
 counts), so consumption history cannot be rewritten unnoticed; late events for a sealed day
 are refused.
@@ -620,7 +621,12 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
     """Count introspection calls as consumption (called by the tokens domain when it flushes
     its use buffer). Each row: ``token_id`` or ``jti`` or ``digest``, ``at`` (aware),
     ``ip``, optional ``endpoint`` (default ``"introspect"``) and ``status`` (default 200).
-    Uses of unknown tokens or of sealed days are skipped. Returns how many were stored."""
+    Uses of unknown tokens or of sealed days are skipped. Returns how many were counted.
+
+    Datapass saw these calls itself, so there is no provider's event to keep: they go to the
+    daily counts (sealed with the day), the token's last calls and its last use, not one
+    ``usage_events`` row each — introspection is the hot path, and a busy token is
+    introspected thousands of times a minute."""
     from datapass.catalogue.models import Api
     from datapass.tokens.models import AccessToken
 
@@ -673,7 +679,7 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
         events.append(
             {
                 "provider_id": info[3],
-                "event_id": f"introspect-{uuid.uuid4().hex}",
+                "event_id": f"introspect-{uuid.uuid4().hex}",  # its key among the last calls
                 "token_id": info[0],
                 "api_id": info[1],
                 "organisation_id": info[2],
@@ -685,7 +691,9 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
                 "caller_ip": row.get("ip"),
             }
         )
-    return len(_store(events))
+    _count(events)
+    _remember(events)
+    return len(events)
 
 
 # --- the daily seal -----------------------------------------------------------------------

@@ -86,9 +86,10 @@ class UsageEvent(db.Model):
 
 class UsageRecent(db.Model):
     """The last calls of each token (:data:`~datapass.audit.consumption.RECENT_CALLS` at
-    most, copies of its newest :class:`UsageEvent` rows): "the last 10 calls" of the token
-    page and the last use shown as unused-access evidence. Maintained by each ingest from the
-    batch's newest events of each token, then trimmed; purged with the events at retention."""
+    most: copies of its newest :class:`UsageEvent` rows, and its introspections, which are
+    counted but not kept as events): "the last 10 calls" of the token page and the last use
+    shown as unused-access evidence. Maintained by each ingest from the batch's newest calls
+    of each token, then trimmed; purged with the events at retention."""
 
     __tablename__ = "usage_recent"
 

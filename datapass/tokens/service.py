@@ -733,8 +733,11 @@ def consume_link(link: TokenLink, actor: Actor) -> str:
 # --- usage: written at most once a minute per token, never on every call ------------------
 
 _USE_BUFFER: dict[str, tuple[datetime, str | None]] = {}
-# Every introspection call since the last flush, counted as consumption at the flush.
+# Every introspection call since the last flush, counted as consumption at the flush. The
+# buffer is flushed once it holds this many calls too, so that each flush stays a small batch
+# (a few milliseconds) instead of a minute of calls written inside one unlucky request.
 _USE_CALLS: list[tuple[str, datetime, str | None]] = []
+MAX_BUFFERED_CALLS = 1000
 _USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest
 _USE_LOCK = threading.Lock()
 _last_flush: list[datetime | None] = [None]
@@ -759,7 +762,8 @@ def record_use(
             last_written = mine
         stale = last_written is None or at - last_written >= interval
         buffer_old = _last_flush[0] is None or at - _last_flush[0] >= interval
-    if stale or buffer_old:
+        buffer_full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
+    if stale or buffer_old or buffer_full:
         return flush_usage(at) > 0
     return False
 

@@ -171,6 +171,39 @@ def test_every_introspection_counts_as_consumption(client, world):
     assert calls == 4
 
 
+def test_a_full_call_buffer_goes_out_at_once(client, world, monkeypatch):
+    """A busy token does not keep a minute of calls in memory: the buffer is written once
+    it holds MAX_BUFFERED_CALLS calls, into the counts and the last calls (no event row
+    per introspection)."""
+    from sqlalchemy import func, select
+
+    from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
+
+    service.flush_usage()
+    monkeypatch.setattr(service, "MAX_BUFFERED_CALLS", 3)
+    token, raw = issue(world)
+
+    def counted():
+        return db.session.scalar(
+            select(func.coalesce(func.sum(UsageDaily.calls), 0)).where(
+                UsageDaily.token_id == token.id
+            )
+        )
+
+    introspect(client, world, raw)  # the first call writes
+    assert counted() == 1
+    introspect(client, world, raw)
+    introspect(client, world, raw)
+    assert counted() == 1  # buffered: two calls, same second
+    introspect(client, world, raw)  # the third buffered call fills it
+    assert counted() == 4
+    recent = db.session.scalars(
+        select(UsageRecent.endpoint).where(UsageRecent.token_id == token.id)
+    ).all()
+    assert recent == ["introspect"] * 4
+    assert db.session.scalar(select(func.count()).select_from(UsageEvent)) == 0
+
+
 def test_rfc7009_revoke(client, world):
     token, raw = issue(world)
     headers = basic(world.client.client_id, world.secret)
