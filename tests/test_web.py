@@ -48,6 +48,16 @@ def test_missing_csrf_token_is_refused_in_french(csrf_app):
     assert "jeton de sécurité" in response.get_data(as_text=True)
 
 
+def test_the_machine_api_needs_no_csrf_token(csrf_app):
+    """Machine clients send no cookie, hence no CSRF token: the API answers on its own
+    terms (a leak report is accepted, a missing client authentication is a 401)."""
+    client = csrf_app.test_client()
+    assert client.post("/api/v1/leaks", data={"token": "nimporte.quoi.ici"}).status_code == 202
+    response = client.post("/api/v1/introspect", data={"token": "a.b.c"})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
 @pytest.mark.parametrize("path", ["/dsfr/dsfr.min.css", "/static/app.css"])
 def test_assets_are_served_from_the_installed_packages(client, path):
     response = client.get(path)
