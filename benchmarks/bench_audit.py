@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def generate_chain(app, count: int) -> None:
         db.engine.dispose()
 
 
-def bench_ingest(app, total: int) -> tuple[float, float]:
+def bench_ingest(app, total: int, random_ids: bool = False) -> tuple[float, float]:
     """Events/s through the HTTP endpoint (test client), batches of 1,000: by the wall clock
     (the budget) and by this process's CPU time (what the code costs, whatever else runs on
     the machine)."""
@@ -173,7 +174,7 @@ def bench_ingest(app, total: int) -> tuple[float, float]:
     for b in range(total // 1000):
         events = [
             {
-                "id": f"b{b}-{i}",
+                "id": str(uuid.uuid4()) if random_ids else f"b{b}-{i}",
                 "token": jtis[(b * 1000 + i) % len(jtis)],
                 "time": (base + timedelta(milliseconds=b * 1000 + i)).isoformat(),
                 "endpoint": "/v2/quotient-familial" if i % 3 else "/v2/statut-etudiant",
@@ -318,6 +319,11 @@ def main() -> int:
     parser.add_argument(
         "--only", choices=["ingest"], help="run only this measure (quick check while tuning)"
     )
+    parser.add_argument(
+        "--random-ids",
+        action="store_true",
+        help="random UUID v4 event ids (default: ids that grow, as a log sequence or UUID v7)",
+    )
     args = parser.parse_args()
     if args.export_child:
         export_child(args.export_child)
@@ -330,7 +336,7 @@ def main() -> int:
 
     with app.app_context():
         db.create_all()
-    ingest_rate, ingest_cpu_rate = bench_ingest(app, args.ingest)
+    ingest_rate, ingest_cpu_rate = bench_ingest(app, args.ingest, args.random_ids)
     if args.only == "ingest":
         print(
             f"Ingestion `POST /api/v1/usage` (lots de 1 000, {args.ingest:,} événements) : "
