@@ -123,16 +123,9 @@ def plan(token: AccessToken | TokenRow, api) -> list[Step]:
     steps: list[Step] = []
     if status == TokenStatus.ACTIVE:
         issued_at = clock.as_utc(token.issued_at)
-        expiry_day = paris_day(expires_at)
-        for days in REMINDER_DAYS:
-            at = day_start(expiry_day - timedelta(days=days))
-            if issued_at < at < expires_at:
-                label = (
-                    "Rappel de renouvellement (expire ce jour)"
-                    if days == 0
-                    else f"Rappel de renouvellement (J-{days})"
-                )
-                steps.append(Step(at, "expiry", f"reminder:{days}", "reminder", label, days))
+        steps.extend(
+            step for step in _reminders(paris_day(expires_at)) if issued_at < step.at < expires_at
+        )
     if status in LIVE:
         steps.append(Step(expires_at, "expiry", "expiry", "expire", "Expirera"))
     if status == TokenStatus.EXPIRED:
@@ -163,6 +156,25 @@ def plan(token: AccessToken | TokenRow, api) -> list[Step]:
         steps.extend(_unused_steps(token, api, status))
     steps.sort(key=lambda s: (s.at, s.key))
     return steps
+
+
+@lru_cache(maxsize=4096)
+def _reminders(expiry_day: date) -> tuple[Step, ...]:
+    """The reminder steps of the tokens expiring on ``expiry_day`` (shared: a sweep plans
+    thousands of tokens expiring on a handful of days)."""
+    return tuple(
+        Step(
+            day_start(expiry_day - timedelta(days=days)),
+            "expiry",
+            f"reminder:{days}",
+            "reminder",
+            "Rappel de renouvellement (expire ce jour)"
+            if days == 0
+            else f"Rappel de renouvellement (J-{days})",
+            days,
+        )
+        for days in REMINDER_DAYS
+    )
 
 
 def _unused_steps(token: AccessToken | TokenRow, api, status: str) -> list[Step]:
