@@ -35,7 +35,21 @@ class DeliveryStatus(StrEnum):
         return {"pending": "info", "sent": "success", "failed": "error"}[self.value]
 
 
+class MailBody(db.Model):
+    """The text and HTML of one message, written once and shared by the outbox rows of its
+    recipients (a reminder goes to three people: one body, three rows). Nothing personal to
+    one recipient goes in it: the unsubscribe link is added per recipient when sending."""
+
+    __tablename__ = "mail_bodies"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+
+
 class OutboxMail(db.Model):
+    """One message to one recipient, in the outbox."""
+
     __tablename__ = "outbox_mails"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -43,8 +57,7 @@ class OutboxMail(db.Model):
     template: Mapped[str] = mapped_column(String(80))
     recipient: Mapped[str] = mapped_column(String(320), index=True)
     subject: Mapped[str] = mapped_column(String(300))
-    body_text: Mapped[str] = mapped_column(Text)
-    body_html: Mapped[str] = mapped_column(Text)
+    body_id: Mapped[int] = mapped_column(ForeignKey("mail_bodies.id"))
     # Optional mails carry a one-click unsubscribe (RFC 8058) for this category.
     category: Mapped[str | None] = mapped_column(String(60))
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
@@ -54,7 +67,17 @@ class OutboxMail(db.Model):
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str] = mapped_column(String(200), unique=True)
 
+    body: Mapped[MailBody] = relationship()
+
     __table_args__ = (Index("ix_outbox_mails_due", "status", "next_attempt_at"),)
+
+    @property
+    def body_text(self) -> str:
+        return self.body.body_text
+
+    @property
+    def body_html(self) -> str:
+        return self.body.body_html
 
     @property
     def status_enum(self) -> DeliveryStatus:

@@ -30,10 +30,11 @@ from typing import Any
 from flask import current_app, render_template
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
+from sqlalchemy.orm import selectinload
 
 from datapass import clock, vault
 from datapass.extensions import db
-from datapass.notify.models import DeliveryStatus, OutboxMail, Unsubscription
+from datapass.notify.models import DeliveryStatus, MailBody, OutboxMail, Unsubscription
 
 MAX_BACKOFF = timedelta(hours=6)
 
@@ -67,8 +68,7 @@ def queue_mail(
         template=template,
         recipient=to,
         subject=" ".join(subject.split()),
-        body_text=body_text,
-        body_html=body_html,
+        body=MailBody(body_text=body_text, body_html=body_html),
         category=category,
         status=DeliveryStatus.PENDING,
         attempts=0,
@@ -208,6 +208,7 @@ def _claim_due(limit: int) -> list[OutboxMail]:
         .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
+        .options(selectinload(OutboxMail.body))
     )
     return list(db.session.scalars(query))
 
@@ -815,8 +816,7 @@ _MAIL_COLUMNS = (
     "template",
     "recipient",
     "subject",
-    "body_text",
-    "body_html",
+    "body_id",
     "category",
     "status",
     "attempts",
@@ -825,17 +825,37 @@ _MAIL_COLUMNS = (
 )
 
 
+def reserve_ids(table: str, count: int) -> list[int] | range:
+    """``count`` new primary keys of ``table``, for a bulk insert that must know its ids.
+    PostgreSQL: from the table's sequence (as concurrent inserts do). SQLite: after the
+    largest id, which is safe because every transaction there takes the write lock when it
+    begins (``BEGIN IMMEDIATE``): no other writer can take the same ids meanwhile."""
+    if count <= 0:
+        return []
+    connection = db.session.connection()
+    if connection.dialect.name == "sqlite":
+        last = connection.exec_driver_sql(
+            f"SELECT coalesce(max(id), 0) FROM {table}"  # noqa: S608 - name from the code
+        ).scalar()
+        return range(last + 1, last + 1 + count)
+    return [
+        row[0]
+        for row in connection.exec_driver_sql(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            (table, count),
+        )
+    ]
+
+
 def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -> int:
     """:func:`queue_mail` for many mandatory messages at once: each ``(recipients, template,
-    context)`` is rendered once (its recipients get the same text) and every outbox row is
-    written in one ``executemany``. Returns the number of mails queued."""
+    context)`` is rendered once and its body stored once, shared by the outbox rows of its
+    recipients; bodies and rows are written in one ``executemany`` each. Returns the number
+    of mails queued."""
     templates = _MailTemplates()
     base_url = current_app.config["BASE_URL"].rstrip("/")
     domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
-    now = bulk_time(clock.now())
-    pending = DeliveryStatus.PENDING.value
-    msgid = make_msgid
-    rows: list[tuple] = []
+    rendered: list[tuple[list[str], str, str, str, str]] = []
     for recipients, template, context in messages:
         recipients = list(dict.fromkeys(r for r in recipients if r))
         if not recipients:
@@ -849,23 +869,21 @@ def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -
         body_text = str(module)
         context["subject"] = subject
         body_html = templates.render(f"mail/{template}.html", context)
-        subject = " ".join(subject.split())
-        for recipient in recipients:
-            rows.append(
-                (
-                    now,
-                    template,
-                    recipient,
-                    subject,
-                    body_text,
-                    body_html,
-                    None,
-                    pending,
-                    0,
-                    now,
-                    msgid(domain=domain),
-                )
-            )
+        rendered.append((recipients, template, " ".join(subject.split()), body_text, body_html))
+    ids = reserve_ids("mail_bodies", len(rendered))
+    bulk_insert(
+        "mail_bodies",
+        ("id", "body_text", "body_html"),
+        [(body_id, m[3], m[4]) for body_id, m in zip(ids, rendered, strict=True)],
+    )
+    now = bulk_time(clock.now())
+    pending = DeliveryStatus.PENDING.value
+    msgid = make_msgid
+    rows = [
+        (now, template, recipient, subject, body_id, None, pending, 0, now, msgid(domain=domain))
+        for body_id, (recipients, template, subject, _, _) in zip(ids, rendered, strict=True)
+        for recipient in recipients
+    ]
     bulk_insert("outbox_mails", _MAIL_COLUMNS, rows)
     return len(rows)
 

@@ -161,3 +161,64 @@ def test_admin_sees_failed_mails_and_replays_them(app, client, login_as, frozen_
     applicant = factories.user()
     login_as(applicant)
     assert client.get("/admin/envois").status_code == 403
+
+
+def test_bulk_queued_message_stores_one_body_for_its_recipients(app, client, login_as, mail_dir):
+    """A message to three people is rendered and stored once; each recipient still gets
+    their own outbox row, delivery, failure and replay."""
+    from email import policy
+
+    from sqlalchemy import func, select
+
+    from datapass.notify.models import MailBody, OutboxMail
+    from tests import factories
+
+    single = service.queue_mail("seul@mairie.fr", "test_message", {"name": "Seul"})
+    recipients = ["a@mairie.fr", "b@mairie.fr", "c@mairie.fr"]
+    queued = service.queue_mails(
+        [
+            (recipients + ["a@mairie.fr"], "test_message", {"name": "Camille"}),
+            (["d@mairie.fr"], "test_message", {"name": "Dominique"}),
+            ([], "test_message", {"name": "Personne"}),
+        ]
+    )
+    after = service.queue_mail("apres@mairie.fr", "test_message", {"name": "Après"})
+    assert queued == 4
+    rows = db.session.scalars(
+        select(OutboxMail).where(OutboxMail.recipient.in_(recipients)).order_by(OutboxMail.id)
+    ).all()
+    assert [m.recipient for m in rows] == recipients
+    assert len({m.body_id for m in rows}) == 1
+    assert "Bonjour Camille" in rows[0].body_text and "Camille" in rows[0].body_html
+    assert len({m.message_id for m in rows}) == 3
+    # one body per message: the single mails, the shared one, Dominique's
+    assert db.session.scalar(select(func.count()).select_from(MailBody)) == 4
+    assert len({single.body_id, rows[0].body_id, after.body_id}) == 3
+    assert "Bonjour Après" in after.body_text
+
+    rows[1].status = DeliveryStatus.FAILED
+    rows[1].last_error = "boîte pleine"
+    db.session.commit()
+    assert service.deliver_due()["sent"] == 5
+    sent = [
+        message_from_bytes(path.read_bytes(), policy=policy.default)
+        for path in sorted(mail_dir.glob("*.eml"))
+    ]
+    to_shared = [m for m in sent if m["To"] in ("a@mairie.fr", "c@mairie.fr")]
+    assert len(to_shared) == 2
+    assert all("Bonjour Camille" in m.get_body(("plain",)).get_content() for m in to_shared)
+    admin = factories.user(roles=("admin",))
+    factories.enable_totp(admin)
+    login_as(admin)
+    page = client.get("/admin/envois?statut=failed").get_data(as_text=True)
+    assert "b@mairie.fr" in page and "boîte pleine" in page
+    assert client.post(f"/admin/envois/{rows[1].id}/renvoyer").status_code == 302
+    assert service.deliver_due()["sent"] == 1
+    replayed = [
+        message_from_bytes(path.read_bytes(), policy=policy.default)
+        for path in mail_dir.glob("*.eml")
+        if message_from_bytes(path.read_bytes(), policy=policy.default)["To"] == "b@mairie.fr"
+    ]
+    assert (
+        len(replayed) == 1 and "Bonjour Camille" in replayed[0].get_body(("plain",)).get_content()
+    )
