@@ -349,6 +349,15 @@ class Effects:
         self.mails: list[tuple[list[str], str, dict[str, Any]]] = []
         self.webhooks: dict[int, list[tuple[str, dict[str, Any], str, int]]] = {}
         self.dues: list[dict[str, Any]] = []
+        self._instructors: dict[int, list[str]] = {}
+
+    def instructors(self, api_id: int) -> list[str]:
+        """The API's instructors' addresses, read once per chunk (the unused-access steps
+        of hundreds of tokens of one API write to the same people)."""
+        found = self._instructors.get(api_id)
+        if found is None:
+            found = self._instructors[api_id] = instructor_emails(api_id)
+        return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
         recipients = list(dict.fromkeys(recipients))
@@ -779,7 +788,7 @@ def _do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     context = _unused_context(token, api, step, done)
-    recipients = _holders(token) + instructor_emails(token.api_id)
+    recipients = _holders(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -813,7 +822,7 @@ def _do_unused_suspend(
         reason=_why(token, step.days or 0),
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
-    sent = fx.mail(_holders(token) + instructor_emails(token.api_id), "unused_suspended", context)
+    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_suspended", context)
     return "done", {"mails": sent}
 
 
@@ -838,7 +847,7 @@ def _do_unused_revoke(
             "last_endpoint": evidence["endpoint"],
         },
     )
-    sent = fx.mail(_holders(token) + instructor_emails(token.api_id), "unused_revoked", context)
+    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_revoked", context)
     return "done", {"mails": sent}
 
 
