@@ -706,12 +706,16 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
         recipients |= {
             e for e in (habilitation.technical_contact_email, habilitation.controller_email) if e
         }
-    for email in sorted(recipients):
-        notify.queue_mail(
-            email,
-            "request_revoked",
-            _context(request, reason=entry.text, habilitation=habilitation),
-        )
+    # One message to each recipient, rendered once (the lifecycle closes hundreds a day).
+    notify.queue_mails(
+        [
+            (
+                sorted(recipients),
+                "request_revoked",
+                _context(request, reason=entry.text, habilitation=habilitation),
+            )
+        ]
+    )
     return entry
 
 

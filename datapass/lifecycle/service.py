@@ -349,6 +349,17 @@ class Effects:
         self.mails: list[tuple[list[str], str, dict[str, Any]]] = []
         self.webhooks: dict[int, list[tuple[str, dict[str, Any], str, int]]] = {}
         self.dues: list[dict[str, Any]] = []
+        self._instructors: dict[int, list[str]] = {}
+        # The newest call of each loaded token (unused-access evidence), read once per chunk.
+        self.calls: dict[int, Any] | None = None
+
+    def instructors(self, api_id: int) -> list[str]:
+        """The API's instructors' addresses, read once per chunk (the unused-access steps
+        of hundreds of tokens of one API write to the same people)."""
+        found = self._instructors.get(api_id)
+        if found is None:
+            found = self._instructors[api_id] = instructor_emails(api_id)
+        return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
         recipients = list(dict.fromkeys(recipients))
@@ -482,6 +493,7 @@ def _process_chunk(
     tokens = [(loaded.get(row.id, row), steps) for row, steps in planned]
     keep = _preload_habilitations([token for token, _ in tokens])  # noqa: F841 - held: weak map
     effects = Effects()
+    effects.calls = newest_calls(list(loaded))
     with db.session.no_autoflush:
         for token, steps in tokens:
             counts["tokens"] += 1
@@ -724,23 +736,54 @@ def _do_grace_end(
     return "done", None
 
 
-def last_use_evidence(token: AccessToken) -> dict[str, Any]:
-    """The last use known: moment, address and endpoint (from reported consumption)."""
+def newest_calls(token_ids: list[int]) -> dict[int, Any]:
+    """The newest reported call of each token (``None`` for a token without any), in one
+    query: what :func:`last_use_evidence` reads, for a whole chunk of the sweep."""
+    found: dict[int, Any] = dict.fromkeys(token_ids)
+    try:
+        from datapass.audit.models import UsageRecent
+    except ImportError:  # pragma: no cover - consumption not installed
+        return found
+    if not token_ids:
+        return found
+    newest = (
+        select(UsageRecent.token_id, func.max(UsageRecent.occurred_at).label("at"))
+        .where(UsageRecent.token_id.in_(token_ids))
+        .group_by(UsageRecent.token_id)
+        .subquery()
+    )
+    rows = db.session.execute(
+        select(
+            UsageRecent.token_id,
+            UsageRecent.occurred_at,
+            UsageRecent.endpoint,
+            UsageRecent.caller_ip,
+        ).join(
+            newest,
+            and_(
+                UsageRecent.token_id == newest.c.token_id,
+                UsageRecent.occurred_at == newest.c.at,
+            ),
+        )
+    )
+    for row in rows:
+        if found[row.token_id] is None:
+            found[row.token_id] = row
+    return found
+
+
+def last_use_evidence(token: AccessToken, calls: dict[int, Any] | None = None) -> dict[str, Any]:
+    """The last use known: moment, address and endpoint (from reported consumption).
+    ``calls``: the newest calls already read (:func:`newest_calls`), when they cover it."""
     evidence: dict[str, Any] = {
         "last_used_at": token.last_used_at,
         "ip": token.last_used_ip,
         "endpoint": None,
     }
-    try:
-        from datapass.audit.models import UsageRecent
-    except ImportError:  # pragma: no cover - consumption not installed
-        return evidence
-    row = db.session.execute(
-        select(UsageRecent.occurred_at, UsageRecent.endpoint, UsageRecent.caller_ip)
-        .where(UsageRecent.token_id == token.id)
-        .order_by(UsageRecent.occurred_at.desc())
-        .limit(1)
-    ).first()
+    if calls is not None and token.id in calls:
+        row = calls[token.id]
+    else:
+        row = newest_calls([token.id])[token.id]
     if row is not None:
         if evidence["last_used_at"] is None or row.occurred_at >= evidence["last_used_at"]:
             evidence["last_used_at"] = row.occurred_at
@@ -749,14 +792,14 @@ def last_use_evidence(token: AccessToken) -> dict[str, Any]:
     return evidence
 
 
-def _unused_context(token, api, step: Step, done: set[str]) -> dict[str, Any]:
+def _unused_context(token, api, step: Step, done: set[str], fx: Effects) -> dict[str, Any]:
     limits = unused_thresholds(api)
     since = unused_since(token)
     return _context(
         token,
         api,
         days=step.days,
-        evidence=last_use_evidence(token),
+        evidence=last_use_evidence(token, fx.calls),
         since=since,
         suspend_on=day_start(paris_day(since) + timedelta(days=limits["suspend"]))
         if limits["suspend"] > 0
@@ -771,15 +814,17 @@ def _unused_context(token, api, step: Step, done: set[str]) -> dict[str, Any]:
 def _do_never_used(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
-    sent = fx.mail(_holders(token), "unused_never_used", _unused_context(token, api, step, done))
+    sent = fx.mail(
+        _holders(token), "unused_never_used", _unused_context(token, api, step, done, fx)
+    )
     return "done", {"mails": sent}
 
 
 def _do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
-    context = _unused_context(token, api, step, done)
-    recipients = _holders(token) + instructor_emails(token.api_id)
+    context = _unused_context(token, api, step, done, fx)
+    recipients = _holders(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -805,7 +850,7 @@ def _do_unused_suspend(
 ):
     if token.status != TokenStatus.ACTIVE:
         return "void", None
-    context = _unused_context(token, api, step, done)
+    context = _unused_context(token, api, step, done, fx)
     token_states.apply(
         token,
         "suspend",
@@ -813,7 +858,7 @@ def _do_unused_suspend(
         reason=_why(token, step.days or 0),
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
-    sent = fx.mail(_holders(token) + instructor_emails(token.api_id), "unused_suspended", context)
+    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_suspended", context)
     return "done", {"mails": sent}
 
 
@@ -822,7 +867,7 @@ def _do_unused_revoke(
 ):
     if token.status not in (TokenStatus.ACTIVE, TokenStatus.SUSPENDED):
         return "void", None
-    context = _unused_context(token, api, step, done)
+    context = _unused_context(token, api, step, done, fx)
     evidence = context["evidence"]
     token_states.apply(
         token,
@@ -838,7 +883,7 @@ def _do_unused_revoke(
             "last_endpoint": evidence["endpoint"],
         },
     )
-    sent = fx.mail(_holders(token) + instructor_emails(token.api_id), "unused_revoked", context)
+    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_revoked", context)
     return "done", {"mails": sent}
 
 
