@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import heapq
 import ipaddress
 import json
 import operator
@@ -539,6 +540,12 @@ def _count(rows: Iterable[dict[str, Any]]) -> None:
         if row["status"] >= 400:
             entry[3] += 1
         entry[4] += row["latency_ms"]
+    _add_to_daily(totals)
+
+
+def _add_to_daily(totals: dict[tuple, list[int]]) -> None:
+    """Upsert ``{(token_id, day, endpoint): [api_id, organisation_id, calls, errors,
+    latency_ms_sum]}`` into the daily counts."""
     if not totals:
         return
     statement = _insert(DAILY)
@@ -665,35 +672,60 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
         info = (token_id, api_id, organisation_id, provider_id)
         found_by_id[token_id], found_by_jti[jti], found_by_digest[digest] = info, info, info
     sealed = last_sealed_day()
-    events = []
+    # Summed per token, day and endpoint as they are read; only each token's newest calls
+    # become rows (with an id) for its last calls: a flush costs per token, not per call.
+    totals: dict[tuple, list[int]] = {}
+    newest: dict[int, list[tuple]] = {}
+    days: dict[tuple, date] = {}
+    counted = 0
     for row in rows:
         info = (
             found_by_id.get(row.get("token_id"))
             or found_by_jti.get(row.get("jti"))
             or found_by_digest.get(row.get("digest"))
         )
-        at = row["at"].astimezone(UTC)
-        day = _paris_day(at)
-        if info is None or (sealed is not None and day <= sealed):
+        if info is None:
             continue
-        events.append(
-            {
-                "provider_id": info[3],
-                "event_id": f"introspect-{uuid.uuid4().hex}",  # its key among the last calls
-                "token_id": info[0],
-                "api_id": info[1],
-                "organisation_id": info[2],
-                "occurred_at": at,
-                "day": day,
-                "endpoint": row.get("endpoint") or INTROSPECT_ENDPOINT,
-                "status": int(row.get("status") or 200),
-                "latency_ms": int(row.get("latency_ms") or 0),
-                "caller_ip": row.get("ip"),
-            }
+        at = row["at"].astimezone(UTC)
+        hour = (at.year, at.month, at.day, at.hour)  # Paris offsets change on the hour
+        day = days.get(hour)
+        if day is None:
+            day = days[hour] = _paris_day(at)
+        if sealed is not None and day <= sealed:
+            continue
+        endpoint = row.get("endpoint") or INTROSPECT_ENDPOINT
+        status = int(row.get("status") or 200)
+        latency = int(row.get("latency_ms") or 0)
+        key = (info[0], day, endpoint)
+        entry = totals.get(key)
+        if entry is None:
+            entry = totals[key] = [info[1], info[2], 0, 0, 0]
+        entry[2] += 1
+        entry[3] += status >= 400
+        entry[4] += latency
+        newest.setdefault(info[0], []).append((at, info, day, endpoint, status, latency, row))
+        counted += 1
+    _add_to_daily(totals)
+    _remember(
+        {
+            "provider_id": info[3],
+            "event_id": f"introspect-{uuid.uuid4().hex}",  # its key among the last calls
+            "token_id": info[0],
+            "api_id": info[1],
+            "organisation_id": info[2],
+            "occurred_at": at,
+            "day": day,
+            "endpoint": endpoint,
+            "status": status,
+            "latency_ms": latency,
+            "caller_ip": row.get("ip"),
+        }
+        for calls in newest.values()
+        for at, info, day, endpoint, status, latency, row in heapq.nlargest(
+            RECENT_CALLS, calls, key=lambda call: call[0]
         )
-    _count(events)
-    _remember(events)
-    return len(events)
+    )
+    return counted
 
 
 # --- the daily seal -----------------------------------------------------------------------

@@ -737,7 +737,7 @@ _USE_BUFFER: dict[str, tuple[datetime, str | None]] = {}
 # buffer is flushed once it holds this many calls too, so that each flush stays a small batch
 # (a few milliseconds) instead of a minute of calls written inside one unlucky request.
 _USE_CALLS: list[tuple[str, datetime, str | None]] = []
-MAX_BUFFERED_CALLS = 1000
+MAX_BUFFERED_CALLS = 5000
 _USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest
 _USE_LOCK = threading.Lock()
 _last_flush: list[datetime | None] = [None]
