@@ -525,18 +525,16 @@ def _restore(request: AuthorizationRequest, snap: dict[str, Any]) -> None:
 
 
 def _tokens_service():
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import service as tokens_service  # tokens imports this domain
 
     return tokens_service
 
 
-def _lifecycle_hook(name: str, *args: Any) -> None:
-    """Tell the lifecycle domain (renewals, token hand-over) that an update ended."""
-    from datapass.lifecycle import service as lifecycle_service
+def _lifecycle_service():
+    """The lifecycle domain (renewals, token hand-over), told when an update ends."""
+    from datapass.lifecycle import service as lifecycle_service  # it imports this domain
 
-    hook = getattr(lifecycle_service, name, None)
-    if hook is not None:
-        hook(*args)
+    return lifecycle_service
 
 
 def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
@@ -647,13 +645,11 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
     )
     if previous is not None:
         states.make_obsolete(previous, habilitation, actor)
-    tokens = _tokens_service()
-    if hasattr(tokens, "issue_for_habilitation"):
-        tokens.issue_for_habilitation(habilitation, actor)
+    _tokens_service().issue_for_habilitation(habilitation, actor)
     if previous is not None:
         # The replaced habilitation's live tokens give way to the new one's, with a grace
         # period (and a renewal waiting on this update completes): the lifecycle's rules.
-        _lifecycle_hook("on_update_approved", previous, habilitation, actor)
+        _lifecycle_service().on_update_approved(previous, habilitation, actor)
     _mail_requester(request, "request_approved", habilitation=habilitation, note=note)
     return habilitation
 
@@ -667,7 +663,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     )
     if reopening:
         _restore(request, request.active_habilitation.snapshot)
-        _lifecycle_hook("on_update_closed", request, actor)
+        _lifecycle_service().on_update_closed(request, actor)
     _mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
 
@@ -687,7 +683,7 @@ def cancel_reopening(request: AuthorizationRequest, actor: Actor) -> RequestEven
     habilitation = request.active_habilitation
     entry = states.fire(Event.CANCEL_REOPENING, request, actor)
     _restore(request, habilitation.snapshot)
-    _lifecycle_hook("on_update_closed", request, actor)
+    _lifecycle_service().on_update_closed(request, actor)
     return entry
 
 
@@ -698,9 +694,7 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     entry = states.fire(Event.REVOKE, request, actor, reason=reason)
     if habilitation is not None:
         states.revoke_habilitation(habilitation, actor, entry.text)
-        tokens = _tokens_service()
-        if hasattr(tokens, "revoke_for_habilitation"):
-            tokens.revoke_for_habilitation(habilitation, actor, entry.text)
+        _tokens_service().revoke_for_habilitation(habilitation, actor, entry.text)
     recipients = {request.requester.email}
     if habilitation is not None:
         recipients |= {

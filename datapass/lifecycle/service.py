@@ -654,7 +654,7 @@ def instructor_emails(api_id: int) -> list[str]:
 
 def _context(token: AccessToken, api, **extra: Any) -> dict[str, Any]:
     habilitation = token.habilitation
-    labels = api.scope_labels() if hasattr(api, "scope_labels") else {}
+    labels = api.scope_labels()
     return {
         "token": token,
         "api": api,
