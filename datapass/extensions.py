@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
+from typing import Any
 
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
-from sqlalchemy import DateTime, MetaData, TypeDecorator
-from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, registry
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -51,3 +53,50 @@ db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
+
+
+# --- objects whose row a Core statement inserted ------------------------------------------
+# The hot paths (issuing a token) insert with one Core statement and hand the caller the
+# persistent object without reading it back. Such an object is not "new" to the session, so
+# a rollback would leave it in the identity map, claiming a row that no longer exists (and
+# blocking the id, which SQLite reuses). The session forgets it as it would a flushed new one.
+
+_ADOPTED = "datapass.adopted"
+
+
+def adopt(instance: Any) -> Any:
+    """Make ``instance`` persistent in the session as if just loaded (every column must be
+    set on it: nothing is read back); it leaves the session if the transaction or savepoint
+    that inserted its row rolls back."""
+    session = db.session()  # the scoped session's current Session
+    make_transient_to_detached(instance)
+    session.add(instance)
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    # Weakly held, as the identity map holds it: an object nobody uses any more goes away.
+    session.info.setdefault(_ADOPTED, []).append((transaction, weakref.ref(instance)))
+    return instance
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_adopted(session: Session, previous_transaction: Any) -> None:
+    adopted = session.info.get(_ADOPTED)
+    if not adopted:
+        return
+    kept = []
+    for transaction, ref in adopted:
+        instance = ref()
+        if instance is None:
+            continue
+        inside = transaction
+        while inside is not None and inside is not previous_transaction:
+            inside = inside.parent
+        if inside is None:
+            kept.append((transaction, ref))
+        elif instance in session:
+            session.expunge(instance)
+    session.info[_ADOPTED] = kept
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_adopted(session: Session) -> None:
+    session.info.pop(_ADOPTED, None)

@@ -23,12 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from flask import current_app
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 
 from datapass import clock, vault
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
-from datapass.extensions import db
+from datapass.extensions import adopt, db
 from datapass.tokens import states
 from datapass.tokens.models import AccessToken, KeyState, KeyUsage, SigningKey, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
@@ -469,10 +468,7 @@ def _store(
         "reactivated_at": None,
     }
     result = db.session.connection().execute(_INSERT_TOKEN, values)
-    token = AccessToken(id=result.inserted_primary_key[0], **values)
-    make_transient_to_detached(token)  # persistent as if just loaded: no SELECT, no flush
-    db.session.add(token)
-    return token
+    return adopt(AccessToken(id=result.inserted_primary_key[0], **values))
 
 
 def _ts(value: int) -> datetime:

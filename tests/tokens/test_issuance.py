@@ -86,3 +86,21 @@ def test_eddsa_option(world, app):
         )
     finally:
         app.config["TOKEN_ALGORITHM"] = "ES256"
+
+
+def test_a_token_rolled_back_with_its_savepoint_leaves_no_trace(world):
+    """A token issued inside a savepoint that rolls back (the sweep's careful mode) is gone,
+    and the next token issued in the same session may reuse its id."""
+    savepoint = db.session.begin_nested()
+    lost, _ = _issue(world)
+    lost_id = lost.id
+    savepoint.rollback()
+    assert lost not in db.session
+    token, raw = _issue(world)
+    assert db.session.get(AccessToken, token.id) is token
+    assert token.digest == hashlib.sha256(raw.encode()).hexdigest()
+    ids = db.session.scalars(
+        db.select(AccessToken.id).where(AccessToken.habilitation_id == world.habilitation.id)
+    ).all()
+    assert ids == [token.id]
+    assert lost_id == token.id or db.session.get(AccessToken, lost_id) is None
