@@ -112,55 +112,20 @@ def bench_ingest(app, total: int, random_ids: bool = False) -> tuple[float, floa
     import base64
 
     from datapass.audit.service import Actor
-    from datapass.catalogue import service as catalogue_service
-    from datapass.catalogue.models import Api, Provider
     from datapass.extensions import db
     from datapass.tokens import service as tokens_service
+    from tests import factories  # the tests' own builders
+    from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
 
     with app.app_context():
-        from datapass import clock
-        from datapass.accounts.models import Organisation, User
-        from datapass.authorizations.models import AuthorizationRequest, Habilitation
-
-        now = clock.now()
-        provider = Provider(slug="bench", name="Bench", created_at=now)
-        api = Api(
-            provider=provider,
-            slug="bench-api",
-            name="Bench API",
-            audience="https://bench.example",
-            created_at=now,
-        )
-        organisation = Organisation(siret="21590183600019", name="Commune", created_at=now)
-        user = User(email="bench@example.fr", created_at=now)
-        db.session.add_all([provider, api, organisation, user])
-        db.session.flush()
-        client, secret = catalogue_service.create_client(provider, "bench")
+        provider = make_provider()
+        api = make_api(provider)
+        client, secret = make_client(provider)
+        organisation = factories.organisation()
+        requester = factories.user(organisation=organisation, password=None)
         jtis = []
         for _ in range(50):
-            request = AuthorizationRequest(
-                organisation_id=organisation.id,
-                api_id=api.id,
-                requester_id=user.id,
-                state="validated",
-                created_at=now,
-                updated_at=now,
-                state_changed_at=now,
-            )
-            db.session.add(request)
-            db.session.flush()
-            habilitation = Habilitation(
-                request_id=request.id,
-                organisation_id=organisation.id,
-                api_id=api.id,
-                requester_id=user.id,
-                scopes=[],
-                status="active",
-                snapshot={},
-                created_at=now,
-            )
-            db.session.add(habilitation)
-            db.session.flush()
+            habilitation = make_habilitation(api, organisation, requester)
             token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("b"))
             jtis.append(token.jti)
         db.session.commit()
