@@ -12,18 +12,10 @@ from datapass.audit import consumption
 from datapass.audit.models import UsageDaily
 from datapass.audit.service import Actor
 from datapass.extensions import db
-from tests import factories
+from tests.browser.steps import sign_in
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 
 pytestmark = pytest.mark.browser
-
-
-def _sign_in(page, email: str) -> None:
-    page.goto("/connexion")
-    page.fill("#email", email)
-    page.fill("#password", factories.PASSWORD)
-    page.get_by_role("button", name="Se connecter", exact=True).click()
-    page.wait_for_url("**/")
 
 
 def test_token_page_charts_match_the_database(page, committed_app):
@@ -60,7 +52,7 @@ def test_token_page_charts_match_the_database(page, committed_app):
             )
         }
 
-    _sign_in(page, email)
+    sign_in(page, email)
     page.goto(f"/jetons/{token_id}?jours=30")
     bars = page.eval_on_selector_all(
         "#graphique-consommation g.dp-chart__bar",

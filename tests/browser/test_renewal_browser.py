@@ -6,18 +6,10 @@ from __future__ import annotations
 import pytest
 
 from datapass.extensions import db
-from tests import factories
+from tests.browser.steps import sign_in
 from tests.lifecycle.conftest import expiring_token, make_listening_api
 
 pytestmark = pytest.mark.browser
-
-
-def _sign_in(page, email: str) -> None:
-    page.goto("/connexion")
-    page.fill("#email", email)
-    page.fill("#password", factories.PASSWORD)
-    page.get_by_role("button", name="Se connecter", exact=True).click()
-    page.wait_for_url("**/")
 
 
 def _setup(committed_app):
@@ -36,7 +28,7 @@ def _answer_yes(page) -> None:
 
 def test_renewal_with_nothing_changed_shows_the_new_token_once(page, committed_app):
     token_id, _request_id, email = _setup(committed_app)
-    _sign_in(page, email)
+    sign_in(page, email)
     page.goto(f"/jetons/{token_id}")
     assert "Échéances" in page.locator("#cycle-de-vie").inner_text()
     page.locator("#renouveler").click()
@@ -60,7 +52,7 @@ def test_renewal_with_nothing_changed_shows_the_new_token_once(page, committed_a
 
 def test_renewal_with_a_changed_contact_reopens_the_request(page, committed_app):
     token_id, request_id, email = _setup(committed_app)
-    _sign_in(page, email)
+    sign_in(page, email)
     page.goto(f"/jetons/{token_id}/renouvellement")
     _answer_yes(page)
     page.fill("#technical-email", "nouveau.contact@mairie.fr")

@@ -11,6 +11,7 @@ import pytest
 
 from datapass.extensions import db
 from tests import factories
+from tests.browser.steps import sign_in, sign_out
 
 pytestmark = pytest.mark.browser
 
@@ -49,18 +50,6 @@ def smtp(committed_app):
         controller.stop()
 
 
-def _sign_in(page, email: str) -> None:
-    page.goto("/connexion")
-    page.fill("#email", email)
-    page.fill("#password", factories.PASSWORD)
-    page.get_by_role("button", name="Se connecter", exact=True).click()
-    page.wait_for_url("**/")
-
-
-def _sign_out(page) -> None:
-    page.get_by_role("button", name="Se déconnecter").click()
-
-
 def _continue(page) -> None:
     page.get_by_role("button", name="Enregistrer et continuer").click()
 
@@ -79,7 +68,7 @@ def test_request_journey(page, chromium, live_server, committed_app, smtp):
         api_id, applicant_email, instructor_email = api.id, applicant.email, instructor.email
 
     # --- first visit: the project and the data, then the applicant leaves -------------------
-    _sign_in(page, applicant_email)
+    sign_in(page, applicant_email)
     page.goto("/demandes/nouvelle")
     page.locator(f"label[for='api-{api_id}']").click()
     page.get_by_role("button", name="Commencer la demande").click()
@@ -91,10 +80,10 @@ def test_request_journey(page, chromium, live_server, committed_app, smtp):
     page.locator("label[for='scope-enfants']").click()
     _continue(page)
     assert "Brouillon enregistré" in page.content()
-    _sign_out(page)
+    sign_out(page, home=False)
 
     # --- second visit: the draft is where it was left ---------------------------------------
-    _sign_in(page, applicant_email)
+    sign_in(page, applicant_email)
     page.goto("/demandes")
     page.get_by_role("link", name="DP-").first.click()
     assert "Tarification sociale de la cantine" in page.content()
@@ -125,11 +114,11 @@ def test_request_journey(page, chromium, live_server, committed_app, smtp):
     page.locator("#soumettre").click()
     assert "Votre demande a été soumise" in page.content()
     request_url = page.url
-    _sign_out(page)
+    sign_out(page, home=False)
 
     # --- the instructor asks for a change ---------------------------------------------------
     staff = chromium.new_context(base_url=live_server, locale="fr-FR").new_page()
-    _sign_in(staff, instructor_email)
+    sign_in(staff, instructor_email)
     staff.goto("/instruction")
     staff.get_by_role("link", name="DP-").first.click()
     assert "homologation.pdf" in staff.content()
@@ -138,7 +127,7 @@ def test_request_journey(page, chromium, live_server, committed_app, smtp):
     assert "Les modifications ont été demandées" in staff.content()
 
     # --- the applicant fixes and resubmits --------------------------------------------------
-    _sign_in(page, applicant_email)
+    sign_in(page, applicant_email)
     page.goto(request_url)
     assert "Modifications demandées" in page.content()
     assert "Une conservation de 24 mois est attendue." in page.content()

@@ -9,6 +9,7 @@ from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 from tests import factories
+from tests.browser.steps import sign_in
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 
 pytestmark = pytest.mark.browser
@@ -24,10 +25,7 @@ def test_reveal_once_then_rotate(page, committed_app):
         db.session.commit()
         email, token_id = requester.email, token.id
 
-    page.goto("/connexion")
-    page.fill("#email", email)
-    page.fill("#password", factories.PASSWORD)
-    page.get_by_role("button", name="Se connecter", exact=True).click()
+    sign_in(page, email, home=False)
     page.goto("/jetons/")
     page.get_by_role("link", name="Voir").first.click()
     assert page.locator("#statut-jeton").text_content().strip() == "Actif"
