@@ -25,6 +25,26 @@ def used_now(token: AccessToken) -> None:
     db.session.flush()
 
 
+def run_together(count: int, work) -> list[BaseException]:
+    """``work`` in ``count`` threads released at the same moment; the errors they raised."""
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            barrier.wait()
+            work()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return errors
+
+
 def test_downtime_sends_only_the_latest_reminder(app):
     api = make_listening_api(
         unused_warning_days=0,
@@ -114,22 +134,8 @@ def test_two_sweeps_at_once_on_postgresql(committed_app, backend):
     target = at_paris(clock.local(tokens[0].expires_at).date() - timedelta(days=30))
     clock.set_frozen(target)
     job = next(j for j in scheduler.JOBS if j.name == "token_lifecycle")
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            barrier.wait()
-            scheduler.run_job(app, job)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        errors = run_together(2, lambda: scheduler.run_job(app, job))
     finally:
         app.config["LIFECYCLE_CHUNK"] = 500
     assert not errors
@@ -137,7 +143,6 @@ def test_two_sweeps_at_once_on_postgresql(committed_app, backend):
     rows = acts()
     keys = [(a.token_id, a.key) for a in rows]
     assert len(keys) == len(set(keys))
-    assert {a.token_id for a in rows if a.key == "unused:revoke:" + a.key[14:]} or True
     revoked = db.session.scalars(select(AccessToken).where(AccessToken.status == "revoked")).all()
     assert len(revoked) == 40  # 530 days unused: revoked (the latest unused step) once each
     assert len(webhooks("token.revoked")) == 40
@@ -158,22 +163,8 @@ def test_two_sweeps_reminders_on_postgresql(committed_app, backend):
         token.last_used_at = target - timedelta(days=1)
     db.session.commit()
     app.config["LIFECYCLE_CHUNK"] = 2
-    barrier = threading.Barrier(3)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            barrier.wait()
-            scheduler.sweep(app)
-        except BaseException as exc:  # noqa: BLE001
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(3)]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(60)
+        errors = run_together(3, lambda: scheduler.sweep(app))
     finally:
         app.config["LIFECYCLE_CHUNK"] = 500
     assert not errors
