@@ -7,7 +7,6 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from datapass import clock
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 
@@ -50,27 +49,6 @@ def post_login(client, email: str, password: str, *, ip: str = "203.0.113.10", *
 def signed_in(client) -> bool:
     """Whether the client's session opens a signed-in page."""
     return client.get("/profil").status_code == 200
-
-
-def make_api(slug: str = "api-particulier"):
-    """A catalogue API (the catalogue's own factories may not exist yet)."""
-    from datapass.catalogue.models import Api, Provider
-
-    provider = db.session.scalar(select(Provider).where(Provider.slug == "dinum"))
-    if provider is None:
-        provider = Provider(slug="dinum", name="Dinum", created_at=clock.now())
-        db.session.add(provider)
-        db.session.flush()
-    api = Api(
-        provider_id=provider.id,
-        slug=slug,
-        name=f"API {slug}",
-        audience=f"https://{slug}.api.gouv.fr",
-        created_at=clock.now(),
-    )
-    db.session.add(api)
-    db.session.flush()
-    return api
 
 
 def text(response) -> str:

@@ -14,8 +14,9 @@ from datapass.audit.models import AuditEvent
 from datapass.catalogue.models import Api
 from datapass.extensions import db
 from tests import factories
-from tests.accounts.conftest import make_api, post_login, signed_in, text
+from tests.accounts.conftest import post_login, signed_in, text
 from tests.conftest import base_config
+from tests.tokens.conftest import make_api
 
 TABLES = (User, Organisation, Membership, RoleGrant, AuditEvent)
 
@@ -70,7 +71,7 @@ def test_demo_instructor_gets_the_catalogue_apis(app):
     instructor = db.session.scalar(select(User).where(User.email == demo.ACCOUNTS[1].email))
     every_api = set(db.session.scalars(select(Api.id)))
     assert api.id in every_api and instructor.instructed_api_ids() == every_api
-    other = make_api("api-nouvelle")
+    other = make_api(slug="api-nouvelle")
     demo.run_demo()
     assert instructor.instructed_api_ids() == every_api | {other.id}
 

@@ -14,7 +14,8 @@ from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
-from tests.accounts.conftest import count, make_api, payload, post_login, signed_in, text
+from tests.accounts.conftest import count, payload, post_login, signed_in, text
+from tests.tokens.conftest import make_api
 
 
 def _reload(user: User) -> User:
