@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -310,13 +310,11 @@ def throttle_message(until: datetime) -> str:
 @dataclass
 class LoginOutcome:
     """What a sign-in attempt led to: ``signed_in``, ``second_factor`` (a TOTP or recovery
-    code is awaited), ``invalid``, ``throttled`` (see ``retry_at``) or ``inactive``."""
+    code is awaited), ``invalid``, ``throttled`` or ``inactive``."""
 
     status: str
     user: User | None = None
-    retry_at: datetime | None = None
     message: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
@@ -328,29 +326,21 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
     except AccountError:
         email = (raw_email or "").strip().lower()
     key = login_key(email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.anonymous(ip),
-            payload={"email": audit.secret(email), "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
+    actor = Actor.anonymous(ip)
+    refused = _throttled(key, ip, actor, None, {"email": audit.secret(email)})
+    if refused is not None:
+        return refused
     user = find_user_by_email(email)
     if user is None:
         _spend_password_time(password)
-        return _fail(email, key, ip, None, "unknown_email")
+        _fail(key, ip, actor, None, email, "unknown_email")
+        return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
     if not check_password(user, password):
-        return _fail(email, key, ip, user, "wrong_password")
+        _fail(key, ip, actor, user, email, "wrong_password")
+        return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
     if not user.is_active_account:
         # Only someone who knows the password learns that the account is closed.
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(email), "reason": "deactivated"},
-        )
+        _fail(key, ip, actor, user, email, "deactivated")
         return LoginOutcome(
             "inactive",
             message="Ce compte est désactivé. Contactez l'administrateur de Datapass.",
@@ -361,15 +351,34 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
     return LoginOutcome("signed_in", user=user)
 
 
-def _fail(email: str, key: str, ip: str | None, user: User | None, reason: str) -> LoginOutcome:
+def _throttled(
+    key: str, ip: str | None, actor: Actor, subject: User | None, payload: dict[str, Any]
+) -> LoginOutcome | None:
+    """The refusal of a sign-in step while this account or address is blocked (recorded
+    with ``payload``), or None."""
+    until = throttled_until(key, ip)
+    if until is None:
+        return None
+    audit.record(
+        "accounts:user:login_throttled",
+        actor,
+        subject=subject,
+        payload={**payload, "retry_at": until.isoformat()},
+    )
+    return LoginOutcome("throttled", message=throttle_message(until))
+
+
+def _fail(
+    key: str, ip: str | None, actor: Actor, user: User | None, email: str, reason: str
+) -> None:
+    """Count a failed sign-in step towards the rate limit and record it."""
     _record_failure(key, ip)
     audit.record(
         "accounts:user:login_failed",
-        Actor.anonymous(ip),
+        actor,
         subject=user,
         payload={"email": audit.secret(email), "reason": reason},
     )
-    return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
 
 
 def begin_second_factor(user: User, next_url: str | None) -> None:
@@ -403,28 +412,17 @@ def pending_second_factor() -> tuple[User | None, str | None]:
 def complete_second_factor(user: User, code: str, ip: str | None) -> LoginOutcome:
     """Second step of sign-in: a TOTP code, or one of the recovery codes (used once)."""
     key = login_key(user.email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(user.email), "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
+    actor = Actor.anonymous(ip)
+    refused = _throttled(key, ip, actor, user, {"email": audit.secret(user.email)})
+    if refused is not None:
+        return refused
     method = None
     if verify_totp(user, code):
         method = "totp"
     elif use_recovery_code(user, code, Actor.for_user(user, ip)):
         method = "recovery_code"
     if method is None:
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(user.email), "reason": "wrong_second_factor"},
-        )
+        _fail(key, ip, actor, user, user.email, "wrong_second_factor")
         return LoginOutcome("invalid", user=user, message=INVALID_SECOND_FACTOR)
     session.pop(SESSION_PENDING_LOGIN, None)
     sign_in(user, ip, method=method)
@@ -459,27 +457,15 @@ def reauthenticate(user: User, password: str, code: str | None, ip: str | None) 
     and a TOTP (or recovery) code when TOTP is enabled. Failures count towards the sign-in
     rate limit."""
     key = login_key(user.email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.for_user(user, ip),
-            subject=user,
-            payload={"stage": "reauthentication", "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
     actor = Actor.for_user(user, ip)
+    refused = _throttled(key, ip, actor, user, {"stage": "reauthentication"})
+    if refused is not None:
+        return refused
     ok = check_password(user, password)
     if ok and user.mfa_enabled:
         ok = verify_totp(user, code or "") or use_recovery_code(user, code or "", actor)
     if not ok:
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            actor,
-            subject=user,
-            payload={"email": audit.secret(user.email), "reason": "reauthentication"},
-        )
+        _fail(key, ip, actor, user, user.email, "reauthentication")
         message = (
             "Mot de passe ou code de vérification incorrect."
             if user.mfa_enabled
