@@ -844,6 +844,17 @@ def add_membership(
     return membership
 
 
+def add_member(organisation: Organisation, email: str, verified: bool, actor: Actor) -> Membership:
+    """Make the account of ``email`` a member of ``organisation`` (the person must have an
+    account: invite them first)."""
+    user = find_user_by_email(email)
+    if user is None:
+        raise AccountError(
+            "Aucun compte n'existe pour cette adresse : invitez d'abord la personne.", "email"
+        )
+    return add_membership(organisation, user, verified, actor)
+
+
 def current_organisation(user: User) -> Organisation | None:
     """The organisation ``user`` currently acts for: the one they chose if they still belong
     to it, else their first one; None for someone with no membership."""

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from datapass import access
 from datapass.accounts import forms, service
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
+from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
@@ -58,9 +59,7 @@ def _actor():
 
 
 def _apis():
-    from datapass.catalogue.models import Api
-
-    return db.session.scalars(select(Api).where(Api.is_active.is_(True)).order_by(Api.name)).all()
+    return catalogue_service.list_apis(active_only=True)
 
 
 def _page_number() -> int:
@@ -526,8 +525,9 @@ def admin_invite():
             if form.organisation_id.data
             else None
         )
+        # The service keeps the API for the instructor role only.
         api_id = int(form.api_id.data) if form.api_id.data else None
-        roles = [(role, api_id if role == Role.INSTRUCTOR else None) for role in form.roles.data]
+        roles = [(role, api_id) for role in form.roles.data]
         try:
             user = service.invite_user(
                 form.email.data,
@@ -724,19 +724,12 @@ def admin_add_member(organisation_id: int):
     form = forms.MemberForm()
     if not form.validate_on_submit():
         return _render_admin_organisation(organisation, form, 422)
-    user = service.find_user_by_email(form.email.data)
-    if user is None:
-        form.email.errors = [
-            *form.email.errors,
-            "Aucun compte n'existe pour cette adresse : invitez d'abord la personne.",
-        ]
-        return _render_admin_organisation(organisation, form, 422)
     try:
-        service.add_membership(organisation, user, form.verified.data, _actor())
+        membership = service.add_member(organisation, form.email.data, form.verified.data, _actor())
     except service.AccountError as exc:
         db.session.rollback()
         _attach(form, exc)
         return _render_admin_organisation(organisation, form, 422)
     db.session.commit()
-    flash(f"{user.email} est membre de {organisation.name}.", "success")
+    flash(f"{membership.user.email} est membre de {organisation.name}.", "success")
     return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))
