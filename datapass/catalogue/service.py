@@ -394,10 +394,6 @@ def list_providers() -> list[Provider]:
     return list(db.session.scalars(select(Provider).order_by(Provider.name)))
 
 
-def api_by_id(api_id: int) -> Api | None:
-    return db.session.get(Api, api_id)
-
-
 def _record(tag: str, actor: Actor, subject, api_id: int | None = None, **payload) -> None:
     audit.record(tag, actor, subject=subject, api_id=api_id, payload=payload)
 
@@ -585,14 +581,6 @@ def revoke_client(client: MachineClient, actor: Actor) -> bool:
     db.session.flush()
     _record("catalogue:client:revoked", actor, client, client_id=client.client_id)
     return True
-
-
-def apis_in_maintenance(api_ids: set[int] | None = None) -> list[Api]:
-    """APIs whose maintenance is current or announced (for banners to token holders)."""
-    query = select(Api).where(Api.status == ApiStatus.MAINTENANCE)
-    if api_ids is not None:
-        query = query.where(Api.id.in_(api_ids))
-    return [api for api in db.session.scalars(query) if api.maintenance_notice]
 
 
 class CatalogueError(Exception):
