@@ -32,16 +32,21 @@ def hash_client_secret(secret: str) -> str:
 def create_client(provider: Provider, name: str) -> tuple[MachineClient, str]:
     """A new machine client; returns it with its secret, which is never shown again."""
     secret = CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
+    client_id = f"{provider.slug}-{secrets.token_hex(6)}"
+    return _new_client(provider, client_id, secret, name), secret
+
+
+def _new_client(provider: Provider, client_id: str, secret: str, name: str) -> MachineClient:
     client = MachineClient(
         provider=provider,
-        client_id=f"{provider.slug}-{secrets.token_hex(6)}",
+        client_id=client_id,
         secret_hash=hash_client_secret(secret),
         name=name,
         created_at=clock.now(),
     )
     db.session.add(client)
     db.session.flush()
-    return client, secret
+    return client
 
 
 @dataclass(frozen=True)
@@ -554,15 +559,7 @@ def demo_client(provider: Provider, actor: Actor, name: str) -> tuple[MachineCli
     secret = CLIENT_SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
     client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
     if client is None:
-        client = MachineClient(
-            provider=provider,
-            client_id=client_id,
-            secret_hash=hash_client_secret(secret),
-            name=name,
-            created_at=clock.now(),
-        )
-        db.session.add(client)
-        db.session.flush()
+        client = _new_client(provider, client_id, secret, name)
         _record("catalogue:client:created", actor, client, client_id=client_id, demo=True)
     elif client.revoked_at is not None or client.secret_hash != hash_client_secret(secret):
         client.revoked_at = None
