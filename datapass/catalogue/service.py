@@ -134,6 +134,11 @@ PROVIDERS: list[dict[str, str]] = [
     },
 ]
 
+# The legal basis every API of the State shares (exchanges between administrations).
+_CRPA = {
+    "name": "Code des relations entre le public et l'administration, art. L. 114-8",
+    "url": LEGIFRANCE_CRPA,
+}
 _IDENTITY = ("identite", "Identité de la personne (nom, prénoms, date de naissance, sexe)", False)
 
 APIS: list[dict] = [
@@ -155,10 +160,7 @@ APIS: list[dict] = [
             ("regime", "Régime d'affiliation (CAF ou MSA)", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Délibération fixant une tarification selon le quotient familial",
                 "url": "",
@@ -190,10 +192,7 @@ APIS: list[dict] = [
             ("etablissement", "Établissement et commune d'études", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de l'éducation, art. L. 612-1 et suivants", "url": ""},
         ],
         "coverage_note": (
@@ -223,10 +222,7 @@ APIS: list[dict] = [
             ("etablissement", "Établissement et ville d'études", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Code de l'éducation, art. L. 821-1 (bourses de l'enseignement supérieur)",
                 "url": "",
@@ -257,10 +253,7 @@ APIS: list[dict] = [
             ("echelon_bourse", "Échelon de la bourse", True),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Code de l'éducation, art. L. 531-1 et R. 531-1 (bourses nationales)",
                 "url": "",
@@ -291,10 +284,7 @@ APIS: list[dict] = [
             ("dates_droit", "Dates de début et de fin du droit", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de la sécurité sociale, art. L. 861-1", "url": ""},
         ],
         "coverage_note": (
@@ -329,10 +319,7 @@ APIS: list[dict] = [
             ("certificats_qualibat", "Certificats Qualibat", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de la commande publique, art. R. 2143-13", "url": ""},
         ],
         "coverage_note": (
