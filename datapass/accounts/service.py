@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -229,9 +229,6 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> None:
         raise AccountError("Le mot de passe actuel est incorrect.", "current_password")
     if hmac.compare_digest(current.encode(), new.encode()):
         raise AccountError("Le nouveau mot de passe doit être différent de l'actuel.", "password")
-    problem = password_problem(new)
-    if problem:
-        raise AccountError(problem, "password")
     _set_password(user, new)
     audit.record("accounts:password:changed", actor, subject=user)
     _queue_password_changed_mail(user)
@@ -310,13 +307,11 @@ def throttle_message(until: datetime) -> str:
 @dataclass
 class LoginOutcome:
     """What a sign-in attempt led to: ``signed_in``, ``second_factor`` (a TOTP or recovery
-    code is awaited), ``invalid``, ``throttled`` (see ``retry_at``) or ``inactive``."""
+    code is awaited), ``invalid``, ``throttled`` or ``inactive``."""
 
     status: str
     user: User | None = None
-    retry_at: datetime | None = None
     message: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
@@ -328,29 +323,21 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
     except AccountError:
         email = (raw_email or "").strip().lower()
     key = login_key(email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.anonymous(ip),
-            payload={"email": audit.secret(email), "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
+    actor = Actor.anonymous(ip)
+    refused = _throttled(key, ip, actor, None, {"email": audit.secret(email)})
+    if refused is not None:
+        return refused
     user = find_user_by_email(email)
     if user is None:
         _spend_password_time(password)
-        return _fail(email, key, ip, None, "unknown_email")
+        _fail(key, ip, actor, None, email, "unknown_email")
+        return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
     if not check_password(user, password):
-        return _fail(email, key, ip, user, "wrong_password")
+        _fail(key, ip, actor, user, email, "wrong_password")
+        return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
     if not user.is_active_account:
         # Only someone who knows the password learns that the account is closed.
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(email), "reason": "deactivated"},
-        )
+        _fail(key, ip, actor, user, email, "deactivated")
         return LoginOutcome(
             "inactive",
             message="Ce compte est désactivé. Contactez l'administrateur de Datapass.",
@@ -361,15 +348,34 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
     return LoginOutcome("signed_in", user=user)
 
 
-def _fail(email: str, key: str, ip: str | None, user: User | None, reason: str) -> LoginOutcome:
+def _throttled(
+    key: str, ip: str | None, actor: Actor, subject: User | None, payload: dict[str, Any]
+) -> LoginOutcome | None:
+    """The refusal of a sign-in step while this account or address is blocked (recorded
+    with ``payload``), or None."""
+    until = throttled_until(key, ip)
+    if until is None:
+        return None
+    audit.record(
+        "accounts:user:login_throttled",
+        actor,
+        subject=subject,
+        payload={**payload, "retry_at": until.isoformat()},
+    )
+    return LoginOutcome("throttled", message=throttle_message(until))
+
+
+def _fail(
+    key: str, ip: str | None, actor: Actor, user: User | None, email: str, reason: str
+) -> None:
+    """Count a failed sign-in step towards the rate limit and record it."""
     _record_failure(key, ip)
     audit.record(
         "accounts:user:login_failed",
-        Actor.anonymous(ip),
+        actor,
         subject=user,
         payload={"email": audit.secret(email), "reason": reason},
     )
-    return LoginOutcome("invalid", message=INVALID_CREDENTIALS)
 
 
 def begin_second_factor(user: User, next_url: str | None) -> None:
@@ -403,28 +409,17 @@ def pending_second_factor() -> tuple[User | None, str | None]:
 def complete_second_factor(user: User, code: str, ip: str | None) -> LoginOutcome:
     """Second step of sign-in: a TOTP code, or one of the recovery codes (used once)."""
     key = login_key(user.email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(user.email), "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
+    actor = Actor.anonymous(ip)
+    refused = _throttled(key, ip, actor, user, {"email": audit.secret(user.email)})
+    if refused is not None:
+        return refused
     method = None
     if verify_totp(user, code):
         method = "totp"
     elif use_recovery_code(user, code, Actor.for_user(user, ip)):
         method = "recovery_code"
     if method is None:
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            Actor.anonymous(ip),
-            subject=user,
-            payload={"email": audit.secret(user.email), "reason": "wrong_second_factor"},
-        )
+        _fail(key, ip, actor, user, user.email, "wrong_second_factor")
         return LoginOutcome("invalid", user=user, message=INVALID_SECOND_FACTOR)
     session.pop(SESSION_PENDING_LOGIN, None)
     sign_in(user, ip, method=method)
@@ -459,27 +454,15 @@ def reauthenticate(user: User, password: str, code: str | None, ip: str | None) 
     and a TOTP (or recovery) code when TOTP is enabled. Failures count towards the sign-in
     rate limit."""
     key = login_key(user.email)
-    until = throttled_until(key, ip)
-    if until is not None:
-        audit.record(
-            "accounts:user:login_throttled",
-            Actor.for_user(user, ip),
-            subject=user,
-            payload={"stage": "reauthentication", "retry_at": until.isoformat()},
-        )
-        return LoginOutcome("throttled", retry_at=until, message=throttle_message(until))
     actor = Actor.for_user(user, ip)
+    refused = _throttled(key, ip, actor, user, {"stage": "reauthentication"})
+    if refused is not None:
+        return refused
     ok = check_password(user, password)
     if ok and user.mfa_enabled:
         ok = verify_totp(user, code or "") or use_recovery_code(user, code or "", actor)
     if not ok:
-        _record_failure(key, ip)
-        audit.record(
-            "accounts:user:login_failed",
-            actor,
-            subject=user,
-            payload={"email": audit.secret(user.email), "reason": "reauthentication"},
-        )
+        _fail(key, ip, actor, user, user.email, "reauthentication")
         message = (
             "Mot de passe ou code de vérification incorrect."
             if user.mfa_enabled
@@ -861,6 +844,17 @@ def add_membership(
     return membership
 
 
+def add_member(organisation: Organisation, email: str, verified: bool, actor: Actor) -> Membership:
+    """Make the account of ``email`` a member of ``organisation`` (the person must have an
+    account: invite them first)."""
+    user = find_user_by_email(email)
+    if user is None:
+        raise AccountError(
+            "Aucun compte n'existe pour cette adresse : invitez d'abord la personne.", "email"
+        )
+    return add_membership(organisation, user, verified, actor)
+
+
 def current_organisation(user: User) -> Organisation | None:
     """The organisation ``user`` currently acts for: the one they chose if they still belong
     to it, else their first one; None for someone with no membership."""
@@ -891,15 +885,21 @@ def switch_organisation(user: User, organisation_id: int, actor: Actor) -> Organ
     return membership.organisation
 
 
-def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
-    stmt = select(Organisation).order_by(Organisation.name)
+def _search_page(stmt, search: str, columns: list, page: int, per_page: int):
+    """One page of ``stmt``, narrowed to the rows where one of ``columns`` (lower-cased
+    already) contains ``search``."""
     search = (search or "").strip()
     if search:
         pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            or_(func.lower(Organisation.name).like(pattern), Organisation.siret.like(pattern))
-        )
+        stmt = stmt.where(or_(*(column.like(pattern) for column in columns)))
     return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+
+
+def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
+    """Organisations matching ``search`` (name or SIRET), by name, one page of them."""
+    stmt = select(Organisation).order_by(Organisation.name)
+    columns = [func.lower(Organisation.name), Organisation.siret]
+    return _search_page(stmt, search, columns, page, per_page)
 
 
 # --- users and roles (administration) -----------------------------------------------------
@@ -908,13 +908,8 @@ def organisations_page(search: str = "", page: int = 1, per_page: int = 25):
 def users_page(search: str = "", page: int = 1, per_page: int = 25):
     """Users matching ``search`` (address or name), by address, one page of them."""
     stmt = select(User).order_by(User.email)
-    search = (search or "").strip()
-    if search:
-        pattern = f"%{search.lower()}%"
-        stmt = stmt.where(
-            or_(func.lower(User.email).like(pattern), func.lower(User.full_name).like(pattern))
-        )
-    return db.paginate(stmt, page=page, per_page=per_page, error_out=False)
+    columns = [func.lower(User.email), func.lower(User.full_name)]
+    return _search_page(stmt, search, columns, page, per_page)
 
 
 def _new_user(email: str, full_name: str, *, password: str | None, is_demo: bool) -> User:
@@ -946,6 +941,18 @@ def create_user(
     user = _new_user(normalise_email(raw_email), full_name, password=password, is_demo=is_demo)
     audit.record("accounts:user:created", actor, subject=user, payload={"is_demo": is_demo})
     return user
+
+
+def _add_grant(user: User, role: Role, api_id: int | None, actor: Actor) -> RoleGrant:
+    grant = RoleGrant(
+        user=user,
+        role=str(role),
+        api_id=api_id,
+        granted_at=clock.now(),
+        granted_by_id=actor.user.id if actor.user is not None else None,
+    )
+    db.session.add(grant)
+    return grant
 
 
 def _check_role(role: str, api_id: int | None) -> tuple[Role, int | None]:
@@ -987,21 +994,12 @@ def invite_user(
             )
         )
         user.current_organisation_id = organisation.id
-    granted_by = actor.user.id if actor.user is not None else None
     seen = set()
     for role, api_id in checked:
         if (role, api_id) in seen:
             continue
         seen.add((role, api_id))
-        db.session.add(
-            RoleGrant(
-                user=user,
-                role=str(role),
-                api_id=api_id,
-                granted_at=clock.now(),
-                granted_by_id=granted_by,
-            )
-        )
+        _add_grant(user, role, api_id, actor)
     db.session.flush()
     _mail_invitation(user, actor, organisation, [ROLE_LABELS[role] for role, _ in sorted(seen)])
     audit.record(
@@ -1042,7 +1040,7 @@ def resend_invitation(user: User, actor: Actor) -> None:
         raise AccountError("Cette personne a déjà choisi son mot de passe.")
     if not user.is_active_account:
         raise AccountError("Ce compte est désactivé.")
-    roles = [ROLE_LABELS[Role(r)] for r in sorted(user.roles)]
+    roles = [role_label(r) for r in sorted(user.roles)]
     _mail_invitation(user, actor, current_organisation(user), roles)
     audit.record("accounts:user:invitation_resent", actor, subject=user)
 
@@ -1053,14 +1051,7 @@ def grant_role(user: User, role: str, api_id: int | None, actor: Actor) -> RoleG
     for grant in user.role_grants:
         if grant.role == role_ and grant.api_id == api_id:
             raise AccountError("Cette personne a déjà ce rôle.", "role")
-    grant = RoleGrant(
-        user=user,
-        role=str(role_),
-        api_id=api_id,
-        granted_at=clock.now(),
-        granted_by_id=actor.user.id if actor.user is not None else None,
-    )
-    db.session.add(grant)
+    grant = _add_grant(user, role_, api_id, actor)
     db.session.flush()
     audit.record(
         "accounts:role:granted",

@@ -19,6 +19,7 @@ from sqlalchemy import select
 from datapass import access
 from datapass.accounts import forms, service
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
+from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
@@ -27,13 +28,6 @@ PER_PAGE = 25
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def _link(endpoint: str, **values) -> str | None:
-    """The URL of ``endpoint`` if that page exists yet (other domains are built alongside)."""
-    if endpoint not in current_app.view_functions:
-        return None
-    return url_for(endpoint, **values)
 
 
 def _next(raw: str | None) -> str | None:
@@ -58,17 +52,15 @@ def _actor():
 
 
 def _apis():
-    from datapass.catalogue.models import Api
-
-    return db.session.scalars(select(Api).where(Api.is_active.is_(True)).order_by(Api.name)).all()
+    return catalogue_service.list_apis(active_only=True)
 
 
 def _page_number() -> int:
     return max(1, request.args.get("page", 1, type=int) or 1)
 
 
-# Home page cards: (endpoint, title, description, audience). A card shows only when its
-# page exists and the person's roles allow it.
+# Home page cards: (endpoint, title, description, audience). A card shows only when the
+# person's roles allow it.
 CARDS = [
     (
         "authorizations.applicant_index",
@@ -142,9 +134,8 @@ def _cards(user: User) -> list[dict]:
             allowed = True
         else:
             allowed = user.has_role(audience)
-        url = _link(endpoint) if allowed else None
-        if url:
-            cards.append({"url": url, "title": title, "description": description})
+        if allowed:
+            cards.append({"url": url_for(endpoint), "title": title, "description": description})
     return cards
 
 
@@ -526,8 +517,9 @@ def admin_invite():
             if form.organisation_id.data
             else None
         )
+        # The service keeps the API for the instructor role only.
         api_id = int(form.api_id.data) if form.api_id.data else None
-        roles = [(role, api_id if role == Role.INSTRUCTOR else None) for role in form.roles.data]
+        roles = [(role, api_id) for role in form.roles.data]
         try:
             user = service.invite_user(
                 form.email.data,
@@ -724,19 +716,12 @@ def admin_add_member(organisation_id: int):
     form = forms.MemberForm()
     if not form.validate_on_submit():
         return _render_admin_organisation(organisation, form, 422)
-    user = service.find_user_by_email(form.email.data)
-    if user is None:
-        form.email.errors = [
-            *form.email.errors,
-            "Aucun compte n'existe pour cette adresse : invitez d'abord la personne.",
-        ]
-        return _render_admin_organisation(organisation, form, 422)
     try:
-        service.add_membership(organisation, user, form.verified.data, _actor())
+        membership = service.add_member(organisation, form.email.data, form.verified.data, _actor())
     except service.AccountError as exc:
         db.session.rollback()
         _attach(form, exc)
         return _render_admin_organisation(organisation, form, 422)
     db.session.commit()
-    flash(f"{user.email} est membre de {organisation.name}.", "success")
+    flash(f"{membership.user.email} est membre de {organisation.name}.", "success")
     return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))

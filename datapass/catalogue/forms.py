@@ -19,6 +19,7 @@ from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from datapass import clock
+from datapass.catalogue.models import ApiStatus
 
 REQUIRED = "Ce champ est obligatoire."
 SLUG = Regexp(r"^[a-z0-9][a-z0-9-]{1,58}$", message="Minuscules, chiffres et tirets (2 à 60).")
@@ -102,18 +103,14 @@ class NewApiForm(ApiForm):
 
 class StatusForm(Form):
     status = SelectField(
-        "Statut",
-        choices=[
-            SelectChoice("available", "Disponible"),
-            SelectChoice("maintenance", "En maintenance"),
-        ],
+        "Statut", choices=[SelectChoice(status.value, status.label) for status in ApiStatus]
     )
     message = TextAreaField("Message aux demandeurs et aux détenteurs de jetons")
     start = DateTimeLocalField("Début (heure de Paris)", validators=[Optional()])
     end = DateTimeLocalField("Fin (heure de Paris)", validators=[Optional()])
 
     def validate_message(self, field) -> None:
-        if self.status.data == "maintenance" and not (field.data or "").strip():
+        if self.status.data == ApiStatus.MAINTENANCE and not (field.data or "").strip():
             raise ValidationError("Expliquez la maintenance (ce qui est indisponible).")
 
     def validate_end(self, field) -> None:

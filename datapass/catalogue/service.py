@@ -32,16 +32,21 @@ def hash_client_secret(secret: str) -> str:
 def create_client(provider: Provider, name: str) -> tuple[MachineClient, str]:
     """A new machine client; returns it with its secret, which is never shown again."""
     secret = CLIENT_SECRET_PREFIX + secrets.token_urlsafe(32)
+    client_id = f"{provider.slug}-{secrets.token_hex(6)}"
+    return _new_client(provider, client_id, secret, name), secret
+
+
+def _new_client(provider: Provider, client_id: str, secret: str, name: str) -> MachineClient:
     client = MachineClient(
         provider=provider,
-        client_id=f"{provider.slug}-{secrets.token_hex(6)}",
+        client_id=client_id,
         secret_hash=hash_client_secret(secret),
         name=name,
         created_at=clock.now(),
     )
     db.session.add(client)
     db.session.flush()
-    return client, secret
+    return client
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,11 @@ PROVIDERS: list[dict[str, str]] = [
     },
 ]
 
+# The legal basis every API of the State shares (exchanges between administrations).
+_CRPA = {
+    "name": "Code des relations entre le public et l'administration, art. L. 114-8",
+    "url": LEGIFRANCE_CRPA,
+}
 _IDENTITY = ("identite", "Identité de la personne (nom, prénoms, date de naissance, sexe)", False)
 
 APIS: list[dict] = [
@@ -150,10 +160,7 @@ APIS: list[dict] = [
             ("regime", "Régime d'affiliation (CAF ou MSA)", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Délibération fixant une tarification selon le quotient familial",
                 "url": "",
@@ -185,10 +192,7 @@ APIS: list[dict] = [
             ("etablissement", "Établissement et commune d'études", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de l'éducation, art. L. 612-1 et suivants", "url": ""},
         ],
         "coverage_note": (
@@ -218,10 +222,7 @@ APIS: list[dict] = [
             ("etablissement", "Établissement et ville d'études", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Code de l'éducation, art. L. 821-1 (bourses de l'enseignement supérieur)",
                 "url": "",
@@ -252,10 +253,7 @@ APIS: list[dict] = [
             ("echelon_bourse", "Échelon de la bourse", True),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {
                 "name": "Code de l'éducation, art. L. 531-1 et R. 531-1 (bourses nationales)",
                 "url": "",
@@ -286,10 +284,7 @@ APIS: list[dict] = [
             ("dates_droit", "Dates de début et de fin du droit", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de la sécurité sociale, art. L. 861-1", "url": ""},
         ],
         "coverage_note": (
@@ -324,10 +319,7 @@ APIS: list[dict] = [
             ("certificats_qualibat", "Certificats Qualibat", False),
         ],
         "legal_bases": [
-            {
-                "name": "Code des relations entre le public et l'administration, art. L. 114-8",
-                "url": LEGIFRANCE_CRPA,
-            },
+            _CRPA,
             {"name": "Code de la commande publique, art. R. 2143-13", "url": ""},
         ],
         "coverage_note": (
@@ -392,10 +384,6 @@ def list_apis(*, active_only: bool = False) -> list[Api]:
 
 def list_providers() -> list[Provider]:
     return list(db.session.scalars(select(Provider).order_by(Provider.name)))
-
-
-def api_by_id(api_id: int) -> Api | None:
-    return db.session.get(Api, api_id)
 
 
 def _record(tag: str, actor: Actor, subject, api_id: int | None = None, **payload) -> None:
@@ -558,15 +546,7 @@ def demo_client(provider: Provider, actor: Actor, name: str) -> tuple[MachineCli
     secret = CLIENT_SECRET_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
     client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
     if client is None:
-        client = MachineClient(
-            provider=provider,
-            client_id=client_id,
-            secret_hash=hash_client_secret(secret),
-            name=name,
-            created_at=clock.now(),
-        )
-        db.session.add(client)
-        db.session.flush()
+        client = _new_client(provider, client_id, secret, name)
         _record("catalogue:client:created", actor, client, client_id=client_id, demo=True)
     elif client.revoked_at is not None or client.secret_hash != hash_client_secret(secret):
         client.revoked_at = None
@@ -585,14 +565,6 @@ def revoke_client(client: MachineClient, actor: Actor) -> bool:
     db.session.flush()
     _record("catalogue:client:revoked", actor, client, client_id=client.client_id)
     return True
-
-
-def apis_in_maintenance(api_ids: set[int] | None = None) -> list[Api]:
-    """APIs whose maintenance is current or announced (for banners to token holders)."""
-    query = select(Api).where(Api.status == ApiStatus.MAINTENANCE)
-    if api_ids is not None:
-        query = query.where(Api.id.in_(api_ids))
-    return [api for api in db.session.scalars(query) if api.maintenance_notice]
 
 
 class CatalogueError(Exception):

@@ -15,13 +15,6 @@ from datapass.extensions import db
 bp = Blueprint("catalogue", __name__)
 
 
-def _get(model, object_id: int):
-    found = db.session.get(model, object_id)
-    if found is None:
-        abort(404)
-    return found
-
-
 @bp.route("/catalogue")
 @access.public
 def index():
@@ -70,7 +63,7 @@ def new_api():
     form = forms.NewApiForm(data={"is_active": True} if request.method == "GET" else None)
     form.provider_id.choices = [SelectChoice(p.id, p.name) for p in service.list_providers()]
     if form.validate_on_submit():
-        provider = _get(Provider, form.provider_id.data)
+        provider = db.get_or_404(Provider, form.provider_id.data)
         try:
             api = service.create_api(
                 provider, access.current_actor(), {"slug": form.slug.data, **_api_values(form)}
@@ -118,7 +111,7 @@ def _paris_naive(moment):
 @access.role_required("admin")
 @access.recent_auth
 def edit_api(api_id: int):
-    api = _get(Api, api_id)
+    api = db.get_or_404(Api, api_id)
     if request.method == "GET":
         return _render_api(api)
     form = forms.ApiForm()
@@ -139,7 +132,7 @@ def edit_api(api_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def set_status(api_id: int):
-    api = _get(Api, api_id)
+    api = db.get_or_404(Api, api_id)
     form = forms.StatusForm()
     if not form.validate_on_submit():
         return _render_api(api, status_form=form, status=422)
@@ -160,7 +153,7 @@ def set_status(api_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def add_scope(api_id: int):
-    api = _get(Api, api_id)
+    api = db.get_or_404(Api, api_id)
     form = forms.ScopeForm()
     if form.validate_on_submit():
         try:
@@ -185,7 +178,7 @@ def add_scope(api_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def edit_scope(scope_id: int):
-    scope = _get(Scope, scope_id)
+    scope = db.get_or_404(Scope, scope_id)
     form = forms.ScopeEditForm()
     if not form.validate_on_submit():
         flash("Le libellé de la donnée est obligatoire.", "error")
@@ -202,7 +195,7 @@ def edit_scope(scope_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def delete_scope(scope_id: int):
-    scope = _get(Scope, scope_id)
+    scope = db.get_or_404(Scope, scope_id)
     api_id = scope.api_id
     service.remove_scope(scope, access.current_actor())
     db.session.commit()
@@ -250,7 +243,7 @@ def _render_provider(provider, form=None, client_form=None, secret=None, client=
 @access.role_required("admin")
 @access.recent_auth
 def edit_provider(provider_id: int):
-    provider = _get(Provider, provider_id)
+    provider = db.get_or_404(Provider, provider_id)
     if request.method == "GET":
         return _render_provider(provider)
     form = forms.ProviderForm()
@@ -274,7 +267,7 @@ def edit_provider(provider_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def create_client(provider_id: int):
-    provider = _get(Provider, provider_id)
+    provider = db.get_or_404(Provider, provider_id)
     form = forms.ClientForm()
     if not form.validate_on_submit():
         return _render_provider(provider, client_form=form, status=422)
@@ -290,7 +283,7 @@ def create_client(provider_id: int):
 @access.role_required("admin")
 @access.recent_auth
 def revoke_client(client_id: int):
-    client = _get(MachineClient, client_id)
+    client = db.get_or_404(MachineClient, client_id)
     if service.revoke_client(client, access.current_actor()):
         db.session.commit()
         flash(
