@@ -29,6 +29,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import clock, spreadsheet
+from datapass.accounts import service as accounts_service
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
 from datapass.extensions import db
@@ -253,11 +254,6 @@ def upcoming_steps(token: AccessToken) -> list[tuple[date, str]]:
     ]
 
 
-def next_due(token: AccessToken, api, done: set[str], now: datetime) -> datetime | None:
-    future = [s.at for s in plan(token, api) if s.key not in done and s.at > now]
-    return min(future) if future else None
-
-
 # --- the sweep ---------------------------------------------------------------------------
 
 
@@ -358,7 +354,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
@@ -643,15 +639,6 @@ def token_url(token: AccessToken) -> str:
     return current_app.config["BASE_URL"].rstrip("/") + f"/jetons/{token.id}"
 
 
-def _holders(token: AccessToken) -> list[str]:
-    """The requester, the technical contact and the responsable de traitement (once each)."""
-    return tokens_service.holder_emails(token)
-
-
-def instructor_emails(api_id: int) -> list[str]:
-    return tokens_service.instructor_emails(api_id)
-
-
 def _context(token: AccessToken, api, **extra: Any) -> dict[str, Any]:
     habilitation = token.habilitation
     labels = api.scope_labels()
@@ -684,7 +671,9 @@ def _do_reminder(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     days = step.days or 0
-    sent = fx.mail(_holders(token), "reminder_expiry", _context(token, api, days=days))
+    sent = fx.mail(
+        tokens_service.holder_emails(token), "reminder_expiry", _context(token, api, days=days)
+    )
     crossed = {s.days for s in skipped} | {days}
     if crossed & WEBHOOK_DAYS and days <= max(WEBHOOK_DAYS):
         fx.webhook(token, "token.expiring", days_left=days)
@@ -717,7 +706,7 @@ def _do_expire(
         token_states.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or _has_successor(token):
         return "done", {"from": was, "mails": 0}
-    sent = fx.mail(_holders(token), "expiry_notice", _context(token, api))
+    sent = fx.mail(tokens_service.holder_emails(token), "expiry_notice", _context(token, api))
     return "done", {"from": was, "mails": sent}
 
 
@@ -815,7 +804,9 @@ def _do_never_used(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     sent = fx.mail(
-        _holders(token), "unused_never_used", _unused_context(token, api, step, done, fx)
+        tokens_service.holder_emails(token),
+        "unused_never_used",
+        _unused_context(token, api, step, done, fx),
     )
     return "done", {"mails": sent}
 
@@ -824,7 +815,7 @@ def _do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     context = _unused_context(token, api, step, done, fx)
-    recipients = _holders(token) + fx.instructors(token.api_id)
+    recipients = tokens_service.holder_emails(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -858,7 +849,11 @@ def _do_unused_suspend(
         reason=_why(token, step.days or 0),
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
-    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_suspended", context)
+    sent = fx.mail(
+        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        "unused_suspended",
+        context,
+    )
     return "done", {"mails": sent}
 
 
@@ -883,7 +878,11 @@ def _do_unused_revoke(
             "last_endpoint": evidence["endpoint"],
         },
     )
-    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_revoked", context)
+    sent = fx.mail(
+        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        "unused_revoked",
+        context,
+    )
     return "done", {"mails": sent}
 
 
@@ -903,7 +902,7 @@ def _do_closure(
         f"{clock.local(token.expires_at).strftime('%d/%m/%Y')} et n'a pas été renouvelé "
         f"dans les {days} jours."
     )
-    recipients = _holders(token)
+    recipients = tokens_service.holder_emails(token)
     context = _context(token, api, reason=reason)
     for renewal in db.session.scalars(
         select(Renewal).where(
@@ -1012,7 +1011,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     _mail(
-        _holders(token) + instructor_emails(token.api_id),
+        tokens_service.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         _context(token, api, justification=justification, by=actor.label),
     )
@@ -1207,7 +1206,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if (token.api.renewal_policy or "automatic") == "instructor":
         _mail(
-            instructor_emails(token.api_id),
+            accounts_service.instructor_emails(token.api_id),
             "renewal_to_confirm",
             _context(token, token.api, renewal=renewal),
         )
@@ -1260,8 +1259,6 @@ def complete(
 ) -> tuple[AccessToken, str | None]:
     """Finish a renewal: a new token (18 months from now) unless the approval of an update
     already issued it; the old token is superseded and stays valid for the grace period."""
-    from datapass.tokens import service as tokens_service
-
     old = renewal.token
     raw = None
     if new_token is None:
@@ -1327,7 +1324,7 @@ def decide(renewal: Renewal, actor: Actor, approve: bool, note: str | None = Non
         raise LifecycleError("Ce renouvellement n'attend pas votre décision.")
     note = (note or "").strip() or None
     recipients = [renewal.requested_by.email] if renewal.requested_by else []
-    recipients += _holders(renewal.token)
+    recipients += tokens_service.holder_emails(renewal.token)
     if approve:
         blocker = renewal_blocker_for_decision(renewal)
         if blocker:
@@ -1682,14 +1679,6 @@ def dashboard_csv(name: str, filters: DashboardFilters) -> Iterator[str]:
 
 def get_member_token(user, token_id: int) -> AccessToken | None:
     """A token of one of ``user``'s organisations (verified member), else None (404)."""
-    from datapass.tokens import service as tokens_service
-
     return db.session.scalar(
         tokens_service.organisation_tokens_query(user).where(AccessToken.id == token_id)
     )
-
-
-def get_visible_token(user, token_id: int) -> AccessToken | None:
-    from datapass.tokens import service as tokens_service
-
-    return tokens_service.get_visible(user, token_id)

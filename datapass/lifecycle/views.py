@@ -7,7 +7,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -135,9 +134,7 @@ def renew(token_id: int):
             "et soumettez-la ; le renouvellement sera effectif à sa validation.",
             "info",
         )
-        if "authorizations.show" in current_app.view_functions:
-            return redirect(url_for("authorizations.show", request_id=outcome.renewal.request_id))
-        return redirect(url_for("tokens.show", token_id=token.id))
+        return redirect(url_for("authorizations.show", request_id=outcome.renewal.request_id))
     flash(
         "Votre renouvellement est transmis : l'instruction de cette API le confirme avant la "
         "délivrance du nouveau jeton.",
