@@ -1047,8 +1047,9 @@ def open_renewal(token: AccessToken) -> Renewal | None:
     return renewal
 
 
-def latest_renewal(token: AccessToken) -> Renewal | None:
-    return db.session.scalar(
+def shown_renewal(token: AccessToken) -> Renewal | None:
+    """The renewal the token's page shows: the one in progress, else the latest."""
+    return open_renewal(token) or db.session.scalar(
         select(Renewal).where(Renewal.token_id == token.id).order_by(Renewal.id.desc())
     )
 
@@ -1075,13 +1076,26 @@ def renewal_blocker(token: AccessToken) -> str | None:
     return None
 
 
-def can_renew(token: AccessToken, user) -> bool:
-    """The requester or a verified member of the organisation, inside the window."""
+def _may_renew(token: AccessToken, user) -> bool:
+    """The requester or a verified member of the organisation."""
     if user is None or not getattr(user, "is_authenticated", False):
         return False
-    habilitation = token.habilitation
-    member = "member" in token_states.roles_of(user, token) or habilitation.requester_id == user.id
-    return member and renewal_blocker(token) is None
+    return (
+        "member" in token_states.roles_of(user, token) or token.habilitation.requester_id == user.id
+    )
+
+
+def can_renew(token: AccessToken, user) -> bool:
+    """The requester or a verified member of the organisation, inside the window."""
+    return _may_renew(token, user) and renewal_blocker(token) is None
+
+
+def renewal_refusal(token: AccessToken, user) -> str | None:
+    """Why ``user`` cannot renew ``token`` now (French), or None (the wizard's page)."""
+    blocker = renewal_blocker(token)
+    if blocker is None and not _may_renew(token, user):
+        return "Seuls le demandeur et les membres vérifiés de l'organisation renouvellent."
+    return blocker
 
 
 CONTACTS = {
