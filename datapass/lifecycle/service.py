@@ -790,12 +790,8 @@ def _unused_context(token, api, step: Step, done: set[str], fx: Effects) -> dict
         days=step.days,
         evidence=last_use_evidence(token, fx.calls),
         since=since,
-        suspend_on=day_start(paris_day(since) + timedelta(days=limits["suspend"]))
-        if limits["suspend"] > 0
-        else None,
-        revoke_on=day_start(paris_day(since) + timedelta(days=limits["revoke"]))
-        if limits["revoke"] > 0
-        else None,
+        suspend_on=_days_after(since, limits["suspend"]) if limits["suspend"] > 0 else None,
+        revoke_on=_days_after(since, limits["revoke"]) if limits["revoke"] > 0 else None,
         can_self_reactivate=SELF_REACTIVATION not in done,
     )
 
@@ -829,7 +825,7 @@ def _do_unused_warning(
 def _why(token: AccessToken, days: int) -> str:
     last = token.last_used_at
     basis = (
-        f"dernière utilisation le {clock.local(last).strftime('%d/%m/%Y')}"
+        f"dernière utilisation le {format_day(last)}"
         if last
         else "jamais utilisé depuis sa délivrance"
     )
@@ -899,7 +895,7 @@ def _do_closure(
     days = current_app.config["LIFECYCLE_CLOSE_AFTER_DAYS"]
     reason = (
         f"Habilitation close automatiquement : son jeton a expiré le "
-        f"{clock.local(token.expires_at).strftime('%d/%m/%Y')} et n'a pas été renouvelé "
+        f"{format_day(token.expires_at)} et n'a pas été renouvelé "
         f"dans les {days} jours."
     )
     recipients = tokens_service.holder_emails(token)
@@ -1063,10 +1059,7 @@ def renewal_blocker(token: AccessToken) -> str | None:
     if not token.habilitation.is_active:
         return "L'habilitation de ce jeton n'est plus en vigueur."
     if now < opens:
-        return (
-            "Le renouvellement ouvrira le "
-            f"{clock.local(opens).strftime('%d/%m/%Y')}, 90 jours avant l'expiration."
-        )
+        return f"Le renouvellement ouvrira le {format_day(opens)}, 90 jours avant l'expiration."
     if now > closes:
         return "Le délai de renouvellement est dépassé : déposez une nouvelle demande."
     if _has_successor(token):
