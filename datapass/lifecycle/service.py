@@ -178,6 +178,19 @@ def _reminders(expiry_day: date) -> tuple[Step, ...]:
     )
 
 
+# The idle-period steps: (threshold, kind, label, only while active).
+_IDLE_STEPS = (
+    (
+        "warning",
+        "unused_warning",
+        "Avertissement aux contacts et à l'instruction : jeton inutilisé",
+        True,
+    ),
+    ("suspend", "unused_suspend", "Sera suspendu faute d'utilisation", True),
+    ("revoke", "unused_revoke", "Sera révoqué faute d'utilisation", False),
+)
+
+
 def _unused_steps(token: AccessToken | TokenRow, api, status: str) -> list[Step]:
     limits = unused_thresholds(api)
     since = unused_since(token)
@@ -201,39 +214,10 @@ def _unused_steps(token: AccessToken | TokenRow, api, status: str) -> list[Step]
                 limits["never_used"],
             )
         )
-    if active and limits["warning"] > 0:
-        steps.append(
-            Step(
-                after(limits["warning"]),
-                "unused",
-                f"unused:warning:{stamp}",
-                "unused_warning",
-                "Avertissement aux contacts et à l'instruction : jeton inutilisé",
-                limits["warning"],
-            )
-        )
-    if active and limits["suspend"] > 0:
-        steps.append(
-            Step(
-                after(limits["suspend"]),
-                "unused",
-                f"unused:suspend:{stamp}",
-                "unused_suspend",
-                "Sera suspendu faute d'utilisation",
-                limits["suspend"],
-            )
-        )
-    if limits["revoke"] > 0:
-        steps.append(
-            Step(
-                after(limits["revoke"]),
-                "unused",
-                f"unused:revoke:{stamp}",
-                "unused_revoke",
-                "Sera révoqué faute d'utilisation",
-                limits["revoke"],
-            )
-        )
+    for name, kind, label, active_only in _IDLE_STEPS:
+        days = limits[name]
+        if days > 0 and (active or not active_only):
+            steps.append(Step(after(days), "unused", f"unused:{name}:{stamp}", kind, label, days))
     return steps
 
 
