@@ -1502,6 +1502,17 @@ class DashboardFilters:
     organisation: str = ""  # SIRET or part of the name
 
 
+def _organisation_matches(text: str):
+    """The dashboard's organisation filter: its SIRET, or part of its name."""
+    from datapass.accounts.models import Organisation
+
+    text = text.strip()
+    return or_(
+        Organisation.siret == text.replace(" ", ""),
+        func.lower(Organisation.name).contains(text.lower()),
+    )
+
+
 def dashboard_query(name: str, filters: DashboardFilters):
     """The tokens of one dashboard list (a select; the page limits it, the CSV streams it)."""
     from datapass.accounts.models import Organisation
@@ -1544,12 +1555,8 @@ def dashboard_query(name: str, filters: DashboardFilters):
     if filters.api_id:
         query = query.where(AccessToken.api_id == filters.api_id)
     if filters.organisation:
-        text = filters.organisation.strip()
         query = query.join(Organisation, Organisation.id == AccessToken.organisation_id).where(
-            or_(
-                Organisation.siret == text.replace(" ", ""),
-                func.lower(Organisation.name).contains(text.lower()),
-            )
+            _organisation_matches(filters.organisation)
         )
     return query.options(selectinload(AccessToken.api), selectinload(AccessToken.organisation))
 
@@ -1602,13 +1609,7 @@ def dashboard_by_api(filters: DashboardFilters) -> list[dict[str, Any]]:
     if filters.api_id:
         query = query.where(AccessToken.api_id == filters.api_id)
     if filters.organisation:
-        text = filters.organisation.strip()
-        query = query.where(
-            or_(
-                Organisation.siret == text.replace(" ", ""),
-                func.lower(Organisation.name).contains(text.lower()),
-            )
-        )
+        query = query.where(_organisation_matches(filters.organisation))
     return [
         {
             "api": row[0],
