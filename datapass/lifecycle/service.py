@@ -29,6 +29,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import clock, spreadsheet
+from datapass.accounts import service as accounts_service
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
 from datapass.extensions import db
@@ -177,6 +178,19 @@ def _reminders(expiry_day: date) -> tuple[Step, ...]:
     )
 
 
+# The idle-period steps: (threshold, kind, label, only while active).
+_IDLE_STEPS = (
+    (
+        "warning",
+        "unused_warning",
+        "Avertissement aux contacts et à l'instruction : jeton inutilisé",
+        True,
+    ),
+    ("suspend", "unused_suspend", "Sera suspendu faute d'utilisation", True),
+    ("revoke", "unused_revoke", "Sera révoqué faute d'utilisation", False),
+)
+
+
 def _unused_steps(token: AccessToken | TokenRow, api, status: str) -> list[Step]:
     limits = unused_thresholds(api)
     since = unused_since(token)
@@ -200,39 +214,10 @@ def _unused_steps(token: AccessToken | TokenRow, api, status: str) -> list[Step]
                 limits["never_used"],
             )
         )
-    if active and limits["warning"] > 0:
-        steps.append(
-            Step(
-                after(limits["warning"]),
-                "unused",
-                f"unused:warning:{stamp}",
-                "unused_warning",
-                "Avertissement aux contacts et à l'instruction : jeton inutilisé",
-                limits["warning"],
-            )
-        )
-    if active and limits["suspend"] > 0:
-        steps.append(
-            Step(
-                after(limits["suspend"]),
-                "unused",
-                f"unused:suspend:{stamp}",
-                "unused_suspend",
-                "Sera suspendu faute d'utilisation",
-                limits["suspend"],
-            )
-        )
-    if limits["revoke"] > 0:
-        steps.append(
-            Step(
-                after(limits["revoke"]),
-                "unused",
-                f"unused:revoke:{stamp}",
-                "unused_revoke",
-                "Sera révoqué faute d'utilisation",
-                limits["revoke"],
-            )
-        )
+    for name, kind, label, active_only in _IDLE_STEPS:
+        days = limits[name]
+        if days > 0 and (active or not active_only):
+            steps.append(Step(after(days), "unused", f"unused:{name}:{stamp}", kind, label, days))
     return steps
 
 
@@ -251,11 +236,6 @@ def upcoming_steps(token: AccessToken) -> list[tuple[date, str]]:
         and step.kind != "reminder"
         and not (step.chain == "unused" and step.at >= expires_at)  # moot after expiry
     ]
-
-
-def next_due(token: AccessToken, api, done: set[str], now: datetime) -> datetime | None:
-    future = [s.at for s in plan(token, api) if s.key not in done and s.at > now]
-    return min(future) if future else None
 
 
 # --- the sweep ---------------------------------------------------------------------------
@@ -358,7 +338,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
@@ -643,15 +623,6 @@ def token_url(token: AccessToken) -> str:
     return current_app.config["BASE_URL"].rstrip("/") + f"/jetons/{token.id}"
 
 
-def _holders(token: AccessToken) -> list[str]:
-    """The requester, the technical contact and the responsable de traitement (once each)."""
-    return tokens_service.holder_emails(token)
-
-
-def instructor_emails(api_id: int) -> list[str]:
-    return tokens_service.instructor_emails(api_id)
-
-
 def _context(token: AccessToken, api, **extra: Any) -> dict[str, Any]:
     habilitation = token.habilitation
     labels = api.scope_labels()
@@ -684,7 +655,9 @@ def _do_reminder(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     days = step.days or 0
-    sent = fx.mail(_holders(token), "reminder_expiry", _context(token, api, days=days))
+    sent = fx.mail(
+        tokens_service.holder_emails(token), "reminder_expiry", _context(token, api, days=days)
+    )
     crossed = {s.days for s in skipped} | {days}
     if crossed & WEBHOOK_DAYS and days <= max(WEBHOOK_DAYS):
         fx.webhook(token, "token.expiring", days_left=days)
@@ -717,7 +690,7 @@ def _do_expire(
         token_states.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or _has_successor(token):
         return "done", {"from": was, "mails": 0}
-    sent = fx.mail(_holders(token), "expiry_notice", _context(token, api))
+    sent = fx.mail(tokens_service.holder_emails(token), "expiry_notice", _context(token, api))
     return "done", {"from": was, "mails": sent}
 
 
@@ -801,12 +774,8 @@ def _unused_context(token, api, step: Step, done: set[str], fx: Effects) -> dict
         days=step.days,
         evidence=last_use_evidence(token, fx.calls),
         since=since,
-        suspend_on=day_start(paris_day(since) + timedelta(days=limits["suspend"]))
-        if limits["suspend"] > 0
-        else None,
-        revoke_on=day_start(paris_day(since) + timedelta(days=limits["revoke"]))
-        if limits["revoke"] > 0
-        else None,
+        suspend_on=_days_after(since, limits["suspend"]) if limits["suspend"] > 0 else None,
+        revoke_on=_days_after(since, limits["revoke"]) if limits["revoke"] > 0 else None,
         can_self_reactivate=SELF_REACTIVATION not in done,
     )
 
@@ -815,7 +784,9 @@ def _do_never_used(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     sent = fx.mail(
-        _holders(token), "unused_never_used", _unused_context(token, api, step, done, fx)
+        tokens_service.holder_emails(token),
+        "unused_never_used",
+        _unused_context(token, api, step, done, fx),
     )
     return "done", {"mails": sent}
 
@@ -824,7 +795,7 @@ def _do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     context = _unused_context(token, api, step, done, fx)
-    recipients = _holders(token) + fx.instructors(token.api_id)
+    recipients = tokens_service.holder_emails(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -838,7 +809,7 @@ def _do_unused_warning(
 def _why(token: AccessToken, days: int) -> str:
     last = token.last_used_at
     basis = (
-        f"dernière utilisation le {clock.local(last).strftime('%d/%m/%Y')}"
+        f"dernière utilisation le {format_day(last)}"
         if last
         else "jamais utilisé depuis sa délivrance"
     )
@@ -858,7 +829,11 @@ def _do_unused_suspend(
         reason=_why(token, step.days or 0),
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
-    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_suspended", context)
+    sent = fx.mail(
+        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        "unused_suspended",
+        context,
+    )
     return "done", {"mails": sent}
 
 
@@ -883,7 +858,11 @@ def _do_unused_revoke(
             "last_endpoint": evidence["endpoint"],
         },
     )
-    sent = fx.mail(_holders(token) + fx.instructors(token.api_id), "unused_revoked", context)
+    sent = fx.mail(
+        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        "unused_revoked",
+        context,
+    )
     return "done", {"mails": sent}
 
 
@@ -900,10 +879,10 @@ def _do_closure(
     days = current_app.config["LIFECYCLE_CLOSE_AFTER_DAYS"]
     reason = (
         f"Habilitation close automatiquement : son jeton a expiré le "
-        f"{clock.local(token.expires_at).strftime('%d/%m/%Y')} et n'a pas été renouvelé "
+        f"{format_day(token.expires_at)} et n'a pas été renouvelé "
         f"dans les {days} jours."
     )
-    recipients = _holders(token)
+    recipients = tokens_service.holder_emails(token)
     context = _context(token, api, reason=reason)
     for renewal in db.session.scalars(
         select(Renewal).where(
@@ -1012,7 +991,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     _mail(
-        _holders(token) + instructor_emails(token.api_id),
+        tokens_service.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         _context(token, api, justification=justification, by=actor.label),
     )
@@ -1048,8 +1027,9 @@ def open_renewal(token: AccessToken) -> Renewal | None:
     return renewal
 
 
-def latest_renewal(token: AccessToken) -> Renewal | None:
-    return db.session.scalar(
+def shown_renewal(token: AccessToken) -> Renewal | None:
+    """The renewal the token's page shows: the one in progress, else the latest."""
+    return open_renewal(token) or db.session.scalar(
         select(Renewal).where(Renewal.token_id == token.id).order_by(Renewal.id.desc())
     )
 
@@ -1063,10 +1043,7 @@ def renewal_blocker(token: AccessToken) -> str | None:
     if not token.habilitation.is_active:
         return "L'habilitation de ce jeton n'est plus en vigueur."
     if now < opens:
-        return (
-            "Le renouvellement ouvrira le "
-            f"{clock.local(opens).strftime('%d/%m/%Y')}, 90 jours avant l'expiration."
-        )
+        return f"Le renouvellement ouvrira le {format_day(opens)}, 90 jours avant l'expiration."
     if now > closes:
         return "Le délai de renouvellement est dépassé : déposez une nouvelle demande."
     if _has_successor(token):
@@ -1076,13 +1053,26 @@ def renewal_blocker(token: AccessToken) -> str | None:
     return None
 
 
-def can_renew(token: AccessToken, user) -> bool:
-    """The requester or a verified member of the organisation, inside the window."""
+def _may_renew(token: AccessToken, user) -> bool:
+    """The requester or a verified member of the organisation."""
     if user is None or not getattr(user, "is_authenticated", False):
         return False
-    habilitation = token.habilitation
-    member = "member" in token_states.roles_of(user, token) or habilitation.requester_id == user.id
-    return member and renewal_blocker(token) is None
+    return (
+        "member" in token_states.roles_of(user, token) or token.habilitation.requester_id == user.id
+    )
+
+
+def can_renew(token: AccessToken, user) -> bool:
+    """The requester or a verified member of the organisation, inside the window."""
+    return _may_renew(token, user) and renewal_blocker(token) is None
+
+
+def renewal_refusal(token: AccessToken, user) -> str | None:
+    """Why ``user`` cannot renew ``token`` now (French), or None (the wizard's page)."""
+    blocker = renewal_blocker(token)
+    if blocker is None and not _may_renew(token, user):
+        return "Seuls le demandeur et les membres vérifiés de l'organisation renouvellent."
+    return blocker
 
 
 CONTACTS = {
@@ -1207,7 +1197,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if (token.api.renewal_policy or "automatic") == "instructor":
         _mail(
-            instructor_emails(token.api_id),
+            accounts_service.instructor_emails(token.api_id),
             "renewal_to_confirm",
             _context(token, token.api, renewal=renewal),
         )
@@ -1260,8 +1250,6 @@ def complete(
 ) -> tuple[AccessToken, str | None]:
     """Finish a renewal: a new token (18 months from now) unless the approval of an update
     already issued it; the old token is superseded and stays valid for the grace period."""
-    from datapass.tokens import service as tokens_service
-
     old = renewal.token
     raw = None
     if new_token is None:
@@ -1327,7 +1315,7 @@ def decide(renewal: Renewal, actor: Actor, approve: bool, note: str | None = Non
         raise LifecycleError("Ce renouvellement n'attend pas votre décision.")
     note = (note or "").strip() or None
     recipients = [renewal.requested_by.email] if renewal.requested_by else []
-    recipients += _holders(renewal.token)
+    recipients += tokens_service.holder_emails(renewal.token)
     if approve:
         blocker = renewal_blocker_for_decision(renewal)
         if blocker:
@@ -1514,6 +1502,17 @@ class DashboardFilters:
     organisation: str = ""  # SIRET or part of the name
 
 
+def _organisation_matches(text: str):
+    """The dashboard's organisation filter: its SIRET, or part of its name."""
+    from datapass.accounts.models import Organisation
+
+    text = text.strip()
+    return or_(
+        Organisation.siret == text.replace(" ", ""),
+        func.lower(Organisation.name).contains(text.lower()),
+    )
+
+
 def dashboard_query(name: str, filters: DashboardFilters):
     """The tokens of one dashboard list (a select; the page limits it, the CSV streams it)."""
     from datapass.accounts.models import Organisation
@@ -1556,12 +1555,8 @@ def dashboard_query(name: str, filters: DashboardFilters):
     if filters.api_id:
         query = query.where(AccessToken.api_id == filters.api_id)
     if filters.organisation:
-        text = filters.organisation.strip()
         query = query.join(Organisation, Organisation.id == AccessToken.organisation_id).where(
-            or_(
-                Organisation.siret == text.replace(" ", ""),
-                func.lower(Organisation.name).contains(text.lower()),
-            )
+            _organisation_matches(filters.organisation)
         )
     return query.options(selectinload(AccessToken.api), selectinload(AccessToken.organisation))
 
@@ -1614,13 +1609,7 @@ def dashboard_by_api(filters: DashboardFilters) -> list[dict[str, Any]]:
     if filters.api_id:
         query = query.where(AccessToken.api_id == filters.api_id)
     if filters.organisation:
-        text = filters.organisation.strip()
-        query = query.where(
-            or_(
-                Organisation.siret == text.replace(" ", ""),
-                func.lower(Organisation.name).contains(text.lower()),
-            )
-        )
+        query = query.where(_organisation_matches(filters.organisation))
     return [
         {
             "api": row[0],
@@ -1682,14 +1671,6 @@ def dashboard_csv(name: str, filters: DashboardFilters) -> Iterator[str]:
 
 def get_member_token(user, token_id: int) -> AccessToken | None:
     """A token of one of ``user``'s organisations (verified member), else None (404)."""
-    from datapass.tokens import service as tokens_service
-
     return db.session.scalar(
         tokens_service.organisation_tokens_query(user).where(AccessToken.id == token_id)
     )
-
-
-def get_visible_token(user, token_id: int) -> AccessToken | None:
-    from datapass.tokens import service as tokens_service
-
-    return tokens_service.get_visible(user, token_id)

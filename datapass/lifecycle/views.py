@@ -7,7 +7,6 @@ from flask import (
     Blueprint,
     Response,
     abort,
-    current_app,
     flash,
     redirect,
     render_template,
@@ -18,6 +17,7 @@ from flask import (
 from flask_login import current_user
 
 from datapass import access, clock
+from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
 from datapass.lifecycle import forms, service
 from datapass.lifecycle.service import DashboardFilters, LifecycleError, RenewalAnswers
@@ -54,7 +54,7 @@ def _can_self_reactivate(token, user):
 
 @bp.app_template_global("lifecycle_renewal")
 def _renewal(token):
-    return service.open_renewal(token) or service.latest_renewal(token)
+    return service.shown_renewal(token)
 
 
 @bp.app_template_global("lifecycle_renewal_blocker")
@@ -88,10 +88,7 @@ def _renewal_form(token) -> forms.RenewalForm:
 @access.signed_in
 def renew(token_id: int):
     token = _member_token(token_id)
-    user = _me()
-    blocker = service.renewal_blocker(token)
-    if blocker is None and not service.can_renew(token, user):
-        blocker = "Seuls le demandeur et les membres vérifiés de l'organisation renouvellent."
+    blocker = service.renewal_refusal(token, _me())
     form = _renewal_form(token)
     if blocker is not None:
         return render_template(
@@ -135,9 +132,7 @@ def renew(token_id: int):
             "et soumettez-la ; le renouvellement sera effectif à sa validation.",
             "info",
         )
-        if "authorizations.show" in current_app.view_functions:
-            return redirect(url_for("authorizations.show", request_id=outcome.renewal.request_id))
-        return redirect(url_for("tokens.show", token_id=token.id))
+        return redirect(url_for("authorizations.show", request_id=outcome.renewal.request_id))
     flash(
         "Votre renouvellement est transmis : l'instruction de cette API le confirme avant la "
         "délivrance du nouveau jeton.",
@@ -208,17 +203,13 @@ def _filters() -> DashboardFilters:
 @bp.route("/securite/tableau-de-bord")
 @access.role_required("security_officer")
 def dashboard():
-    from sqlalchemy import select
-
-    from datapass.catalogue.models import Api
-
     filters = _filters()
     return render_template(
         "lifecycle/dashboard.html",
         lists=service.dashboard(filters),
         summary=service.dashboard_by_api(filters),
         filters=filters,
-        apis=list(db.session.scalars(select(Api).order_by(Api.name))),
+        apis=catalogue_service.list_apis(),
     )
 
 
