@@ -15,17 +15,10 @@ from wtforms import (
 from wtforms import (
     Form as PlainForm,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, Email, InputRequired, Length, Optional
 from wtforms.widgets import CheckboxInput, ListWidget
-
-try:  # WTForms ≥ 3.2 deprecates (value, label) tuples
-    from wtforms.fields.choices import SelectChoice
-except ImportError:  # pragma: no cover
-
-    def SelectChoice(value, label):  # noqa: N802 - stands in for the class
-        return (value, label)
-
 
 YES_NO = [SelectChoice("oui", "Oui"), SelectChoice("non", "Non")]
 

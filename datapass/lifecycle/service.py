@@ -31,6 +31,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from datapass import clock, spreadsheet
 from datapass.accounts import service as accounts_service
 from datapass.audit import service as audit
+from datapass.audit.models import UsageRecent
 from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.lifecycle import states as renewal_states
@@ -713,10 +714,6 @@ def newest_calls(token_ids: list[int]) -> dict[int, Any]:
     """The newest reported call of each token (``None`` for a token without any), in one
     query: what :func:`last_use_evidence` reads, for a whole chunk of the sweep."""
     found: dict[int, Any] = dict.fromkeys(token_ids)
-    try:
-        from datapass.audit.models import UsageRecent
-    except ImportError:  # pragma: no cover - consumption not installed
-        return found
     if not token_ids:
         return found
     newest = (
