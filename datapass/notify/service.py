@@ -27,7 +27,7 @@ from email.utils import formataddr, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, render_template
+from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
@@ -52,28 +52,19 @@ def queue_mail(
     """
     if category is not None and is_unsubscribed(to, category):
         return None
-    context = dict(context or {})
-    context.setdefault("base_url", current_app.config["BASE_URL"].rstrip("/"))
-    text_template = current_app.jinja_env.get_template(f"mail/{template}.txt")
-    module = text_template.make_module(context)
-    subject = getattr(module, "subject", None)
-    if not subject:
-        raise ValueError(f"mail/{template}.txt sets no subject")
-    body_text = str(module)
-    body_html = render_template(f"mail/{template}.html", subject=subject, **context)
-    domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+    subject, body_text, body_html = _render(_MailTemplates(), template, context)
     now = clock.now()
     mail = OutboxMail(
         created_at=now,
         template=template,
         recipient=to,
-        subject=" ".join(subject.split()),
+        subject=subject,
         body=MailBody(body_text=body_text, body_html=body_html),
         category=category,
         status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
-        message_id=make_msgid(domain=domain),
+        message_id=make_msgid(domain=_mail_domain()),
     )
     db.session.add(mail)
     db.session.flush()
@@ -783,9 +774,32 @@ def bulk_insert(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None
     db.session.connection().exec_driver_sql(sql, rows)
 
 
+def _mail_domain() -> str:
+    """The domain of the Message-IDs: the sender's."""
+    return parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+
+
+def _render(
+    templates: _MailTemplates, template: str, context: dict[str, Any] | None
+) -> tuple[str, str, str]:
+    """(subject on one line, text body, HTML body) of one mail: the text template sets the
+    subject, which the HTML one receives."""
+    context = dict(context or {})
+    context.setdefault("base_url", current_app.config["BASE_URL"].rstrip("/"))
+    module = templates.module(f"mail/{template}.txt", context)
+    subject = getattr(module, "subject", None)
+    if not subject:
+        raise ValueError(f"mail/{template}.txt sets no subject")
+    body_text = str(module)
+    context["subject"] = subject
+    body_html = templates.render(f"mail/{template}.html", context)
+    return " ".join(subject.split()), body_text, body_html
+
+
 class _MailTemplates:
-    """The templates of one bulk queueing, looked up once each, and their globals copied
-    once: Jinja otherwise copies a template's global ``ChainMap`` into every render."""
+    """The templates of one queueing (one mail, or a bulk of them), looked up once each, and
+    their globals copied once: Jinja otherwise copies a template's global ``ChainMap`` into
+    every render."""
 
     def __init__(self) -> None:
         self.env = current_app.jinja_env
@@ -853,23 +867,12 @@ def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -
     recipients; bodies and rows are written in one ``executemany`` each. Returns the number
     of mails queued."""
     templates = _MailTemplates()
-    base_url = current_app.config["BASE_URL"].rstrip("/")
-    domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+    domain = _mail_domain()
     rendered: list[tuple[list[str], str, str, str, str]] = []
     for recipients, template, context in messages:
         recipients = list(dict.fromkeys(r for r in recipients if r))
-        if not recipients:
-            continue
-        context = dict(context or {})
-        context.setdefault("base_url", base_url)
-        module = templates.module(f"mail/{template}.txt", context)
-        subject = getattr(module, "subject", None)
-        if not subject:
-            raise ValueError(f"mail/{template}.txt sets no subject")
-        body_text = str(module)
-        context["subject"] = subject
-        body_html = templates.render(f"mail/{template}.html", context)
-        rendered.append((recipients, template, " ".join(subject.split()), body_text, body_html))
+        if recipients:
+            rendered.append((recipients, template, *_render(templates, template, context)))
     ids = reserve_ids("mail_bodies", len(rendered))
     bulk_insert(
         "mail_bodies",
