@@ -283,8 +283,9 @@ def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail],
 
 # --- webhooks to API providers -------------------------------------------------------------
 #
-# One entry point, :func:`queue_webhook`: it writes one delivery per interested endpoint of the
-# provider in the caller's transaction; :func:`deliver_webhooks` (scheduled) sends them with
+# One entry point, :func:`queue_webhook_for_api` (:func:`queue_webhooks_for_api` for many
+# events): it writes one delivery per interested endpoint of the API's provider in the
+# caller's transaction; :func:`deliver_webhooks` (scheduled) sends them with
 # exponential backoff. The body is fixed when queued; the signature is the HMAC-SHA256 of the
 # exact bytes sent.
 
@@ -385,26 +386,18 @@ def _queue(
     return len(rows)
 
 
-def queue_webhook(
-    provider,
+def queue_webhook_for_api(
+    api_id: int,
     event: str,
     data: dict[str, Any],
     *,
     model_type: str | None = None,
     model_id: Any = None,
 ) -> int:
-    """Queue ``event`` for every endpoint of ``provider`` (a Provider or its id) that wants
-    it; returns how many deliveries were written. The single entry point for every domain
-    (lifecycle's token.expiring…)."""
-    provider_id = provider if isinstance(provider, int) else provider.id
-    return _queue(provider_id, [(event, data, model_type, model_id)])
-
-
-def queue_webhook_for_api(api_id: int, event: str, data: dict[str, Any], **kwargs) -> int:
-    """:func:`queue_webhook` for the provider of catalogue API ``api_id``."""
-    return _queue(
-        _api_provider(api_id), [(event, data, kwargs.get("model_type"), kwargs.get("model_id"))]
-    )
+    """Queue ``event`` for every endpoint of the provider of catalogue API ``api_id`` that
+    wants it; returns how many deliveries were written. The single entry point for every
+    domain (tokens' token.issued, lifecycle's token.expiring…)."""
+    return _queue(_api_provider(api_id), [(event, data, model_type, model_id)])
 
 
 def queue_webhooks_for_api(
