@@ -185,7 +185,7 @@ def _backend():
 
 
 def backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8… minutes, capped at six hours."""
+    """1, 2, 4, 8… minutes, capped at six hours (mails and webhook deliveries)."""
     return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
@@ -604,11 +604,6 @@ def disable_endpoint(endpoint, actor, reason: str) -> None:
     _webhook_audit("notify:webhook:disabled", actor, endpoint, reason=reason)
 
 
-def webhook_backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8… minutes, capped at six hours."""
-    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
-
-
 def deliver_webhooks(limit: int = 100) -> dict[str, int]:
     """Send the due deliveries of enabled endpoints; commits. Each attempt is logged; after
     ``WEBHOOK_MAX_FAILURES`` failures in a row an endpoint is disabled and its provider's
@@ -669,7 +664,7 @@ def deliver_webhooks(limit: int = 100) -> dict[str, int]:
             delivery.status = DeliveryStatus.FAILED
             counts["failed"] += 1
         else:
-            delivery.next_attempt_at = now + webhook_backoff(delivery.attempts)
+            delivery.next_attempt_at = now + backoff(delivery.attempts)
             counts["deferred"] += 1
         if endpoint.consecutive_failures >= config["WEBHOOK_MAX_FAILURES"]:
             disable_endpoint(
