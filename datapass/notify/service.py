@@ -453,18 +453,24 @@ def _webhook_audit(tag: str, actor, endpoint, **payload) -> None:
     )
 
 
+def _new_secret() -> tuple[str, str]:
+    """A new signing secret (shown once) and its sealed form (what is stored)."""
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    return secret, vault.seal(secret.encode(), WEBHOOK_SEAL)
+
+
 def create_endpoint(provider, url: str, actor, events: list[str] | None = None):
     """A new endpoint for ``provider``, not enabled until its signed ping succeeds. Returns
     (endpoint, secret); the secret is shown once and stored sealed."""
     from datapass.notify.models import EndpointState, WebhookEndpoint
 
     url = _check_url(url)
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret, sealed = _new_secret()
     now = clock.now()
     endpoint = WebhookEndpoint(
         provider_id=provider.id,
         url=url,
-        secret_sealed=vault.seal(secret.encode(), WEBHOOK_SEAL),
+        secret_sealed=sealed,
         events=list(events or []),
         state=EndpointState.DRAFT,
         consecutive_failures=0,
@@ -496,8 +502,7 @@ def rotate_endpoint_secret(endpoint, actor) -> str:
     """A new secret (shown once); the endpoint must pass the ping again."""
     from datapass.notify.models import EndpointState
 
-    secret = "whsec_" + secrets.token_urlsafe(32)
-    endpoint.secret_sealed = vault.seal(secret.encode(), WEBHOOK_SEAL)
+    secret, endpoint.secret_sealed = _new_secret()
     endpoint.verified_at = None
     endpoint.state = EndpointState.DRAFT
     endpoint.updated_at = clock.now()
