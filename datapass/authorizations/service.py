@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import Select, and_, func, insert, or_, select, text
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, spreadsheet, vault
@@ -184,8 +184,6 @@ for _role, _label in CONTACT_ROLES.items():
     FIELD_LABELS[f"{_role}_name"] = f"{_label} : nom et prénom"
     FIELD_LABELS[f"{_role}_email"] = f"{_label} : adresse électronique"
     FIELD_LABELS[f"{_role}_phone"] = f"{_label} : téléphone"
-
-SECTION_OF_FIELD = {name: s.slug for s in SECTIONS for name in s.fields}
 
 MISSING = "Ce champ est obligatoire pour soumettre la demande."
 
@@ -1273,10 +1271,6 @@ def seed_scale(n: int, organisation_ids: list[int], requester_ids: list[int]) ->
     by bulk inserts (with their habilitations and decision events), for the benchmarks.
     ``organisation_ids[i]`` goes with ``requester_ids[i]``. Idempotent: only the missing
     ones are added. Returns the number inserted."""
-    from sqlalchemy import insert
-
-    from datapass.catalogue.models import Api
-
     prefix = "Demande d'échelle n° "
     existing = db.session.scalar(
         select(func.count())
