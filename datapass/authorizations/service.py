@@ -1154,13 +1154,21 @@ def export_xlsx(user: User, filters: QueueFilters) -> bytes:
 DEMO_CLIENT_NAME = "Client machine de démonstration"
 DEMO_REQUESTS = (
     # (API slug, state, title)
-    ("statut-etudiant", "draft", "Portail famille : tarif étudiant des piscines"),
-    ("quotient-familial", "submitted", "Tarification sociale de la restauration scolaire"),
-    ("statut-etudiant-boursier", "changes_requested", "Gratuité des musées pour les boursiers"),
-    ("quotient-familial", "validated", "Tarification solidaire des transports"),
-    ("statut-complementaire-sante-solidaire", "refused", "Chèque énergie municipal"),
-    ("statut-eleve-scolarise", "archived", "Aide aux fournitures scolaires"),
-    ("statut-eleve-scolarise", "revoked", "Cartes de cantine des collégiens"),
+    ("statut-etudiant", RequestState.DRAFT, "Portail famille : tarif étudiant des piscines"),
+    (
+        "quotient-familial",
+        RequestState.SUBMITTED,
+        "Tarification sociale de la restauration scolaire",
+    ),
+    (
+        "statut-etudiant-boursier",
+        RequestState.CHANGES_REQUESTED,
+        "Gratuité des musées pour les boursiers",
+    ),
+    ("quotient-familial", RequestState.VALIDATED, "Tarification solidaire des transports"),
+    ("statut-complementaire-sante-solidaire", RequestState.REFUSED, "Chèque énergie municipal"),
+    ("statut-eleve-scolarise", RequestState.ARCHIVED, "Aide aux fournitures scolaires"),
+    ("statut-eleve-scolarise", RequestState.REVOKED, "Cartes de cantine des collégiens"),
 )
 API_PARTICULIER = (
     "quotient-familial",
@@ -1235,19 +1243,19 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
             continue
         request = create_request(applicant, organisation, apis[slug], applicant_actor)
         _fill_demo(request, applicant_actor, title)
-        if state == "draft":
+        if state == RequestState.DRAFT:
             continue
-        if state == "archived":
+        if state == RequestState.ARCHIVED:
             archive(request, applicant_actor)
             continue
         submit(request, applicant_actor)
-        if state == "changes_requested":
+        if state == RequestState.CHANGES_REQUESTED:
             request_changes(request, instructor_actor, "Précisez la durée de conservation.")
-        elif state == "refused":
+        elif state == RequestState.REFUSED:
             refuse(request, instructor_actor, "La finalité ne justifie pas ces données.")
-        elif state in ("validated", "revoked"):
+        elif state in (RequestState.VALIDATED, RequestState.REVOKED):
             approve(request, instructor_actor, "Projet conforme.")
-            if state == "revoked":
+            if state == RequestState.REVOKED:
                 revoke(request, instructor_actor, "Projet abandonné par la collectivité.")
         existing[title] = request
     validated = existing["Tarification solidaire des transports"]
@@ -1342,27 +1350,27 @@ def seed_scale(n: int, organisation_ids: list[int], requester_ids: list[int]) ->
             AuthorizationRequest.id
             > (
                 select(func.coalesce(func.max(RequestEvent.request_id), 0))
-                .where(RequestEvent.kind.in_(["approve", "refuse"]))
+                .where(RequestEvent.kind.in_([Event.APPROVE.value, Event.REFUSE.value]))
                 .scalar_subquery()
             ),
         )
     ).all()
     events, habilitations = [], []
     for request_id, state, organisation_id, api_id, requester_id, decided_at in decided:
-        kind = "approve" if state == RequestState.VALIDATED else "refuse"
+        kind = Event.APPROVE if state == RequestState.VALIDATED else Event.REFUSE
         events.append(
             {
                 "request_id": request_id,
-                "kind": kind,
+                "kind": kind.value,
                 "actor_type": "system",
                 "actor_label": "Données d'échelle",
                 "from_state": RequestState.SUBMITTED.value,
                 "to_state": state,
-                "text": None if kind == "approve" else "Refus de démonstration.",
+                "text": None if kind == Event.APPROVE else "Refus de démonstration.",
                 "created_at": decided_at,
             }
         )
-        if kind == "approve":
+        if kind == Event.APPROVE:
             habilitations.append(
                 {
                     "request_id": request_id,
