@@ -322,6 +322,16 @@ def create_request(
     return request
 
 
+def check_editable(request: AuthorizationRequest, user: User | None) -> None:
+    """:class:`~datapass.authorizations.states.Conflict` unless ``user`` may edit ``request``
+    now (an applicant, on a draft or a request sent back for changes)."""
+    if not states.can_edit(request, user):
+        raise states.Conflict(
+            "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
+            "modifier peut l'être."
+        )
+
+
 def save_section(
     request: AuthorizationRequest,
     section: str,
@@ -332,11 +342,7 @@ def save_section(
     ``(filename, content)`` for ``legal_basis_document`` / ``homologation_document`` and are
     stored in the database. Only an applicant, only while the request is editable; on
     :class:`InvalidRequest` nothing is saved."""
-    if not states.can_edit(request, actor.user):
-        raise states.Conflict(
-            "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
-            "modifier peut l'être."
-        )
+    check_editable(request, actor.user)
     spec = SECTIONS_BY_SLUG[section]
     if "scopes" in values:
         values["scopes"] = check_scopes(request.api, values["scopes"] or [])

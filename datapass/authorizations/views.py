@@ -145,13 +145,10 @@ def edit_section(request_id: int, section: str):
     found = _load(request_id)
     if section not in forms.SECTION_FORMS:
         abort(404)
-    if not states.can_edit(found, current_user):
-        return _refused(
-            states.Conflict(
-                "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
-                "modifier peut l'être."
-            )
-        )
+    try:
+        service.check_editable(found, current_user)
+    except states.Conflict as exc:
+        return _refused(exc)
     form = _section_form(found, section)
     status = 200
     if form.validate_on_submit():
