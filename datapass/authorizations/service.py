@@ -545,7 +545,8 @@ def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
     return {"request": request, "api": request.api, "organisation": request.organisation, **extra}
 
 
-def _mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
+def mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
+    """Mail ``template`` to the requester, with the request, its API and organisation."""
     notify.queue_mail(request.requester.email, template, _context(request, **extra))
 
 
@@ -575,7 +576,7 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     request.submitted_snapshot = current
     request.changes_warning_sent_at = None
     db.session.flush()
-    _mail_requester(request, "request_submitted", resubmission=previous is not None)
+    mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
         notify.queue_mail(
             instructor.email,
@@ -612,7 +613,7 @@ def _mail_designated(
 def request_changes(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestEvent:
     """Send the request back to the applicant with the instructor's reason."""
     entry = states.fire(Event.REQUEST_CHANGES, request, actor, reason=reason)
-    _mail_requester(request, "request_changes_requested", reason=entry.text)
+    mail_requester(request, "request_changes_requested", reason=entry.text)
     return entry
 
 
@@ -654,7 +655,7 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
         # The replaced habilitation's live tokens give way to the new one's, with a grace
         # period (and a renewal waiting on this update completes): the lifecycle's rules.
         _lifecycle_service().on_update_approved(previous, habilitation, actor)
-    _mail_requester(request, "request_approved", habilitation=habilitation, note=note)
+    mail_requester(request, "request_approved", habilitation=habilitation, note=note)
     return habilitation
 
 
@@ -668,7 +669,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     if reopening:
         _restore(request, request.active_habilitation.snapshot)
         _lifecycle_service().on_update_closed(request, actor)
-    _mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
+    mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
 
 
@@ -773,7 +774,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
         payload={"side": side, "event_id": entry.id, "length": len(body)},
     )
     if side == "instructor":
-        _mail_requester(request, "request_message", message=entry)
+        mail_requester(request, "request_message", message=entry)
     else:
         for instructor in instructors_of(request.api_id):
             notify.queue_mail(
