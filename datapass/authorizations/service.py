@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, func, or_, select, text
+from sqlalchemy import Select, and_, func, insert, or_, select, text
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, spreadsheet, vault
@@ -185,8 +185,6 @@ for _role, _label in CONTACT_ROLES.items():
     FIELD_LABELS[f"{_role}_email"] = f"{_label} : adresse électronique"
     FIELD_LABELS[f"{_role}_phone"] = f"{_label} : téléphone"
 
-SECTION_OF_FIELD = {name: s.slug for s in SECTIONS for name in s.fields}
-
 MISSING = "Ce champ est obligatoire pour soumettre la demande."
 
 
@@ -324,6 +322,16 @@ def create_request(
     return request
 
 
+def check_editable(request: AuthorizationRequest, user: User | None) -> None:
+    """:class:`~datapass.authorizations.states.Conflict` unless ``user`` may edit ``request``
+    now (an applicant, on a draft or a request sent back for changes)."""
+    if not states.can_edit(request, user):
+        raise states.Conflict(
+            "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
+            "modifier peut l'être."
+        )
+
+
 def save_section(
     request: AuthorizationRequest,
     section: str,
@@ -334,11 +342,7 @@ def save_section(
     ``(filename, content)`` for ``legal_basis_document`` / ``homologation_document`` and are
     stored in the database. Only an applicant, only while the request is editable; on
     :class:`InvalidRequest` nothing is saved."""
-    if not states.can_edit(request, actor.user):
-        raise states.Conflict(
-            "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
-            "modifier peut l'être."
-        )
+    check_editable(request, actor.user)
     spec = SECTIONS_BY_SLUG[section]
     if "scopes" in values:
         values["scopes"] = check_scopes(request.api, values["scopes"] or [])
@@ -541,7 +545,8 @@ def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
     return {"request": request, "api": request.api, "organisation": request.organisation, **extra}
 
 
-def _mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
+def mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
+    """Mail ``template`` to the requester, with the request, its API and organisation."""
     notify.queue_mail(request.requester.email, template, _context(request, **extra))
 
 
@@ -571,7 +576,7 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     request.submitted_snapshot = current
     request.changes_warning_sent_at = None
     db.session.flush()
-    _mail_requester(request, "request_submitted", resubmission=previous is not None)
+    mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
         notify.queue_mail(
             instructor.email,
@@ -608,7 +613,7 @@ def _mail_designated(
 def request_changes(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestEvent:
     """Send the request back to the applicant with the instructor's reason."""
     entry = states.fire(Event.REQUEST_CHANGES, request, actor, reason=reason)
-    _mail_requester(request, "request_changes_requested", reason=entry.text)
+    mail_requester(request, "request_changes_requested", reason=entry.text)
     return entry
 
 
@@ -650,7 +655,7 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
         # The replaced habilitation's live tokens give way to the new one's, with a grace
         # period (and a renewal waiting on this update completes): the lifecycle's rules.
         _lifecycle_service().on_update_approved(previous, habilitation, actor)
-    _mail_requester(request, "request_approved", habilitation=habilitation, note=note)
+    mail_requester(request, "request_approved", habilitation=habilitation, note=note)
     return habilitation
 
 
@@ -664,7 +669,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     if reopening:
         _restore(request, request.active_habilitation.snapshot)
         _lifecycle_service().on_update_closed(request, actor)
-    _mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
+    mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
 
 
@@ -769,7 +774,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
         payload={"side": side, "event_id": entry.id, "length": len(body)},
     )
     if side == "instructor":
-        _mail_requester(request, "request_message", message=entry)
+        mail_requester(request, "request_message", message=entry)
     else:
         for instructor in instructors_of(request.api_id):
             notify.queue_mail(
@@ -1156,13 +1161,21 @@ def export_xlsx(user: User, filters: QueueFilters) -> bytes:
 DEMO_CLIENT_NAME = "Client machine de démonstration"
 DEMO_REQUESTS = (
     # (API slug, state, title)
-    ("statut-etudiant", "draft", "Portail famille : tarif étudiant des piscines"),
-    ("quotient-familial", "submitted", "Tarification sociale de la restauration scolaire"),
-    ("statut-etudiant-boursier", "changes_requested", "Gratuité des musées pour les boursiers"),
-    ("quotient-familial", "validated", "Tarification solidaire des transports"),
-    ("statut-complementaire-sante-solidaire", "refused", "Chèque énergie municipal"),
-    ("statut-eleve-scolarise", "archived", "Aide aux fournitures scolaires"),
-    ("statut-eleve-scolarise", "revoked", "Cartes de cantine des collégiens"),
+    ("statut-etudiant", RequestState.DRAFT, "Portail famille : tarif étudiant des piscines"),
+    (
+        "quotient-familial",
+        RequestState.SUBMITTED,
+        "Tarification sociale de la restauration scolaire",
+    ),
+    (
+        "statut-etudiant-boursier",
+        RequestState.CHANGES_REQUESTED,
+        "Gratuité des musées pour les boursiers",
+    ),
+    ("quotient-familial", RequestState.VALIDATED, "Tarification solidaire des transports"),
+    ("statut-complementaire-sante-solidaire", RequestState.REFUSED, "Chèque énergie municipal"),
+    ("statut-eleve-scolarise", RequestState.ARCHIVED, "Aide aux fournitures scolaires"),
+    ("statut-eleve-scolarise", RequestState.REVOKED, "Cartes de cantine des collégiens"),
 )
 API_PARTICULIER = (
     "quotient-familial",
@@ -1237,19 +1250,19 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
             continue
         request = create_request(applicant, organisation, apis[slug], applicant_actor)
         _fill_demo(request, applicant_actor, title)
-        if state == "draft":
+        if state == RequestState.DRAFT:
             continue
-        if state == "archived":
+        if state == RequestState.ARCHIVED:
             archive(request, applicant_actor)
             continue
         submit(request, applicant_actor)
-        if state == "changes_requested":
+        if state == RequestState.CHANGES_REQUESTED:
             request_changes(request, instructor_actor, "Précisez la durée de conservation.")
-        elif state == "refused":
+        elif state == RequestState.REFUSED:
             refuse(request, instructor_actor, "La finalité ne justifie pas ces données.")
-        elif state in ("validated", "revoked"):
+        elif state in (RequestState.VALIDATED, RequestState.REVOKED):
             approve(request, instructor_actor, "Projet conforme.")
-            if state == "revoked":
+            if state == RequestState.REVOKED:
                 revoke(request, instructor_actor, "Projet abandonné par la collectivité.")
         existing[title] = request
     validated = existing["Tarification solidaire des transports"]
@@ -1273,10 +1286,6 @@ def seed_scale(n: int, organisation_ids: list[int], requester_ids: list[int]) ->
     by bulk inserts (with their habilitations and decision events), for the benchmarks.
     ``organisation_ids[i]`` goes with ``requester_ids[i]``. Idempotent: only the missing
     ones are added. Returns the number inserted."""
-    from sqlalchemy import insert
-
-    from datapass.catalogue.models import Api
-
     prefix = "Demande d'échelle n° "
     existing = db.session.scalar(
         select(func.count())
@@ -1348,27 +1357,27 @@ def seed_scale(n: int, organisation_ids: list[int], requester_ids: list[int]) ->
             AuthorizationRequest.id
             > (
                 select(func.coalesce(func.max(RequestEvent.request_id), 0))
-                .where(RequestEvent.kind.in_(["approve", "refuse"]))
+                .where(RequestEvent.kind.in_([Event.APPROVE.value, Event.REFUSE.value]))
                 .scalar_subquery()
             ),
         )
     ).all()
     events, habilitations = [], []
     for request_id, state, organisation_id, api_id, requester_id, decided_at in decided:
-        kind = "approve" if state == RequestState.VALIDATED else "refuse"
+        kind = Event.APPROVE if state == RequestState.VALIDATED else Event.REFUSE
         events.append(
             {
                 "request_id": request_id,
-                "kind": kind,
+                "kind": kind.value,
                 "actor_type": "system",
                 "actor_label": "Données d'échelle",
                 "from_state": RequestState.SUBMITTED.value,
                 "to_state": state,
-                "text": None if kind == "approve" else "Refus de démonstration.",
+                "text": None if kind == Event.APPROVE else "Refus de démonstration.",
                 "created_at": decided_at,
             }
         )
-        if kind == "approve":
+        if kind == Event.APPROVE:
             habilitations.append(
                 {
                     "request_id": request_id,

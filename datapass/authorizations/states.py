@@ -175,8 +175,6 @@ TRANSITIONS: dict[Event, Transition] = {
 
 # A draft, or a request sent back for changes, is what the applicant may edit.
 EDITABLE_STATES = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
-# Instructors act on these; the queue shows them first.
-PENDING_STATES = frozenset({S.SUBMITTED})
 FINAL_STATES = frozenset({S.ARCHIVED, S.REVOKED})
 
 
@@ -288,16 +286,8 @@ def can_transfer(request: AuthorizationRequest, user: User | None) -> bool:
     return request.state not in FINAL_STATES and Role.APPLICANT in roles_of(user, request)
 
 
-def is_pending(request: AuthorizationRequest) -> bool:
-    return request.state in PENDING_STATES
-
-
 def is_editable(request: AuthorizationRequest) -> bool:
     return request.state in EDITABLE_STATES
-
-
-def is_draft(request: AuthorizationRequest) -> bool:
-    return request.state == S.DRAFT
 
 
 def is_validated(request: AuthorizationRequest) -> bool:

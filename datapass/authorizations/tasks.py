@@ -15,11 +15,10 @@ from sqlalchemy import select, update
 from datapass import clock
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
-from datapass.authorizations import states
+from datapass.authorizations import service, states
 from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 from datapass.authorizations.states import Event, RequestState
 from datapass.extensions import db
-from datapass.notify import service as notify
 
 BATCH = 500
 
@@ -69,16 +68,7 @@ def remind_idle_drafts() -> int:
             continue
         request = db.session.get(AuthorizationRequest, request_id)
         db.session.refresh(request)
-        notify.queue_mail(
-            request.requester.email,
-            "request_draft_reminder",
-            {
-                "request": request,
-                "api": request.api,
-                "organisation": request.organisation,
-                "days": days,
-            },
-        )
+        service.mail_requester(request, "request_draft_reminder", days=days)
         _timeline(
             request, "draft_reminder", f"Relance envoyée à {request.requester.email}.", "relance"
         )
@@ -120,16 +110,8 @@ def warn_stale_changes_requested() -> int:
             continue
         db.session.refresh(request)
         archive_on = clock.local(now + timedelta(days=archive_days)).strftime("%d/%m/%Y")
-        notify.queue_mail(
-            request.requester.email,
-            "request_changes_warning",
-            {
-                "request": request,
-                "api": request.api,
-                "organisation": request.organisation,
-                "months": months,
-                "archive_on": archive_on,
-            },
+        service.mail_requester(
+            request, "request_changes_warning", months=months, archive_on=archive_on
         )
         _timeline(
             request,
@@ -194,11 +176,7 @@ def archive_stale_changes_requested() -> int:
             )
         except states.Conflict:
             continue  # decided or resubmitted meanwhile: nothing to do
-        notify.queue_mail(
-            request.requester.email,
-            "request_archived",
-            {"request": request, "api": request.api, "organisation": request.organisation},
-        )
+        service.mail_requester(request, "request_archived")
         archived += 1
     db.session.flush()
     return archived

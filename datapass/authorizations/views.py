@@ -145,13 +145,10 @@ def edit_section(request_id: int, section: str):
     found = _load(request_id)
     if section not in forms.SECTION_FORMS:
         abort(404)
-    if not states.can_edit(found, current_user):
-        return _refused(
-            states.Conflict(
-                "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
-                "modifier peut l'être."
-            )
-        )
+    try:
+        service.check_editable(found, current_user)
+    except states.Conflict as exc:
+        return _refused(exc)
     form = _section_form(found, section)
     status = 200
     if form.validate_on_submit():
@@ -432,30 +429,38 @@ def _template_form(template=None):
     return form
 
 
+def _save_template(form, template=None):
+    """Save a valid submitted form (a new template, or ``template``): the redirect to the
+    list, or None with the errors on the form."""
+    if not form.validate_on_submit():
+        return None
+    try:
+        service.save_template(
+            current_user,
+            access.current_actor(),
+            form.api_id.data,
+            form.title.data,
+            form.body.data,
+            template,
+        )
+    except service.InvalidRequest as exc:
+        db.session.rollback()
+        form.api_id.errors = exc.errors.get("api_id", [])
+        return None
+    db.session.commit()
+    flash("Modèle enregistré.", "success")
+    return redirect(url_for("authorizations.message_templates"))
+
+
 @bp.route("/instruction/modeles", methods=["GET", "POST"])
 @access.role_required("instructor")
 def message_templates():
     form = _template_form()
-    if form.validate_on_submit():
-        try:
-            service.save_template(
-                current_user,
-                access.current_actor(),
-                form.api_id.data,
-                form.title.data,
-                form.body.data,
-            )
-        except service.InvalidRequest as exc:
-            db.session.rollback()
-            form.api_id.errors = exc.errors.get("api_id", [])
-        else:
-            db.session.commit()
-            flash("Modèle enregistré.", "success")
-            return redirect(url_for("authorizations.message_templates"))
+    saved = _save_template(form)
+    if saved is not None:
+        return saved
     return render_template(
-        "authorizations/templates.html",
-        templates=service.templates_for(current_user),
-        form=form,
+        "authorizations/templates.html", templates=service.templates_for(current_user), form=form
     ), (422 if request.method == "POST" else 200)
 
 
@@ -466,23 +471,9 @@ def edit_template(template_id: int):
     if template is None:
         abort(404)
     form = _template_form(template)
-    if form.validate_on_submit():
-        try:
-            service.save_template(
-                current_user,
-                access.current_actor(),
-                form.api_id.data,
-                form.title.data,
-                form.body.data,
-                template,
-            )
-        except service.InvalidRequest as exc:
-            db.session.rollback()
-            form.api_id.errors = exc.errors.get("api_id", [])
-        else:
-            db.session.commit()
-            flash("Modèle enregistré.", "success")
-            return redirect(url_for("authorizations.message_templates"))
+    saved = _save_template(form, template)
+    if saved is not None:
+        return saved
     return render_template("authorizations/template_edit.html", template=template, form=form), (
         422 if request.method == "POST" else 200
     )

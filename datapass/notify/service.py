@@ -27,7 +27,7 @@ from email.utils import formataddr, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
-from flask import current_app, render_template
+from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
@@ -52,28 +52,19 @@ def queue_mail(
     """
     if category is not None and is_unsubscribed(to, category):
         return None
-    context = dict(context or {})
-    context.setdefault("base_url", current_app.config["BASE_URL"].rstrip("/"))
-    text_template = current_app.jinja_env.get_template(f"mail/{template}.txt")
-    module = text_template.make_module(context)
-    subject = getattr(module, "subject", None)
-    if not subject:
-        raise ValueError(f"mail/{template}.txt sets no subject")
-    body_text = str(module)
-    body_html = render_template(f"mail/{template}.html", subject=subject, **context)
-    domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+    subject, body_text, body_html = _render(_MailTemplates(), template, context)
     now = clock.now()
     mail = OutboxMail(
         created_at=now,
         template=template,
         recipient=to,
-        subject=" ".join(subject.split()),
+        subject=subject,
         body=MailBody(body_text=body_text, body_html=body_html),
         category=category,
         status=DeliveryStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
-        message_id=make_msgid(domain=domain),
+        message_id=make_msgid(domain=_mail_domain()),
     )
     db.session.add(mail)
     db.session.flush()
@@ -194,7 +185,7 @@ def _backend():
 
 
 def backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8… minutes, capped at six hours."""
+    """1, 2, 4, 8… minutes, capped at six hours (mails and webhook deliveries)."""
     return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
@@ -292,8 +283,9 @@ def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail],
 
 # --- webhooks to API providers -------------------------------------------------------------
 #
-# One entry point, :func:`queue_webhook`: it writes one delivery per interested endpoint of the
-# provider in the caller's transaction; :func:`deliver_webhooks` (scheduled) sends them with
+# One entry point, :func:`queue_webhook_for_api` (:func:`queue_webhooks_for_api` for many
+# events): it writes one delivery per interested endpoint of the API's provider in the
+# caller's transaction; :func:`deliver_webhooks` (scheduled) sends them with
 # exponential backoff. The body is fixed when queued; the signature is the HMAC-SHA256 of the
 # exact bytes sent.
 
@@ -394,26 +386,18 @@ def _queue(
     return len(rows)
 
 
-def queue_webhook(
-    provider,
+def queue_webhook_for_api(
+    api_id: int,
     event: str,
     data: dict[str, Any],
     *,
     model_type: str | None = None,
     model_id: Any = None,
 ) -> int:
-    """Queue ``event`` for every endpoint of ``provider`` (a Provider or its id) that wants
-    it; returns how many deliveries were written. The single entry point for every domain
-    (lifecycle's token.expiring…)."""
-    provider_id = provider if isinstance(provider, int) else provider.id
-    return _queue(provider_id, [(event, data, model_type, model_id)])
-
-
-def queue_webhook_for_api(api_id: int, event: str, data: dict[str, Any], **kwargs) -> int:
-    """:func:`queue_webhook` for the provider of catalogue API ``api_id``."""
-    return _queue(
-        _api_provider(api_id), [(event, data, kwargs.get("model_type"), kwargs.get("model_id"))]
-    )
+    """Queue ``event`` for every endpoint of the provider of catalogue API ``api_id`` that
+    wants it; returns how many deliveries were written. The single entry point for every
+    domain (tokens' token.issued, lifecycle's token.expiring…)."""
+    return _queue(_api_provider(api_id), [(event, data, model_type, model_id)])
 
 
 def queue_webhooks_for_api(
@@ -469,18 +453,24 @@ def _webhook_audit(tag: str, actor, endpoint, **payload) -> None:
     )
 
 
+def _new_secret() -> tuple[str, str]:
+    """A new signing secret (shown once) and its sealed form (what is stored)."""
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    return secret, vault.seal(secret.encode(), WEBHOOK_SEAL)
+
+
 def create_endpoint(provider, url: str, actor, events: list[str] | None = None):
     """A new endpoint for ``provider``, not enabled until its signed ping succeeds. Returns
     (endpoint, secret); the secret is shown once and stored sealed."""
     from datapass.notify.models import EndpointState, WebhookEndpoint
 
     url = _check_url(url)
-    secret = "whsec_" + secrets.token_urlsafe(32)
+    secret, sealed = _new_secret()
     now = clock.now()
     endpoint = WebhookEndpoint(
         provider_id=provider.id,
         url=url,
-        secret_sealed=vault.seal(secret.encode(), WEBHOOK_SEAL),
+        secret_sealed=sealed,
         events=list(events or []),
         state=EndpointState.DRAFT,
         consecutive_failures=0,
@@ -512,8 +502,7 @@ def rotate_endpoint_secret(endpoint, actor) -> str:
     """A new secret (shown once); the endpoint must pass the ping again."""
     from datapass.notify.models import EndpointState
 
-    secret = "whsec_" + secrets.token_urlsafe(32)
-    endpoint.secret_sealed = vault.seal(secret.encode(), WEBHOOK_SEAL)
+    secret, endpoint.secret_sealed = _new_secret()
     endpoint.verified_at = None
     endpoint.state = EndpointState.DRAFT
     endpoint.updated_at = clock.now()
@@ -620,11 +609,6 @@ def disable_endpoint(endpoint, actor, reason: str) -> None:
     _webhook_audit("notify:webhook:disabled", actor, endpoint, reason=reason)
 
 
-def webhook_backoff(attempts: int) -> timedelta:
-    """1, 2, 4, 8… minutes, capped at six hours."""
-    return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
-
-
 def deliver_webhooks(limit: int = 100) -> dict[str, int]:
     """Send the due deliveries of enabled endpoints; commits. Each attempt is logged; after
     ``WEBHOOK_MAX_FAILURES`` failures in a row an endpoint is disabled and its provider's
@@ -685,7 +669,7 @@ def deliver_webhooks(limit: int = 100) -> dict[str, int]:
             delivery.status = DeliveryStatus.FAILED
             counts["failed"] += 1
         else:
-            delivery.next_attempt_at = now + webhook_backoff(delivery.attempts)
+            delivery.next_attempt_at = now + backoff(delivery.attempts)
             counts["deferred"] += 1
         if endpoint.consecutive_failures >= config["WEBHOOK_MAX_FAILURES"]:
             disable_endpoint(
@@ -783,9 +767,32 @@ def bulk_insert(table: str, columns: tuple[str, ...], rows: list[tuple]) -> None
     db.session.connection().exec_driver_sql(sql, rows)
 
 
+def _mail_domain() -> str:
+    """The domain of the Message-IDs: the sender's."""
+    return parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+
+
+def _render(
+    templates: _MailTemplates, template: str, context: dict[str, Any] | None
+) -> tuple[str, str, str]:
+    """(subject on one line, text body, HTML body) of one mail: the text template sets the
+    subject, which the HTML one receives."""
+    context = dict(context or {})
+    context.setdefault("base_url", current_app.config["BASE_URL"].rstrip("/"))
+    module = templates.module(f"mail/{template}.txt", context)
+    subject = getattr(module, "subject", None)
+    if not subject:
+        raise ValueError(f"mail/{template}.txt sets no subject")
+    body_text = str(module)
+    context["subject"] = subject
+    body_html = templates.render(f"mail/{template}.html", context)
+    return " ".join(subject.split()), body_text, body_html
+
+
 class _MailTemplates:
-    """The templates of one bulk queueing, looked up once each, and their globals copied
-    once: Jinja otherwise copies a template's global ``ChainMap`` into every render."""
+    """The templates of one queueing (one mail, or a bulk of them), looked up once each, and
+    their globals copied once: Jinja otherwise copies a template's global ``ChainMap`` into
+    every render."""
 
     def __init__(self) -> None:
         self.env = current_app.jinja_env
@@ -853,23 +860,12 @@ def queue_mails(messages: Iterable[tuple[Iterable[str], str, dict[str, Any]]]) -
     recipients; bodies and rows are written in one ``executemany`` each. Returns the number
     of mails queued."""
     templates = _MailTemplates()
-    base_url = current_app.config["BASE_URL"].rstrip("/")
-    domain = parseaddr(current_app.config["MAIL_FROM"])[1].partition("@")[2] or "datapass"
+    domain = _mail_domain()
     rendered: list[tuple[list[str], str, str, str, str]] = []
     for recipients, template, context in messages:
         recipients = list(dict.fromkeys(r for r in recipients if r))
-        if not recipients:
-            continue
-        context = dict(context or {})
-        context.setdefault("base_url", base_url)
-        module = templates.module(f"mail/{template}.txt", context)
-        subject = getattr(module, "subject", None)
-        if not subject:
-            raise ValueError(f"mail/{template}.txt sets no subject")
-        body_text = str(module)
-        context["subject"] = subject
-        body_html = templates.render(f"mail/{template}.html", context)
-        rendered.append((recipients, template, " ".join(subject.split()), body_text, body_html))
+        if recipients:
+            rendered.append((recipients, template, *_render(templates, template, context)))
     ids = reserve_ids("mail_bodies", len(rendered))
     bulk_insert(
         "mail_bodies",
