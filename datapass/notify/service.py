@@ -250,10 +250,17 @@ def _defer(mail: OutboxMail, error: str, max_attempts: int) -> None:
         mail.next_attempt_at = clock.now() + backoff(mail.attempts)
 
 
+class ReplayRefused(Exception):
+    """Only an abandoned (failed) mail is put back in the queue."""
+
+
 def replay(mail: OutboxMail, actor) -> None:
-    """Put a failed mail back in the queue (administrators, from the UI); audited."""
+    """Put a failed mail back in the queue (administrators, from the UI); audited.
+    Raises :class:`ReplayRefused` for any other mail."""
     from datapass.audit import service as audit
 
+    if not mail.can_replay:
+        raise ReplayRefused("Seul un courriel abandonné peut être renvoyé.")
     mail.status = DeliveryStatus.PENDING
     mail.attempts = 0
     mail.next_attempt_at = clock.now()

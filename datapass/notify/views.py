@@ -298,9 +298,10 @@ def admin_outbox_replay(mail_id: int):
     mail = db.session.get(OutboxMail, mail_id)
     if mail is None:
         abort(404)
-    if not mail.can_replay:
-        abort(409, description="Seul un courriel abandonné peut être renvoyé.")
-    service.replay(mail, access.current_actor())
+    try:
+        service.replay(mail, access.current_actor())
+    except service.ReplayRefused as refused:
+        abort(409, description=str(refused))
     db.session.commit()
     flash("Le courriel est de nouveau en file d'envoi.", "success")
     return redirect(url_for("notify.admin_outbox", statut="failed"))
