@@ -220,15 +220,6 @@ def is_usable(token: AccessToken, at: datetime | None = None) -> bool:
     return (window[0] is None or window[0] <= at) and at < window[1]
 
 
-def is_final(token: AccessToken) -> bool:
-    return status_of(token) in FINAL
-
-
-def is_revoked_like(status: str) -> bool:
-    """Statuses listed in the revocation list as revoked."""
-    return status == TokenStatus.REVOKED
-
-
 def apply(
     token: AccessToken,
     name: str,
