@@ -618,9 +618,7 @@ def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[Acc
         db.session.scalars(
             select(AccessToken).where(
                 AccessToken.habilitation_id == habilitation.id,
-                AccessToken.status.in_(
-                    [TokenStatus.ACTIVE, TokenStatus.SUSPENDED, TokenStatus.SUPERSEDED]
-                ),
+                AccessToken.status.in_(sorted(states.TRANSITIONS["revoke"].sources)),
             )
         )
     )
@@ -1052,9 +1050,7 @@ def revocation_list() -> RevocationList:
         "revoked": revoked,
         "suspended": suspended,
     }
-    kid, private_key, algorithm = _current_signer(KeyUsage.TOKEN)
-    jws = _sign(payload, kid, private_key, algorithm, REVOCATIONS_TYPE)
-    return RevocationList(jws, etag, max_age)
+    return RevocationList(sign_jws(payload, KeyUsage.TOKEN, REVOCATIONS_TYPE), etag, max_age)
 
 
 # --- scoped loading for pages --------------------------------------------------------------
