@@ -35,7 +35,6 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from datapass import clock
 from datapass.audit import service as audit
@@ -74,11 +73,6 @@ class IngestResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "refused": self.refused}
-
-
-def _insert(table):
-    dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _paris_day(moment: datetime) -> date:
@@ -468,7 +462,7 @@ def _store(rows: list[dict[str, Any]]) -> int:
     unique constraint, even between concurrent batches), then add exactly the inserted ones to
     the counts, last calls and last uses. Returns how many were new."""
     statement = (
-        _insert(EVENTS)
+        audit.dialect_insert(EVENTS)
         .on_conflict_do_nothing(index_elements=["provider_id", "event_id"])
         .returning(EVENTS.c.event_id)
     )
@@ -501,7 +495,7 @@ def _add_to_daily(totals: dict[tuple, list[int]]) -> None:
     latency_ms_sum]}`` into the daily counts."""
     if not totals:
         return
-    statement = _insert(DAILY)
+    statement = audit.dialect_insert(DAILY)
     statement = statement.on_conflict_do_update(
         index_elements=["token_id", "day", "endpoint"],
         set_={
@@ -549,7 +543,7 @@ def _remember(rows: Iterable[dict[str, Any]]) -> None:
         for token_id, calls in by_token.items()
     }
     db.session.execute(
-        _insert(RECENT).on_conflict_do_nothing(),
+        audit.dialect_insert(RECENT).on_conflict_do_nothing(),
         [
             {column: row[column] for column in _RECENT_COLUMNS}
             for calls in newest.values()
@@ -1160,8 +1154,12 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
                 }
             )
     for start in range(0, len(daily), 5000):
-        db.session.execute(_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000])
+        db.session.execute(
+            audit.dialect_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000]
+        )
     for start in range(0, len(events), 5000):
-        db.session.execute(_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000])
+        db.session.execute(
+            audit.dialect_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000]
+        )
     _remember(events)
     return {"tokens": len(tokens), "daily_rows": len(daily), "events": len(events)}
