@@ -35,7 +35,6 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import bindparam, func, or_, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from datapass import clock
 from datapass.audit import service as audit
@@ -74,11 +73,6 @@ class IngestResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "refused": self.refused}
-
-
-def _insert(table):
-    dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def _paris_day(moment: datetime) -> date:
@@ -351,7 +345,7 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
     if db.session.get_bind().dialect.name == "sqlite":
         inserted = _ingest_sqlite(rows)
     else:
-        inserted = len(_store([_as_values(row) for row in rows]))
+        inserted = _store([_as_values(row) for row in rows])
     result.accepted = inserted
     result.duplicates += len(rows) - inserted
     return result
@@ -463,70 +457,23 @@ def _ingest_sqlite(rows: list[tuple]) -> int:
         cursor.close()
 
 
-def _store(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Insert the events (duplicates skipped by the unique constraint, even between concurrent
-    batches), then add exactly the inserted ones to the counts, last calls and last uses."""
-    if not rows:
-        return []
-    if db.session.get_bind().dialect.name == "sqlite":
-        inserted = _insert_sqlite(rows)
-    else:
-        statement = (
-            _insert(EVENTS)
-            .on_conflict_do_nothing(index_elements=["provider_id", "event_id"])
-            .returning(EVENTS.c.event_id)
-        )
-        new_ids: set[str] = set()
-        for start in range(0, len(rows), 2000):
-            new_ids.update(db.session.execute(statement, rows[start : start + 2000]).scalars())
-        inserted = (
-            rows
-            if len(new_ids) == len(rows)
-            else [row for row in rows if row["event_id"] in new_ids]
-        )
-    _count(inserted)
-    _remember(inserted)
-    return inserted
-
-
-_SQLITE_CHUNK = 2900  # 11 parameters a row: under SQLite's 32,766 bound parameters
-
-
-def _insert_sqlite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """SQLite: one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per chunk (what
-    SQLAlchemy's insertmanyvalues does, without its per-value type processing: the values are
-    pre-formatted as SQLAlchemy stores them — UTC text, ISO day)."""
-    connection = db.session.connection()
+def _store(rows: list[dict[str, Any]]) -> int:
+    """PostgreSQL path of :func:`ingest_usage`: insert the events (duplicates skipped by the
+    unique constraint, even between concurrent batches), then add exactly the inserted ones to
+    the counts, last calls and last uses. Returns how many were new."""
+    statement = (
+        audit.dialect_insert(EVENTS)
+        .on_conflict_do_nothing(index_elements=["provider_id", "event_id"])
+        .returning(EVENTS.c.event_id)
+    )
     new_ids: set[str] = set()
-    for start in range(0, len(rows), _SQLITE_CHUNK):
-        chunk = rows[start : start + _SQLITE_CHUNK]
-        values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
-        params: list[Any] = []
-        for row in chunk:
-            params += (
-                row["provider_id"],
-                row["event_id"],
-                row["token_id"],
-                row["api_id"],
-                row["organisation_id"],
-                _stored_time(row["occurred_at"]),
-                row["day"].isoformat(),
-                row["endpoint"],
-                row["status"],
-                row["latency_ms"],
-                row["caller_ip"],
-            )
-        new_ids.update(
-            r[0]
-            for r in connection.exec_driver_sql(
-                f"INSERT INTO usage_events ({', '.join(_COLUMNS)}) VALUES {values} "  # noqa: S608
-                "ON CONFLICT (provider_id, event_id) DO NOTHING RETURNING event_id",
-                tuple(params),
-            )
-        )
-    if len(new_ids) == len(rows):
-        return rows
-    return [row for row in rows if row["event_id"] in new_ids]
+    for start in range(0, len(rows), 2000):
+        new_ids.update(db.session.execute(statement, rows[start : start + 2000]).scalars())
+    if len(new_ids) != len(rows):
+        rows = [row for row in rows if row["event_id"] in new_ids]
+    _count(rows)
+    _remember(rows)
+    return len(rows)
 
 
 def _count(rows: Iterable[dict[str, Any]]) -> None:
@@ -548,7 +495,7 @@ def _add_to_daily(totals: dict[tuple, list[int]]) -> None:
     latency_ms_sum]}`` into the daily counts."""
     if not totals:
         return
-    statement = _insert(DAILY)
+    statement = audit.dialect_insert(DAILY)
     statement = statement.on_conflict_do_update(
         index_elements=["token_id", "day", "endpoint"],
         set_={
@@ -596,7 +543,7 @@ def _remember(rows: Iterable[dict[str, Any]]) -> None:
         for token_id, calls in by_token.items()
     }
     db.session.execute(
-        _insert(RECENT).on_conflict_do_nothing(),
+        audit.dialect_insert(RECENT).on_conflict_do_nothing(),
         [
             {column: row[column] for column in _RECENT_COLUMNS}
             for calls in newest.values()
@@ -1207,8 +1154,12 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
                 }
             )
     for start in range(0, len(daily), 5000):
-        db.session.execute(_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000])
+        db.session.execute(
+            audit.dialect_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000]
+        )
     for start in range(0, len(events), 5000):
-        db.session.execute(_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000])
+        db.session.execute(
+            audit.dialect_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000]
+        )
     _remember(events)
     return {"tokens": len(tokens), "daily_rows": len(daily), "events": len(events)}

@@ -134,14 +134,19 @@ def chain_hash(row: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256((canonical(row) + prev_hash).encode()).hexdigest()
 
 
+def dialect_insert(table, session=None):
+    """An ``INSERT`` of the session's dialect (PostgreSQL or SQLite), for its ``ON CONFLICT``
+    clauses."""
+    dialect = (session or db.session).get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def _lock_head(session) -> AuditHead:
     """Take the chain's lock and read its head, creating the head row on first use."""
     bump = update(AuditHead).where(AuditHead.id == 1).values(seq=AuditHead.seq)
     if session.execute(bump).rowcount == 0:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
         session.execute(
-            insert(AuditHead)
+            dialect_insert(AuditHead, session)
             .values(id=1, seq=0, hash=GENESIS_HASH)
             .on_conflict_do_nothing(index_elements=["id"])
         )

@@ -515,14 +515,11 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
     from datapass.notify import service as notify_service
 
     predecessor_jti = predecessor.jti if predecessor is not None else None
-    audit.record(
+    states.record_act(
+        token,
         "tokens:token:issued",
         actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload={
+        {
             "jti": token.jti,
             "habilitation_id": token.habilitation_id,
             "kid": token.signing_kid,
@@ -618,9 +615,7 @@ def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[Acc
         db.session.scalars(
             select(AccessToken).where(
                 AccessToken.habilitation_id == habilitation.id,
-                AccessToken.status.in_(
-                    [TokenStatus.ACTIVE, TokenStatus.SUSPENDED, TokenStatus.SUPERSEDED]
-                ),
+                AccessToken.status.in_(sorted(states.TRANSITIONS["revoke"].sources)),
             )
         )
     )
@@ -645,14 +640,11 @@ def reveal(token: AccessToken, actor: Actor) -> str:
     raw = vault.unseal(token.sealed_value, SEAL_TOKEN).decode()
     token.sealed_value = None
     token.revealed_at = clock.now()
-    audit.record(
+    states.record_act(
+        token,
         "tokens:token:revealed",
         actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload={"jti": token.jti},
+        {"jti": token.jti},
     )
     return raw
 
@@ -684,14 +676,11 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
     )
     db.session.add(link)
     db.session.flush()
-    audit.record(
+    states.record_act(
+        token,
         "tokens:token:sent",
         actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload={"jti": token.jti, "recipient": recipient, "link_id": link.id},
+        {"jti": token.jti, "recipient": recipient, "link_id": link.id},
     )
     notify_service.queue_mail(
         recipient,
@@ -950,14 +939,11 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     token = find_by_raw(raw)
     if token is None:
         return
-    audit.record(
+    states.record_act(
+        token,
         "tokens:token:leaked",
         actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload={"jti": token.jti, "source": (source or "")[:500], "status": token.status},
+        {"jti": token.jti, "source": (source or "")[:500], "status": token.status},
     )
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
         states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
@@ -1052,9 +1038,7 @@ def revocation_list() -> RevocationList:
         "revoked": revoked,
         "suspended": suspended,
     }
-    kid, private_key, algorithm = _current_signer(KeyUsage.TOKEN)
-    jws = _sign(payload, kid, private_key, algorithm, REVOCATIONS_TYPE)
-    return RevocationList(jws, etag, max_age)
+    return RevocationList(sign_jws(payload, KeyUsage.TOKEN, REVOCATIONS_TYPE), etag, max_age)
 
 
 # --- scoped loading for pages --------------------------------------------------------------

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from datapass import clock
+from datapass.audit import service as audit
 
 if TYPE_CHECKING:
     from datapass.audit.service import Actor
@@ -220,15 +221,6 @@ def is_usable(token: AccessToken, at: datetime | None = None) -> bool:
     return (window[0] is None or window[0] <= at) and at < window[1]
 
 
-def is_final(token: AccessToken) -> bool:
-    return status_of(token) in FINAL
-
-
-def is_revoked_like(status: str) -> bool:
-    """Statuses listed in the revocation list as revoked."""
-    return status == TokenStatus.REVOKED
-
-
 def apply(
     token: AccessToken,
     name: str,
@@ -243,7 +235,6 @@ def apply(
     ``role`` is given by trusted callers that already authorised the act (a habilitation's
     revocation cascading to its tokens); otherwise the actor's roles are checked.
     """
-    from datapass.audit import service as audit
     from datapass.notify import service as notify_service
     from datapass.tokens import service as tokens_service
 
@@ -278,15 +269,7 @@ def apply(
     if reason:
         body["reason"] = reason
     body.update(payload or {})
-    audit.record(
-        transition.tag,
-        actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload=body,
-    )
+    record_act(token, transition.tag, actor, body)
     if transition.webhook:
         notify_service.queue_webhook_for_api(
             token.api_id,
@@ -296,6 +279,20 @@ def apply(
             model_id=token.id,
         )
     return transition
+
+
+def record_act(token: AccessToken, tag: str, actor: Actor, payload: dict[str, Any]) -> None:
+    """The audit event of an act on ``token``, filed under its organisation, API and digest
+    (never the token itself)."""
+    audit.record(
+        tag,
+        actor,
+        subject=token,
+        organisation_id=token.organisation_id,
+        api_id=token.api_id,
+        token_digest=token.digest,
+        payload=payload,
+    )
 
 
 def token_webhook_data(token: AccessToken, **extra: Any) -> dict[str, Any]:

@@ -301,24 +301,20 @@ class Verifier:
         if self.keys is None or stale:
             self.refresh()
         try:
-            return verify(
-                token,
-                self.keys,
-                issuer=self.issuer,
-                audience=self.audience,
-                algorithms=self.algorithms,
-                revocations=self.revocations,
-            )
+            return self._verify(token)
         except InvalidToken as exc:
             # An unknown kid may be a key published after our last fetch: fetch once more.
             if "kid" in str(exc) and time.monotonic() - self._fetched_at > 30:
                 self.refresh()
-                return verify(
-                    token,
-                    self.keys,
-                    issuer=self.issuer,
-                    audience=self.audience,
-                    algorithms=self.algorithms,
-                    revocations=self.revocations,
-                )
+                return self._verify(token)
             raise
+
+    def _verify(self, token: str) -> dict[str, Any]:
+        return verify(
+            token,
+            self.keys,
+            issuer=self.issuer,
+            audience=self.audience,
+            algorithms=self.algorithms,
+            revocations=self.revocations,
+        )
