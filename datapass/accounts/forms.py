@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -13,22 +12,11 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
 from datapass.accounts import service
 from datapass.accounts.models import ROLE_LABELS, Role
-
-
-class Form(FlaskForm):
-    """WTForms' own messages in French (Flask-WTF would need Flask-Babel for that)."""
-
-    class Meta:
-        locales = ("fr",)
-
-        def get_translations(self, form):
-            return DefaultMeta.get_translations(self, form)
-
+from datapass.forms import Form
 
 EMAIL_REQUIRED = "Saisissez votre adresse électronique."
 PASSWORD_REQUIRED = "Saisissez votre mot de passe."

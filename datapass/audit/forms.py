@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import HiddenField, PasswordField, SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length
 
+from datapass.forms import Form
 
-class PastedTokenForm(FlaskForm):
+
+class PastedTokenForm(Form):
     """A token pasted to search its events: hashed at once, never stored nor logged."""
 
     value = PasswordField(
@@ -20,7 +21,7 @@ class PastedTokenForm(FlaskForm):
     )
 
 
-class ExportForm(FlaskForm):
+class ExportForm(Form):
     """Export the current search; the filter travels as hidden fields."""
 
     format = SelectField(

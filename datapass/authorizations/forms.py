@@ -10,7 +10,6 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
     BooleanField,
@@ -21,7 +20,6 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
-from wtforms.meta import DefaultMeta
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -34,19 +32,10 @@ from wtforms.validators import (
 from datapass import clock
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.service import PDF_MAGIC
+from datapass.forms import Form
 
 REQUIRED = "Ce champ est obligatoire."
 PHONE_RE = re.compile(r"^\+?[0-9][0-9 .\-()]{8,18}[0-9]$")
-
-
-class Form(FlaskForm):
-    """WTForms' own messages in French (Flask-WTF would need Flask-Babel for that)."""
-
-    class Meta:
-        locales = ("fr",)
-
-        def get_translations(self, form):
-            return DefaultMeta.get_translations(self, form)
 
 
 def required(message: str = REQUIRED) -> DataRequired:

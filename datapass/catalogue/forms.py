@@ -6,7 +6,6 @@ import re
 from datetime import UTC, datetime
 
 from email_validator import EmailNotValidError, validate_email
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -15,22 +14,14 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from datapass import clock
 from datapass.catalogue.models import ApiStatus
+from datapass.forms import Form
 
 REQUIRED = "Ce champ est obligatoire."
 SLUG = Regexp(r"^[a-z0-9][a-z0-9-]{1,58}$", message="Minuscules, chiffres et tirets (2 à 60).")
-
-
-class Form(FlaskForm):
-    class Meta:
-        locales = ("fr",)
-
-        def get_translations(self, form):
-            return DefaultMeta.get_translations(self, form)
 
 
 def _emails(form, field) -> None:

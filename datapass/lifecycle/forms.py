@@ -3,12 +3,10 @@ decision (French messages)."""
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import (
     EmailField,
     FormField,
     RadioField,
-    SelectMultipleField,
     StringField,
     TextAreaField,
 )
@@ -16,19 +14,11 @@ from wtforms import (
     Form as PlainForm,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.meta import DefaultMeta
 from wtforms.validators import DataRequired, Email, InputRequired, Length, Optional
-from wtforms.widgets import CheckboxInput, ListWidget
+
+from datapass.forms import Form, MultiCheckboxField
 
 YES_NO = [SelectChoice("oui", "Oui"), SelectChoice("non", "Non")]
-
-
-class Form(FlaskForm):
-    class Meta:
-        locales = ("fr",)
-
-        def get_translations(self, form):
-            return DefaultMeta.get_translations(self, form)
 
 
 class ContactForm(PlainForm):
@@ -40,11 +30,6 @@ class ContactForm(PlainForm):
         validators=[Optional(), Email(message="Adresse électronique invalide."), Length(max=320)],
     )
     phone = StringField("Téléphone", validators=[Length(max=40, message="40 caractères au plus.")])
-
-
-class MultiCheckboxField(SelectMultipleField):
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
 
 
 def _attest(label: str) -> RadioField:

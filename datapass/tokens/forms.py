@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
-from wtforms import IntegerField, SelectField, SelectMultipleField, StringField, TextAreaField
+from wtforms import IntegerField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.meta import DefaultMeta
 from wtforms.validators import URL, DataRequired, InputRequired, Length, NumberRange
-from wtforms.widgets import CheckboxInput, ListWidget
 
+from datapass.forms import Form, MultiCheckboxField
 from datapass.notify.models import WEBHOOK_EVENTS
-
-
-class Form(FlaskForm):
-    class Meta:
-        locales = ("fr",)
-
-        def get_translations(self, form):
-            return DefaultMeta.get_translations(self, form)
 
 
 class EmptyForm(Form):
@@ -46,11 +36,6 @@ class RotateForm(Form):
             NumberRange(min=0, max=30, message="Le délai de grâce va de 0 à 30 jours."),
         ],
     )
-
-
-class MultiCheckboxField(SelectMultipleField):
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
 
 
 EVENT_CHOICES = [SelectChoice(e, e) for e in WEBHOOK_EVENTS]
