@@ -47,7 +47,6 @@ WEBHOOK_DAYS = frozenset({30, 7})  # token.expiring to the provider
 MAX_GRACE_DAYS = 90
 DIGEST_CATEGORY = "lifecycle_digest"
 RENEW_PATH = "/jetons/{id}/renouvellement"
-LIVE = (TokenStatus.ACTIVE, TokenStatus.SUSPENDED, TokenStatus.SUPERSEDED)
 
 
 log = logging.getLogger("datapass.lifecycle")
@@ -128,7 +127,7 @@ def plan(token: AccessToken | TokenRow, api) -> list[Step]:
         steps.extend(
             step for step in _reminders(paris_day(expires_at)) if issued_at < step.at < expires_at
         )
-    if status in LIVE:
+    if status in token_states.LIVE:
         steps.append(Step(expires_at, "expiry", "expiry", "expire", "Expirera"))
     if status == TokenStatus.EXPIRED:
         steps.append(Step(expires_at, "expiry", "expiry", "expire", "A expiré"))
@@ -1598,7 +1597,7 @@ def dashboard_by_api(filters: DashboardFilters) -> list[dict[str, Any]]:
         )
         .join(Api, Api.id == AccessToken.api_id)
         .join(Organisation, Organisation.id == AccessToken.organisation_id)
-        .where(AccessToken.status.in_(list(LIVE)), AccessToken.expires_at > now)
+        .where(AccessToken.status.in_(list(token_states.LIVE)), AccessToken.expires_at > now)
         .group_by(Api.name, Organisation.name, Organisation.siret)
         .order_by(Api.name, Organisation.name)
         .limit(500)

@@ -963,18 +963,16 @@ def holder_emails(token: AccessToken) -> list[str]:
     return list(dict.fromkeys(e.lower() for e in emails if e))
 
 
-def instructor_emails(api_id: int) -> list[str]:
-    from datapass.accounts import service as accounts_service
-
-    return accounts_service.instructor_emails(api_id)
-
-
 def _mail_holders(token: AccessToken, template: str, *, instructors: bool = False, **ctx) -> None:
     from datapass.notify import service as notify_service
 
     recipients = holder_emails(token)
     if instructors:
-        recipients += [e for e in instructor_emails(token.api_id) if e not in recipients]
+        from datapass.accounts import service as accounts_service
+
+        recipients += [
+            e for e in accounts_service.instructor_emails(token.api_id) if e not in recipients
+        ]
     context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
     for recipient in recipients:
         notify_service.queue_mail(recipient, template, context)

@@ -55,6 +55,8 @@ STATUS_BADGES = {
 }
 
 FINAL = frozenset({TokenStatus.REVOKED, TokenStatus.EXPIRED})
+# Every other status: the token may still open the API, or open it again.
+LIVE = frozenset(TokenStatus) - FINAL
 
 # Roles an actor may hold with respect to one token (computed by :func:`roles_of`):
 #   member            verified member of the token's organisation (the administration)
