@@ -122,6 +122,16 @@ def get_export(export_id: int, user) -> AuditExport | None:
     return None
 
 
+def record_download(export: AuditExport, what: str, actor: audit.Actor) -> None:
+    """Every download of an export's file or manifest is itself an audit event."""
+    audit.record(
+        "audit:export:downloaded",
+        actor,
+        subject=export,
+        payload={"format": export.format, "what": what},
+    )
+
+
 def _rows(flt: AuditFilter, bound_seq: int) -> Iterator[list[tuple]]:
     """The export's events in chain order, in partitions of :data:`FETCH` rows, in constant
     memory, read without per-row processing where possible."""

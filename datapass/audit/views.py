@@ -23,7 +23,6 @@ from sqlalchemy import select
 
 from datapass import access, spreadsheet
 from datapass.audit import consumption, exports, forms, search
-from datapass.audit import service as audit
 from datapass.extensions import db
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -137,12 +136,7 @@ def export(export_id: int):
 @access.role_required(*OFFICERS)
 def export_file(export_id: int):
     found = _load_export(export_id)
-    audit.record(
-        "audit:export:downloaded",
-        access.current_actor(),
-        subject=found,
-        payload={"format": found.format, "what": "file"},
-    )
+    exports.record_download(found, "file", access.current_actor())
     db.session.commit()
     response = Response(
         stream_with_context(exports.stream(found)), mimetype=exports.MEDIA_TYPES[found.format]
@@ -156,12 +150,7 @@ def export_file(export_id: int):
 def export_manifest(export_id: int):
     found = _load_export(export_id)
     signed = exports.signed_manifest(found)
-    audit.record(
-        "audit:export:downloaded",
-        access.current_actor(),
-        subject=found,
-        payload={"format": found.format, "what": "manifest"},
-    )
+    exports.record_download(found, "manifest", access.current_actor())
     db.session.commit()
     response = Response(signed + "\n", mimetype="application/jose")
     name = exports.filename(found, manifest=True)
