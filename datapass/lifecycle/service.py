@@ -1039,7 +1039,8 @@ def renewal_blocker(token: AccessToken) -> str | None:
     if not token.habilitation.is_active:
         return "L'habilitation de ce jeton n'est plus en vigueur."
     if now < opens:
-        return f"Le renouvellement ouvrira le {format_day(opens)}, 90 jours avant l'expiration."
+        days = current_app.config["RENEWAL_WINDOW_DAYS"]
+        return f"Le renouvellement ouvrira le {format_day(opens)}, {days} jours avant l'expiration."
     if now > closes:
         return "Le délai de renouvellement est dépassé : déposez une nouvelle demande."
     if _has_successor(token):
