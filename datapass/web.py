@@ -134,22 +134,14 @@ HSTS = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
 CACHEABLE_ENDPOINTS = frozenset({"static", "dsfr"})
 
 
-_MACHINE_HEADER_NAMES = frozenset(key.lower() for key, _ in MACHINE_HEADERS)
-
-
 def _security_headers(response):
     # This runs on every response, the machine API's hot path included: one request lookup,
     # one pass over the few headers already set, then appends.
     req = request._get_current_object()
     headers = response.headers
     present = {key.lower() for key, _ in headers.items()}
-    if req.path.startswith(MACHINE_PREFIXES):
-        if _MACHINE_HEADER_NAMES.isdisjoint(present):
-            headers.extend(MACHINE_HEADERS)
-        else:
-            headers.extend((k, v) for k, v in MACHINE_HEADERS if k.lower() not in present)
-    else:
-        headers.extend((k, v) for k, v in SECURITY_HEADERS if k.lower() not in present)
+    wanted = MACHINE_HEADERS if req.path.startswith(MACHINE_PREFIXES) else SECURITY_HEADERS
+    headers.extend((k, v) for k, v in wanted if k.lower() not in present)
     if current_app.config["ENV"] == "production" and HSTS[0].lower() not in present:
         headers.add(*HSTS)
     if "cache-control" not in present and req.endpoint not in CACHEABLE_ENDPOINTS:
