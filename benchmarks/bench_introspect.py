@@ -97,6 +97,7 @@ def start(target: str, port: int, env: dict[str, str], chdir: Path) -> subproces
             f"127.0.0.1:{port}",
             "--log-level",
             "warning",
+            "--no-control-socket",  # two servers at once: no shared control socket
             "--chdir",
             str(chdir),
             target,
