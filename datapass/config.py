@@ -309,7 +309,11 @@ def flask_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {
         "SECRET_KEY": config["SECRET_KEY"],
         "SQLALCHEMY_DATABASE_URI": config["DATABASE_URL"],
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # A server connection may have died while idle in the pool (a PostgreSQL restart):
+        # test it on checkout. A SQLite file cannot, so no ping there (a query per request).
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "pool_pre_ping": not config["DATABASE_URL"].startswith("sqlite")
+        },
         "TESTING": config["ENV"] == "testing",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
