@@ -1516,17 +1516,12 @@ def dashboard_query(name: str, filters: DashboardFilters):
 
     now = clock.now()
     query = select(AccessToken)
-    if name == "expiring-30":
+    if name in ("expiring-30", "expiring-90"):
+        days = int(name.removeprefix("expiring-"))
         query = query.where(
             AccessToken.status == TokenStatus.ACTIVE,
             AccessToken.expires_at > now,
-            AccessToken.expires_at <= now + timedelta(days=30),
-        ).order_by(AccessToken.expires_at)
-    elif name == "expiring-90":
-        query = query.where(
-            AccessToken.status == TokenStatus.ACTIVE,
-            AccessToken.expires_at > now,
-            AccessToken.expires_at <= now + timedelta(days=90),
+            AccessToken.expires_at <= now + timedelta(days=days),
         ).order_by(AccessToken.expires_at)
     elif name == "grace":
         query = query.where(
