@@ -107,6 +107,10 @@ class User(UserMixin, db.Model):
     def organisations(self) -> list[Organisation]:
         return [m.organisation for m in self.memberships]
 
+    def membership(self, organisation_id: int) -> Membership | None:
+        """This person's membership of one organisation, if any."""
+        return next((m for m in self.memberships if m.organisation_id == organisation_id), None)
+
     @property
     def display_name(self) -> str:
         return self.full_name or self.email

@@ -867,7 +867,7 @@ def current_organisation(user: User) -> Organisation | None:
 
 def switch_organisation(user: User, organisation_id: int, actor: Actor) -> Organisation:
     """Make one of ``user``'s own organisations the current one."""
-    membership = next((m for m in user.memberships if m.organisation_id == organisation_id), None)
+    membership = user.membership(organisation_id)
     if membership is None:
         raise AccountError("Choisissez l'une de vos organisations.", "organisation_id")
     previous = user.current_organisation_id

@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 
 from datapass import clock, spreadsheet, vault
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
+from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
 from datapass.authorizations import states
@@ -89,7 +90,7 @@ def get_habilitation(habilitation_id: int, user: User) -> Habilitation | None:
 
 def organisation_requests(user: User, organisation: Organisation) -> list[AuthorizationRequest]:
     """The applicant's page: the organisation's requests that ``user`` may see."""
-    membership = _membership(user, organisation.id)
+    membership = user.membership(organisation.id)
     if membership is None:
         return []
     query = select(AuthorizationRequest).where(
@@ -104,7 +105,7 @@ def organisation_requests(user: User, organisation: Organisation) -> list[Author
 
 
 def organisation_habilitations(user: User, organisation: Organisation) -> list[Habilitation]:
-    membership = _membership(user, organisation.id)
+    membership = user.membership(organisation.id)
     if membership is None:
         return []
     query = select(Habilitation).where(Habilitation.organisation_id == organisation.id)
@@ -113,17 +114,13 @@ def organisation_habilitations(user: User, organisation: Organisation) -> list[H
     return list(db.session.scalars(query.order_by(Habilitation.created_at.desc())))
 
 
-def _membership(user: User, organisation_id: int) -> Membership | None:
-    return next((m for m in user.memberships if m.organisation_id == organisation_id), None)
-
-
 def instructors_of(api_id: int) -> list[User]:
     """The active instructors of one API (recipients of its instruction mails)."""
     query = (
         select(User)
         .join(RoleGrant, RoleGrant.user_id == User.id)
         .where(
-            RoleGrant.role == "instructor",
+            RoleGrant.role == AccountRole.INSTRUCTOR,
             RoleGrant.api_id == api_id,
             User.is_active_account.is_(True),
         )
@@ -281,7 +278,7 @@ def create_request(
     user: User, organisation: Organisation, api: Api, actor: Actor
 ) -> AuthorizationRequest:
     """A new draft for ``organisation`` (the user's current one) asking for ``api``."""
-    if _membership(user, organisation.id) is None:
+    if user.membership(organisation.id) is None:
         raise InvalidRequest({"organisation": ["Vous n'êtes pas membre de cette organisation."]})
     if not api.is_active:
         raise InvalidRequest({"api": ["Cette API n'accepte plus de demande."]})
@@ -805,7 +802,7 @@ def transfer(request: AuthorizationRequest, new_requester: User, actor: Actor) -
         raise states.NotAllowed("Vous ne pouvez pas transférer cette demande.")
     if new_requester.id == request.requester_id:
         raise InvalidRequest({"user_id": ["Cette personne est déjà en charge de la demande."]})
-    if _membership(new_requester, request.organisation_id) is None:
+    if new_requester.membership(request.organisation_id) is None:
         raise InvalidRequest({"user_id": ["Cette personne n'est pas membre de l'organisation."]})
     previous = request.requester
     request.requester_id = new_requester.id

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from datapass.accounts.models import Role as AccountRole
+
 if TYPE_CHECKING:
     from datapass.accounts.models import User
     from datapass.audit.service import Actor
@@ -218,14 +220,12 @@ def roles_of(user: User | None, request: AuthorizationRequest) -> set[Role]:
     if user is None or not getattr(user, "is_authenticated", False):
         return set()
     roles: set[Role] = set()
-    membership = next(
-        (m for m in user.memberships if m.organisation_id == request.organisation_id), None
-    )
+    membership = user.membership(request.organisation_id)
     if membership is not None and (membership.verified or request.requester_id == user.id):
         roles.add(Role.APPLICANT)
     if request.api_id in user.instructed_api_ids():
         roles.add(Role.INSTRUCTOR)
-    if user.has_role("security_officer"):
+    if user.has_role(AccountRole.SECURITY_OFFICER):
         roles.add(Role.SECURITY_OFFICER)
     return roles
 

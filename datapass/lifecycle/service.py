@@ -1419,7 +1419,7 @@ def send_digests(now: datetime | None = None) -> dict[str, int]:
     """Once per Paris day (from ``LIFECYCLE_DIGEST_HOUR``): each instructor gets the tokens
     of their APIs expiring within 30 days and those renewed since the previous day. An
     optional mail (one-click unsubscribe); nothing to say, no mail."""
-    from datapass.accounts.models import RoleGrant, User
+    from datapass.accounts.models import Role, RoleGrant, User
     from datapass.notify import service as notify
 
     now = now or clock.now()
@@ -1431,7 +1431,7 @@ def send_digests(now: datetime | None = None) -> dict[str, int]:
     users = db.session.scalars(
         select(User)
         .join(RoleGrant, RoleGrant.user_id == User.id)
-        .where(RoleGrant.role == "instructor", User.is_active_account.is_(True))
+        .where(RoleGrant.role == Role.INSTRUCTOR, User.is_active_account.is_(True))
         .distinct()
     ).all()
     for user in users:
