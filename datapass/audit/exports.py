@@ -33,6 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from datapass import clock
+from datapass.accounts.models import Role as AccountRole
 from datapass.audit import checkpoints
 from datapass.audit import service as audit
 from datapass.audit.models import AuditCheckpoint, AuditEvent, AuditExport
@@ -115,8 +116,8 @@ def get_export(export_id: int, user) -> AuditExport | None:
         return None
     if (
         export.created_by_id == user.id
-        or user.has_role("security_officer")
-        or user.has_role("admin")
+        or user.has_role(AccountRole.SECURITY_OFFICER)
+        or user.has_role(AccountRole.ADMIN)
     ):
         return export
     return None

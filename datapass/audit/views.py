@@ -22,6 +22,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from datapass import access, spreadsheet
+from datapass.accounts.models import Role as AccountRole
 from datapass.audit import consumption, exports, forms, search
 from datapass.extensions import db
 
@@ -165,7 +166,7 @@ def _visible_api_ids() -> list[int]:
     """APIs whose consumption the current person sees: their instructed APIs; every API for a
     security officer or an admin."""
     user = _me()
-    if user.has_role("security_officer") or user.has_role("admin"):
+    if user.has_role(AccountRole.SECURITY_OFFICER) or user.has_role(AccountRole.ADMIN):
         return [api.id for api in _apis()]
     return sorted(user.instructed_api_ids())
 

@@ -56,7 +56,7 @@ def _visible_clause(user: User, model) -> Any:
     """Rows of ``model`` (a request or a habilitation) that ``user`` may see: every one of
     an organisation where they are a verified member, their own where they are not, every
     one of an API they instruct; security officers see them all."""
-    if user.has_role("security_officer"):
+    if user.has_role(AccountRole.SECURITY_OFFICER):
         return True
     verified = [m.organisation_id for m in user.memberships if m.verified]
     member = [m.organisation_id for m in user.memberships]

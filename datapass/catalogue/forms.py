@@ -17,7 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from datapass import clock
-from datapass.catalogue.models import ApiStatus
+from datapass.catalogue.models import ApiStatus, RenewalPolicy
 from datapass.forms import Form
 
 REQUIRED = "Ce champ est obligatoire."
@@ -79,10 +79,7 @@ class ApiForm(Form):
     )
     renewal_policy = SelectField(
         "Renouvellement sans changement",
-        choices=[
-            SelectChoice("automatic", "Automatique"),
-            SelectChoice("instructor", "Soumis à un instructeur"),
-        ],
+        choices=[SelectChoice(policy.value, policy.label) for policy in RenewalPolicy],
     )
     is_active = BooleanField("Ouverte aux nouvelles demandes")
 

@@ -21,6 +21,17 @@ class ApiStatus(StrEnum):
         return {"available": "Disponible", "maintenance": "En maintenance"}[self.value]
 
 
+class RenewalPolicy(StrEnum):
+    """What a renewal with nothing changed needs."""
+
+    AUTOMATIC = "automatic"  # renewed at once
+    INSTRUCTOR = "instructor"  # confirmed by an instructor first
+
+    @property
+    def label(self) -> str:
+        return {"automatic": "Automatique", "instructor": "Soumis à un instructeur"}[self.value]
+
+
 class Provider(db.Model):
     """An API provider (a ministry, an agency): owns APIs, machine clients and webhooks."""
 
@@ -54,8 +65,7 @@ class Api(db.Model):
     maintenance_message: Mapped[str | None] = mapped_column(Text)
     maintenance_start: Mapped[datetime | None]
     maintenance_end: Mapped[datetime | None]
-    # Renewal with nothing changed: "automatic" (renewed at once) or "instructor".
-    renewal_policy: Mapped[str] = mapped_column(String(16), default="automatic")
+    renewal_policy: Mapped[str] = mapped_column(String(16), default=RenewalPolicy.AUTOMATIC)
     # Unused-access grading, in days (see lifecycle): configurable per API.
     unused_never_used_warning_days: Mapped[int] = mapped_column(Integer, default=60)
     unused_warning_days: Mapped[int] = mapped_column(Integer, default=90)

@@ -33,6 +33,7 @@ from datapass.accounts import service as accounts_service
 from datapass.audit import service as audit
 from datapass.audit.models import UsageRecent
 from datapass.audit.service import Actor
+from datapass.catalogue.models import RenewalPolicy
 from datapass.extensions import db
 from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
@@ -1192,7 +1193,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
     if changes:
         _reopen(renewal, actor, answers)
         return RenewalOutcome(renewal)
-    if (token.api.renewal_policy or "automatic") == "instructor":
+    if token.api.renewal_policy == RenewalPolicy.INSTRUCTOR:
         _mail(
             accounts_service.instructor_emails(token.api_id),
             "renewal_to_confirm",

@@ -33,6 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, vault
+from datapass.accounts.models import Role as AccountRole
 from datapass.extensions import db
 from datapass.notify.models import DeliveryStatus, MailBody, OutboxMail, Unsubscription
 
@@ -722,7 +723,7 @@ def visible_endpoints_query(user):
     from datapass.notify.models import WebhookEndpoint
 
     query = select(WebhookEndpoint)
-    if user.has_role("admin"):
+    if user.has_role(AccountRole.ADMIN):
         return query
     provider_ids = select(Api.provider_id).where(Api.id.in_(user.instructed_api_ids() or {-1}))
     return query.where(WebhookEndpoint.provider_id.in_(provider_ids))
@@ -732,7 +733,7 @@ def visible_providers(user) -> list:
     from datapass.catalogue.models import Api, Provider
 
     query = select(Provider).order_by(Provider.name)
-    if not user.has_role("admin"):
+    if not user.has_role(AccountRole.ADMIN):
         ids = select(Api.provider_id).where(Api.id.in_(user.instructed_api_ids() or {-1}))
         query = query.where(Provider.id.in_(ids))
     return list(db.session.scalars(query))

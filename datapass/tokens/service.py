@@ -25,6 +25,7 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from datapass import clock, vault
+from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
 from datapass.extensions import adopt, db
@@ -1047,7 +1048,7 @@ def visible_tokens_query(user):
     instruct, every token for a security officer."""
     from datapass.accounts.models import Membership
 
-    if user.has_role("security_officer"):
+    if user.has_role(AccountRole.SECURITY_OFFICER):
         return select(AccessToken)
     org_ids = select(Membership.organisation_id).where(
         Membership.user_id == user.id, Membership.verified.is_(True)

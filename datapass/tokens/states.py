@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from datapass import clock
+from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ def roles_of(user: Any, token: AccessToken) -> set[str]:
         roles.add("member")
     if token.api_id in user.instructed_api_ids():
         roles.add("instructor")
-    if user.has_role("security_officer"):
+    if user.has_role(AccountRole.SECURITY_OFFICER):
         roles.add("security_officer")
     return roles
 
