@@ -73,7 +73,7 @@ def introspect():
         _form_token(), g.machine_client.provider_id, access.client_ip()
     )
     if wrote:
-        db.session.commit()  # the use buffer was written (once a minute, or every 5,000 calls)
+        db.session.commit()  # the use buffer was written here (USAGE_FLUSH_SECONDS = 0)
     return current_app.response_class(body, mimetype="application/json")
 
 
