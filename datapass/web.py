@@ -11,7 +11,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from datapass import clock
+from datapass import clock, formatting
 from datapass.access import MACHINE_PREFIXES, wants_json
 
 CSP = "; ".join(
@@ -179,19 +179,6 @@ def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: 
     return stream_with_context(body())
 
 
-def _format_datetime(moment, fmt: str = "%d/%m/%Y à %H:%M") -> str:
-    local = clock.local(moment)
-    return local.strftime(fmt) if local is not None else "—"
-
-
-def _format_date(moment) -> str:
-    if moment is None:
-        return "—"
-    if hasattr(moment, "hour"):
-        moment = clock.local(moment)
-    return moment.strftime("%d/%m/%Y")
-
-
 # Navigation by role: (endpoint, label, who sees it). Entries whose endpoint is not
 # registered are skipped, so each domain's pages appear as soon as they exist.
 NAVIGATION = [
@@ -260,6 +247,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
-    app.add_template_filter(_format_datetime, "datetime")
-    app.add_template_filter(_format_date, "date")
+    formatting.init_app(app)
     app.jinja_env.globals["now"] = clock.now

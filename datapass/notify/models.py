@@ -167,7 +167,10 @@ class WebhookEndpoint(db.Model):
 
     @property
     def can_enable(self) -> bool:
-        return self.state != EndpointState.ENABLED and self.verified_at is not None
+        """Its signed ping succeeded, after its disabling if it was disabled."""
+        if self.state == EndpointState.ENABLED or self.verified_at is None:
+            return False
+        return self.disabled_at is None or self.verified_at > self.disabled_at
 
     @property
     def can_disable(self) -> bool:

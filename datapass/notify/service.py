@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import secrets
@@ -16,9 +17,7 @@ import smtplib
 import socket
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, timedelta
@@ -298,7 +297,6 @@ def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail],
 # exact bytes sent.
 
 WEBHOOK_SEAL = "webhook-secret"
-WEBHOOK_EXCERPT = 500
 
 
 def webhook_body(
@@ -433,21 +431,6 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _refuse_private(url: str) -> None:
-    """No request to loopback, private or link-local addresses (SSRF), unless allowed."""
-    if current_app.config.get("WEBHOOK_ALLOW_PRIVATE"):
-        return
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as exc:
-        raise WebhookError(f"nom d'hôte introuvable : {host}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise WebhookError(f"adresse non publique refusée : {address}")
-
-
 def _webhook_audit(tag: str, actor, endpoint, **payload) -> None:
     from datapass.audit import service as audit
 
@@ -519,8 +502,86 @@ def rotate_endpoint_secret(endpoint, actor) -> str:
     return secret
 
 
+def _address_allowed(address: str, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if allow_loopback and ip.is_loopback:
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def _resolve_checked(host: str, port: int) -> str:
+    """The one address a request to ``host`` goes to: the name is resolved once, every
+    address it resolves to must be public (otherwise a receiver could alternate a public and
+    an internal one), and the connection is made to the address checked here, never to the
+    name again (DNS rebinding). ``WEBHOOK_ALLOW_PRIVATE`` lets loopback through (tests,
+    development), nothing else."""
+    allow_loopback = bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise WebhookError(f"nom d'hôte introuvable : {host}") from exc
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise WebhookError(f"nom d'hôte introuvable : {host}")
+    for address in addresses:
+        if not _address_allowed(address, allow_loopback):
+            raise WebhookError(f"adresse non publique refusée : {address}")
+    return addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a checked address; the Host header still names the receiver."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a checked address; SNI and the certificate check use the receiver's name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _send_webhook(url: str, raw: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST ``raw`` to ``url`` at the address checked by :func:`_resolve_checked`; returns
+    the status code. Redirects are never followed and no answer's body is read: a 3xx is a
+    failure like any other, and nothing a receiver (or what it redirects to) says is kept."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise WebhookError("adresse de webhook invalide")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    address = _resolve_checked(parsed.hostname, port)
+    kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
+    connection = kind(parsed.hostname, port, address, timeout)
+    target = parsed.path or "/"
+    if parsed.query:
+        target += "?" + parsed.query
+    try:
+        connection.request("POST", target, body=raw, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
 def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
-    """One signed POST; returns what happened (never raises for network errors)."""
+    """One signed POST; returns what happened (never raises for network errors). Call it
+    outside any transaction: it talks to the receiver."""
     secret = vault.unseal(endpoint.secret_sealed, WEBHOOK_SEAL).decode()
     raw = body.encode()
     headers = {
@@ -532,24 +593,15 @@ def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
         "X-Datapass-Timestamp": str(int(clock.now().timestamp())),
     }
     started = time.monotonic()
-    result: dict[str, Any] = {"status_code": None, "excerpt": None, "error": None}
+    result: dict[str, Any] = {"status_code": None, "error": None}
     try:
-        _refuse_private(endpoint.url)
-        request_ = urllib.request.Request(  # noqa: S310 (scheme checked by _check_url)
-            endpoint.url, data=raw, headers=headers, method="POST"
-        )
-        timeout = current_app.config["WEBHOOK_TIMEOUT"]
-        with urllib.request.urlopen(request_, timeout=timeout) as response:  # noqa: S310
-            result["status_code"] = response.status
-            result["excerpt"] = response.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        result["status_code"] = exc.code
-        try:
-            result["excerpt"] = exc.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
-        except OSError:
-            result["excerpt"] = None
-    except (OSError, WebhookError, ValueError) as exc:
+        status = _send_webhook(endpoint.url, raw, headers, current_app.config["WEBHOOK_TIMEOUT"])
+    except (OSError, http.client.HTTPException, WebhookError, ValueError) as exc:
         result["error"] = str(exc)[:500] or exc.__class__.__name__
+    else:
+        result["status_code"] = status
+        if 300 <= status < 400:
+            result["error"] = f"redirection refusée (HTTP {status})"
     result["duration_ms"] = int((time.monotonic() - started) * 1000)
     result["success"] = result["status_code"] is not None and 200 <= result["status_code"] < 300
     return result
@@ -557,7 +609,13 @@ def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
 
 def ping_endpoint(endpoint, actor) -> dict[str, Any]:
     """Send a signed ``ping`` now; success marks the endpoint as verified (it may then be
-    enabled). Returns the attempt's outcome."""
+    enabled, even after a disabling: the ping is newer). Returns the attempt's outcome.
+
+    Commits before talking to the receiver (no transaction, and on SQLite no write lock,
+    is held across the request), then records the outcome in the session's next one."""
+    from datapass.notify.models import WebhookEndpoint
+
+    endpoint_id = endpoint.id
     now = clock.now()
     body = webhook_body(
         "ping",
@@ -566,10 +624,12 @@ def ping_endpoint(endpoint, actor) -> dict[str, Any]:
         endpoint.id,
         now,
     )
+    db.session.commit()
     result = _post(endpoint, str(uuid.uuid4()), "ping", body)
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
     if result["success"]:
-        endpoint.verified_at = now
-    endpoint.updated_at = now
+        endpoint.verified_at = clock.now()
+    endpoint.updated_at = clock.now()
     db.session.flush()
     _webhook_audit(
         "notify:webhook:pinged",
@@ -583,11 +643,19 @@ def ping_endpoint(endpoint, actor) -> dict[str, Any]:
 
 
 def enable_endpoint(endpoint, actor) -> None:
-    """Enable an endpoint whose signed ping succeeded; held deliveries become due."""
+    """Enable an endpoint whose signed ping succeeded (after its disabling, if it was
+    disabled: an older ping proves nothing about the receiver now); held deliveries become
+    due."""
     from datapass.notify.models import EndpointState, WebhookDelivery
 
-    if endpoint.verified_at is None:
-        raise WebhookError("Le test signé (ping) doit réussir avant l'activation.")
+    if not endpoint.can_enable:
+        if endpoint.state == EndpointState.ENABLED:
+            return
+        raise WebhookError(
+            "Le test signé (ping) doit réussir avant l'activation."
+            if endpoint.verified_at is None
+            else "Le test signé (ping) doit réussir à nouveau depuis la désactivation."
+        )
     endpoint.state = EndpointState.ENABLED
     endpoint.consecutive_failures = 0
     endpoint.disabled_at = None
@@ -660,7 +728,6 @@ def deliver_webhooks(limit: int = 100) -> dict[str, int]:
                 delivery=delivery,
                 at=now,
                 status_code=result["status_code"],
-                response_excerpt=result["excerpt"],
                 error=result["error"],
                 duration_ms=result["duration_ms"],
                 success=result["success"],
