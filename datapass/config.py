@@ -94,7 +94,6 @@ SETTINGS: list[Setting] = [
     _s("SMTP_PASSWORD", "", str, "Mot de passe SMTP."),
     _s("SMTP_STARTTLS", False, _bool, "STARTTLS vers le serveur SMTP."),
     _s("SMTP_TIMEOUT", 10, int, "Délai maximal d'une connexion SMTP, en secondes."),
-    _s("OUTBOX_MAX_ATTEMPTS", 12, int, "Tentatives d'envoi d'un courriel avant abandon."),
     _s("SESSION_HOURS", 12, int, "Durée absolue d'une session, en heures."),
     _s("LOGIN_MAX_FAILURES", 5, int, "Échecs de connexion tolérés par compte et par adresse…"),
     _s("LOGIN_WINDOW_MINUTES", 15, int, "…sur cette fenêtre glissante, en minutes."),

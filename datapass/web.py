@@ -3,9 +3,10 @@ problem documents, template helpers."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request, stream_with_context
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -157,6 +158,25 @@ class StatelessApiSessions(SecureCookieSessionInterface):
         if request.path.startswith(MACHINE_PREFIXES):
             return None
         return super().open_session(app, request)
+
+
+T = TypeVar("T")
+
+
+def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: Any) -> Iterator[T]:
+    """A streamed response body: ``produce(*args, **kwargs)`` is called only once the response
+    starts streaming, inside the request's contexts pushed again (``stream_with_context``).
+
+    Flask tears the app context down when the view returns, before the body is sent, and with
+    it the database session, closing any cursor the view opened (PostgreSQL's server-side
+    cursor is gone even for an empty list; SQLite's rows vanish). So a streamed export runs
+    its query here, in the fresh session of the streaming phase, and from plain values (ids,
+    filters): ORM objects the view loaded are detached by then."""
+
+    def body() -> Iterator[T]:
+        yield from produce(*args, **kwargs)
+
+    return stream_with_context(body())
 
 
 # Navigation by role: (endpoint, label, who sees it). Entries whose endpoint is not

@@ -15,15 +15,15 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access, spreadsheet
+from datapass import access, spreadsheet, web
 from datapass.accounts.models import Role as AccountRole
 from datapass.audit import consumption, exports, forms, names, search
+from datapass.audit.models import AuditExport
 from datapass.extensions import db
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -139,6 +139,11 @@ def export(export_id: int):
     )
 
 
+def _export_chunks(export_id: int):
+    # Streamed after the view's session is gone: the export is loaded again (by id).
+    return exports.stream(db.session.get(AuditExport, export_id))
+
+
 @bp.route("/exports/<int:export_id>/fichier")
 @access.role_required(*OFFICERS)
 def export_file(export_id: int):
@@ -146,7 +151,7 @@ def export_file(export_id: int):
     exports.record_download(found, "file", access.current_actor())
     db.session.commit()
     response = Response(
-        stream_with_context(exports.stream(found)), mimetype=exports.MEDIA_TYPES[found.format]
+        web.stream_lazily(_export_chunks, found.id), mimetype=exports.MEDIA_TYPES[found.format]
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(found)}"'
     return response
@@ -204,8 +209,8 @@ def api_usage():
 
 
 def _csv_response(header: list[str], rows: Iterator[tuple], name: str) -> Response:
-    stream = spreadsheet.csv_stream(header, rows, delimiter=",")
-    response = Response(stream_with_context(stream), mimetype="text/csv; charset=utf-8")
+    stream = web.stream_lazily(spreadsheet.csv_stream, header, rows, delimiter=",")
+    response = Response(stream, mimetype="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 
