@@ -3,14 +3,15 @@ problem documents, template helpers."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request, stream_with_context
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from datapass import clock
+from datapass import clock, formatting
 from datapass.access import MACHINE_PREFIXES, wants_json
 
 CSP = "; ".join(
@@ -169,17 +170,23 @@ class StatelessApiSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _format_datetime(moment, fmt: str = "%d/%m/%Y à %H:%M") -> str:
-    local = clock.local(moment)
-    return local.strftime(fmt) if local is not None else "—"
+T = TypeVar("T")
 
 
-def _format_date(moment) -> str:
-    if moment is None:
-        return "—"
-    if hasattr(moment, "hour"):
-        moment = clock.local(moment)
-    return moment.strftime("%d/%m/%Y")
+def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: Any) -> Iterator[T]:
+    """A streamed response body: ``produce(*args, **kwargs)`` is called only once the response
+    starts streaming, inside the request's contexts pushed again (``stream_with_context``).
+
+    Flask tears the app context down when the view returns, before the body is sent, and with
+    it the database session, closing any cursor the view opened (PostgreSQL's server-side
+    cursor is gone even for an empty list; SQLite's rows vanish). So a streamed export runs
+    its query here, in the fresh session of the streaming phase, and from plain values (ids,
+    filters): ORM objects the view loaded are detached by then."""
+
+    def body() -> Iterator[T]:
+        yield from produce(*args, **kwargs)
+
+    return stream_with_context(body())
 
 
 # Navigation by role: (endpoint, label, who sees it). Entries whose endpoint is not
@@ -250,6 +257,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
-    app.add_template_filter(_format_datetime, "datetime")
-    app.add_template_filter(_format_date, "date")
+    formatting.init_app(app)
     app.jinja_env.globals["now"] = clock.now
