@@ -85,6 +85,12 @@ SETTINGS: list[Setting] = [
         "hors production, par défaut `http://HOST:PORT` du serveur lancé, `PORT` et `HOST` "
         "étant ceux de `make run`).",
     ),
+    _s(
+        "CONTACT_EMAIL",
+        "datapass@api.gouv.fr",
+        str,
+        "Adresse de contact de l'équipe (déclaration d'accessibilité : signaler un défaut).",
+    ),
     _s("MAIL_BACKEND", "file", str, "`file` (fichiers `.eml` dans `instance/mail/`) ou `smtp`."),
     _s("MAIL_DIR", str(INSTANCE / "mail"), str, "Dossier des courriels en mode `file`."),
     _s("MAIL_FROM", "Datapass <ne-pas-repondre@datapass.gouv.fr>", str, "Expéditeur."),

@@ -126,6 +126,6 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
     )
     db.session.flush()
     page = client.get(f"/jetons/{token.id}").get_data(as_text=True)
-    assert f"12{NNBSP}345 appels" in page
+    assert f">12{NNBSP}345</strong> appels" in page
     assert f"10,0{NBSP}%" in page  # 1 234 / 12 345
     assert "%.1f" not in page
