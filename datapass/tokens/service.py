@@ -29,7 +29,7 @@ from datapass import clock, vault
 from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
-from datapass.extensions import adopt, db, retryable
+from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
 from datapass.tokens import flusher as flushing
 from datapass.tokens import states
 from datapass.tokens.models import AccessToken, KeyState, KeyUsage, SigningKey, TokenLink
@@ -935,7 +935,8 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
         return INACTIVE_BODY, False
     digest = hashlib.sha256(raw.encode()).hexdigest()
     config = current_app.config
-    found = _introspect_row(digest, config.get("INTROSPECTION_CACHE_SECONDS", 1.0))
+    with sqlite_read_snapshot():  # SQLite: no write lock to wait for (a sweep, a mail job)
+        found = _introspect_row(digest, config.get("INTROSPECTION_CACHE_SECONDS", 1.0))
     if found is None:
         return INACTIVE_BODY, False
     row, body, window = found
