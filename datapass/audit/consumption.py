@@ -41,7 +41,7 @@ from flask import current_app
 from sqlalchemy import bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from datapass import clock
+from datapass import charts, clock, formatting
 from datapass.audit import service as audit
 from datapass.audit.models import AuditEvent, UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import UTCDateTime, db
@@ -1116,47 +1116,37 @@ def daily_rows(
         yield day, tid, endpoint, calls, errors, round(latency / calls, 1) if calls else 0
 
 
+CALLS_SERIES = (
+    charts.Series("calls", "appel", "appels", "calls", "appels"),
+    charts.Series("errors", "erreur", "erreurs", "errors", "dont erreurs (statut HTTP ≥ 400)"),
+)
+
+
+def _consumption_labels(n: int) -> int:
+    return 1 if n <= 7 else 5 if n <= 31 else 15
+
+
 def bar_chart(series: list[dict[str, Any]], width: int = 720, height: int = 200) -> dict[str, Any]:
-    """Geometry of a server-rendered SVG bar chart (calls per day, errors inside each bar)."""
-    peak = max((p["calls"] for p in series), default=0) or 1
-    n = max(len(series), 1)
-    left, bottom, top = 48, 24, 8
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    slot = plot_w / n
-    bar_w = max(slot * 0.75, 1)
-    bars = []
-    for i, point in enumerate(series):
-        h = point["calls"] / peak * plot_h
-        eh = point["errors"] / peak * plot_h
-        x = left + i * slot + (slot - bar_w) / 2
-        bars.append(
-            {
-                "x": round(x, 2),
-                "y": round(top + plot_h - h, 2),
-                "w": round(bar_w, 2),
-                "h": round(h, 2),
-                "ey": round(top + plot_h - eh, 2),
-                "eh": round(eh, 2),
-                "day": point["day"],
-                "calls": point["calls"],
-                "errors": point["errors"],
-                "label": n <= 31 and (n <= 7 or i % 5 == 0) or (n > 31 and i % 15 == 0),
-                "lx": round(x + bar_w / 2, 2),
-            }
+    """The calls per day as a bar chart (:mod:`datapass.charts`), the errors drawn inside
+    each bar."""
+    points = [
+        charts.Point(
+            label=f"{p['day'].day:02d}/{p['day'].month:02d}",
+            title=formatting.date(p["day"]),
+            values={"calls": p["calls"], "errors": p["errors"]},
+            attrs={"day": p["day"].isoformat(), "calls": p["calls"], "errors": p["errors"]},
         )
-    ticks = [
-        {"value": round(peak * f), "y": round(top + plot_h - plot_h * f, 2)} for f in (0, 0.5, 1)
+        for p in series
     ]
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "base": top + plot_h,
-        "right": width - 8,
-        "bars": bars,
-        "ticks": ticks,
-        "label_y": height - 6,
-    }
+    return charts.bar_chart(
+        points,
+        CALLS_SERIES,
+        mode="overlay",
+        label_every=_consumption_labels,
+        width=width,
+        height=height,
+        scale_to_peak=True,
+    )
 
 
 # --- demonstration data ---------------------------------------------------------------------
