@@ -85,6 +85,12 @@ SETTINGS: list[Setting] = [
         "hors production, par défaut `http://HOST:PORT` du serveur lancé, `PORT` et `HOST` "
         "étant ceux de `make run`).",
     ),
+    _s(
+        "CONTACT_EMAIL",
+        "datapass@api.gouv.fr",
+        str,
+        "Adresse de contact de l'équipe (déclaration d'accessibilité : signaler un défaut).",
+    ),
     _s("MAIL_BACKEND", "file", str, "`file` (fichiers `.eml` dans `instance/mail/`) ou `smtp`."),
     _s("MAIL_DIR", str(INSTANCE / "mail"), str, "Dossier des courriels en mode `file`."),
     _s("MAIL_FROM", "Datapass <ne-pas-repondre@datapass.gouv.fr>", str, "Expéditeur."),
@@ -94,7 +100,6 @@ SETTINGS: list[Setting] = [
     _s("SMTP_PASSWORD", "", str, "Mot de passe SMTP."),
     _s("SMTP_STARTTLS", False, _bool, "STARTTLS vers le serveur SMTP."),
     _s("SMTP_TIMEOUT", 10, int, "Délai maximal d'une connexion SMTP, en secondes."),
-    _s("OUTBOX_MAX_ATTEMPTS", 12, int, "Tentatives d'envoi d'un courriel avant abandon."),
     _s("SESSION_HOURS", 12, int, "Durée absolue d'une session, en heures."),
     _s("LOGIN_MAX_FAILURES", 5, int, "Échecs de connexion tolérés par compte et par adresse…"),
     _s("LOGIN_WINDOW_MINUTES", 15, int, "…sur cette fenêtre glissante, en minutes."),
@@ -134,6 +139,15 @@ SETTINGS: list[Setting] = [
         60,
         int,
         "Intervalle minimal d'écriture de la dernière utilisation d'un jeton, en secondes.",
+    ),
+    _s(
+        "USAGE_FLUSH_SECONDS",
+        1.0,
+        float,
+        "Intervalle d'écriture, par processus et en tâche de fond, des appels d'introspection "
+        "comptés en mémoire, en secondes : un processus tué net (SIGKILL) en perd au plus cet "
+        "intervalle (plus l'écriture en cours) ; un arrêt normal les écrit (0 : écriture dans "
+        "la requête, pour les tests).",
     ),
     _s(
         "INTROSPECTION_CACHE_SECONDS",
@@ -331,6 +345,8 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("SESSION_HOURS", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW_MINUTES", "SMTP_PORT"):
         if int(config[key]) <= 0:
             raise ConfigError(f"DATAPASS_{key} doit être un entier positif.")
+    if not 0 <= float(config["USAGE_FLUSH_SECONDS"]) <= 60:
+        raise ConfigError("DATAPASS_USAGE_FLUSH_SECONDS doit être compris entre 0 et 60.")
 
 
 def flask_settings(config: dict[str, Any]) -> dict[str, Any]:

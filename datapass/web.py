@@ -97,17 +97,27 @@ def _describe(error: HTTPException) -> str:
     return MESSAGES.get(status, "La requête n'a pas pu être traitée.")
 
 
+def _protocol_headers(error: HTTPException) -> list[tuple[str, str]]:
+    """The headers the error itself requires (``Allow`` of a 405, RFC 9110 §15.5.6;
+    ``Retry-After``…): Werkzeug's, without its own content type."""
+    return [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+
+
 def _handle_http_error(error: HTTPException):
     status = error.code or 500
     message = _describe(error)
     if wants_json():
+        extra = {}
         if status == 401 and getattr(g, "auth_challenge", False):
             message = "Identifiants du client machine absents ou invalides."
-        return problem(status, message)
+            extra["error"] = "invalid_client"  # RFC 6749 §5.2, for OAuth client libraries
+        response = problem(status, message, **extra)
+        response.headers.extend(_protocol_headers(error))
+        return response
     template = status if status in {403, 404, 500} else "generic"
     title = TITLES.get(status, "Erreur")
     page = render_template(f"errors/{template}.html", status=status, title=title, message=message)
-    return page, status
+    return page, status, _protocol_headers(error)
 
 
 def _handle_csrf_error(error: CSRFError):

@@ -162,6 +162,14 @@ def legal():
     return render_template("accounts/legal.html")
 
 
+@bp.route("/accessibilite")
+@access.public
+def accessibility():
+    """The accessibility statement RGAA requires (state, known non-conformities, contact,
+    the Défenseur des droits)."""
+    return render_template("accounts/accessibility.html")
+
+
 # --- sign-in and sign-out ---------------------------------------------------------------
 
 
@@ -226,7 +234,11 @@ def login_second_factor():
 def logout():
     service.sign_out(_me(), access.client_ip())
     db.session.commit()
-    flash("Vous êtes déconnecté.", "info")
+    flash(
+        "Vous êtes déconnecté, ici et sur tous les autres navigateurs et appareils où vous "
+        "étiez connecté à Datapass.",
+        "info",
+    )
     return redirect(url_for("accounts.home"))
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from datapass import access, spreadsheet, web
 from datapass.accounts.models import Role as AccountRole
-from datapass.audit import consumption, exports, forms, search
+from datapass.audit import consumption, exports, forms, names, search
 from datapass.audit.models import AuditExport
 from datapass.extensions import db
 
@@ -72,6 +72,7 @@ def console():
         args=request.args,
         errors=errors,
         page=page,
+        names=names.resolve(page.events if page else ()),
         apis=_apis(),
         token_form=forms.PastedTokenForm(),
         export_form=export_form,
@@ -100,7 +101,9 @@ def event(seq: int):
         payload = json.dumps(json.loads(found.payload), indent=2, ensure_ascii=False)
     except ValueError:
         payload = found.payload
-    return render_template("audit/event.html", event=found, payload=payload)
+    return render_template(
+        "audit/event.html", event=found, payload=payload, names=names.resolve([found])
+    )
 
 
 # --- exports --------------------------------------------------------------------------------
@@ -129,7 +132,10 @@ def _load_export(export_id: int):
 @bp.route("/exports/<int:export_id>")
 @access.role_required(*OFFICERS)
 def export(export_id: int):
-    return render_template("audit/export.html", export=_load_export(export_id))
+    found = _load_export(export_id)
+    return render_template(
+        "audit/export.html", export=found, criteria=search.criteria(found.filters)
+    )
 
 
 def _export_chunks(export_id: int):

@@ -216,7 +216,7 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
         labels=service.FIELD_LABELS,
-        flat=service.flat_fields(snap),
+        flat=service.flat_fields(snap, found.api.scope_labels()),
         documents=service.document_ids(snap),
         reason_form=reason_form,
         message_form=message_form,
@@ -340,7 +340,7 @@ def habilitation(habilitation_id: int):
         req=found.request,
         labels=service.FIELD_LABELS,
         sections=service.SECTIONS,
-        flat=service.flat_fields(found.snapshot),
+        flat=service.flat_fields(found.snapshot, found.api.scope_labels()),
         documents=service.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),
         can_revoke=found.is_active and states.can(Event.REVOKE, found.request, current_user),
@@ -422,8 +422,12 @@ def export_xlsx():
 @bp.route("/instruction/statistiques")
 @access.role_required("instructor")
 def statistics():
+    stats = service.decision_statistics(current_user)
     return render_template(
-        "authorizations/statistics.html", stats=service.decision_statistics(current_user)
+        "authorizations/statistics.html",
+        stats=stats,
+        per_api=service.decision_charts(stats),
+        buckets=service.DECISION_BUCKETS,
     )
 
 

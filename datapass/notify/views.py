@@ -12,6 +12,7 @@ from wtforms.fields.choices import SelectChoice
 
 from datapass import access
 from datapass.extensions import csrf, db
+from datapass.formatting import plural
 from datapass.notify import service
 
 bp = Blueprint("notify", __name__)
@@ -291,8 +292,54 @@ def admin_outbox():
         abort(404)
     mails, counts = service.outbox_page(status)
     return render_template(
-        "notify/outbox.html", mails=mails, counts=counts, status=status, statuses=DeliveryStatus
+        "notify/outbox.html",
+        mails=mails,
+        counts=counts,
+        status=status,
+        statuses=DeliveryStatus,
+        health=service.outbox_health(),
+        stuck_after_minutes=int(service.STUCK_AFTER.total_seconds() // 60),
     )
+
+
+@bp.route("/admin/envois/renvoyer", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_outbox_replay_all():
+    from flask import flash, redirect, url_for
+
+    from datapass.tokens import forms
+
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    replayed = service.replay_all(access.current_actor())
+    db.session.commit()
+    failed = plural(replayed["failed"], "courriel abandonné remis", "courriels abandonnés remis")
+    waiting = plural(
+        replayed["waiting"], "courriel en attente avancé", "courriels en attente avancés"
+    )
+    flash(
+        f"{failed} en file et {waiting} : ils partent au prochain passage.",
+        "success",
+    )
+    return redirect(url_for("notify.admin_outbox"))
+
+
+@bp.app_template_global()
+def outbox_alert():
+    """The outbox's health for the banner of administrators' pages, when it is stuck."""
+    from flask_login import current_user
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from datapass.accounts.models import Role
+
+    if not current_user.is_authenticated or not current_user.has_role(Role.ADMIN):
+        return None
+    try:
+        health = service.outbox_health()
+    except SQLAlchemyError:  # an error page after a database failure still renders
+        return None
+    return health if health.stuck else None
 
 
 @bp.route("/admin/envois/<int:mail_id>/renvoyer", methods=["POST"])

@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access, web
+from datapass import access, formatting, web
 from datapass.extensions import db
 from datapass.tokens import forms, service
 from datapass.tokens.models import AccessToken
@@ -132,8 +132,8 @@ def send(token_id: int):
     else:
         db.session.commit()
         flash(
-            f"Un lien à usage unique, valable jusqu'au {link.expires_at:%d/%m/%Y} "
-            f"(4 heures), a été envoyé à {link.recipient}.",
+            f"Un lien à usage unique, valable jusqu'au {formatting.datetime(link.expires_at)} "
+            f"(heure de Paris), a été envoyé à {link.recipient}.",
             "success",
         )
     return redirect(url_for("tokens.show", token_id=token.id))

@@ -4,18 +4,36 @@ redirected answer said; mails survive crashes and outages without repeating by t
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import socket
-from datetime import timedelta
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
 
 from datapass import clock
 from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.notify import service as notify
-from datapass.notify.models import EndpointState, WebhookAttempt, WebhookDelivery
+from datapass.notify.models import (
+    DeliveryStatus,
+    EndpointState,
+    OutboxMail,
+    WebhookAttempt,
+    WebhookDelivery,
+)
 from tests import factories
-from tests.reliability.peers import HttpPeer
+from tests.conftest import base_config, login
+from tests.reliability.peers import HttpPeer, SmtpPeer
 from tests.tokens.conftest import make_api, make_provider
 
 ADMIN = Actor.system("test-admin")
@@ -75,7 +93,7 @@ def test_redirects_are_never_followed(webhook_app, receiver, internal, status):
     assert delivery.status == "pending" and delivery.last_status_code == status
     assert "redirection refusée" in delivery.last_error
     attempt = db.session.query(WebhookAttempt).filter_by(delivery_id=delivery.id).one()
-    assert not attempt.success and attempt.response_excerpt is None
+    assert not attempt.success and "moved" not in attempt.error
 
 
 def test_redirect_to_metadata_address_shows_nothing(webhook_app, receiver, internal, login_as):
@@ -167,3 +185,328 @@ def test_reenabling_needs_a_ping_newer_than_the_disabling(webhook_app, receiver)
     assert endpoint.can_enable
     notify.enable_endpoint(endpoint, ADMIN)
     assert endpoint.state == EndpointState.ENABLED
+
+
+# --- mails and webhooks: crashes and outages -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    peer = SmtpPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def smtp_app(app, smtp):
+    smtp.delay, smtp.refuse = 0.0, None
+    smtp.messages.clear()
+    if smtp.controller is None:
+        smtp.start()
+    app.config.update(
+        MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TIMEOUT=2
+    )
+    yield app
+    app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+
+
+def _child_env(app, **extra) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATAPASS_ENV="testing",
+        DATAPASS_DATABASE_URL=app.config["DATABASE_URL"],
+        DATAPASS_SECRET_KEY=app.config["SECRET_KEY"],
+        DATAPASS_MASTER_KEY=base_config("")["MASTER_KEY"],
+        DATAPASS_BASE_URL=app.config["BASE_URL"],
+        DATAPASS_MAIL_BACKEND="smtp",
+        DATAPASS_SMTP_HOST="127.0.0.1",
+        DATAPASS_WEBHOOK_ALLOW_PRIVATE="true",
+        **extra,
+    )
+    return env
+
+
+def _wait(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    with _CHANGED:
+        while not predicate():
+            left = deadline - time.monotonic()
+            assert left > 0, f"délai dépassé : {what}"
+            _CHANGED.wait(min(left, 0.05))
+
+
+_CHANGED = threading.Condition()
+
+
+def _kill_mid_batch(command: list[str], env: dict[str, str], received, after: int) -> None:
+    """Start a real delivery process, SIGKILL it once ``after`` messages reached the peer."""
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "flask", "--app", "app", "datapass", *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait(
+            lambda: len(received()) >= after or process.poll() is not None,
+            what=f"{after} envois avant l'arrêt brutal",
+        )
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        process.stderr.close()
+
+
+def _after_the_leases() -> None:
+    """The restarted worker runs once the dead one's lease is over."""
+    clock.set_frozen(datetime.now(UTC) + notify.CLAIM_LEASE + timedelta(minutes=1))
+
+
+def test_kill_9_mid_batch_resends_at_most_the_mail_in_flight(committed_app, smtp):
+    from datapass.notify import tasks
+
+    smtp.delay, smtp.refuse = 0.03, None
+    smtp.messages.clear()
+    total = 25
+    notify.queue_mails(
+        [([f"agent{i}@mairie.fr"], "test_message", {"name": "C"}) for i in range(total)]
+    )
+    db.session.commit()
+    db.session.remove()
+    env = _child_env(committed_app, DATAPASS_SMTP_PORT=str(smtp.port))
+    _kill_mid_batch(["deliver"], env, smtp.message_ids, after=13)
+    killed_at = len(smtp.message_ids())
+    assert killed_at < total
+    smtp.delay = 0.0
+    committed_app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port)
+    try:
+        _after_the_leases()
+        tasks.deliver_mails()
+    finally:
+        committed_app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+    ids = smtp.message_ids()
+    assert len(set(ids)) == total  # every mail arrived
+    assert len(ids) <= total + 1  # at most the one in flight twice, with its Message-ID
+    statuses = db.session.scalars(select(OutboxMail.status)).all()
+    assert statuses == ["sent"] * total
+
+
+def test_kill_9_mid_batch_redelivers_at_most_the_webhook_in_flight(committed_app, receiver):
+    from datapass.tokens import tasks
+
+    receiver.reset()
+    receiver.delay = 0.03
+    total = 25
+    endpoint, api = _endpoint(receiver.url)
+    for i in range(total):
+        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+    db.session.commit()
+    db.session.remove()
+
+    def received():
+        return [r["headers"]["X-Datapass-Delivery"] for r in receiver.requests]
+
+    _kill_mid_batch(["sweep"], _child_env(committed_app), received, after=13)
+    assert len(received()) < total
+    receiver.delay = 0.0
+    committed_app.config["WEBHOOK_ALLOW_PRIVATE"] = True
+    try:
+        _after_the_leases()
+        tasks.deliver_webhooks()
+    finally:
+        committed_app.config["WEBHOOK_ALLOW_PRIVATE"] = False
+    ids = received()
+    assert len(set(ids)) == total and len(ids) <= total + 1
+    assert db.session.scalars(select(WebhookDelivery.status)).all() == ["sent"] * total
+
+
+def test_smtp_down_for_days_abandons_nothing(smtp_app, smtp):
+    """Walk three days of an unreachable server, running the job whenever a mail is due."""
+    from datapass.notify import tasks
+
+    smtp.stop()
+    mails = [notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"}) for i in range(3)]
+    end = clock.now() + timedelta(days=3)
+    runs = 0
+    while clock.now() < end:
+        assert tasks.deliver_mails()["sent"] == 0
+        runs += 1
+        due = db.session.scalar(select(func.min(OutboxMail.next_attempt_at)))
+        clock.set_frozen(max(clock.as_utc(due), clock.now() + timedelta(minutes=1)))
+    assert runs > 12  # more attempts than the old limit of 12
+    for mail in mails:
+        db.session.refresh(mail)
+        assert mail.status == DeliveryStatus.PENDING and mail.attempts == runs
+        assert "SMTP" in mail.last_error
+        assert mail.next_attempt_at - clock.now() <= notify.MAX_BACKOFF
+    smtp.start()
+    clock.advance(notify.MAX_BACKOFF)
+    assert tasks.deliver_mails()["sent"] == 3
+    assert len(smtp.messages) == 3
+
+
+def test_a_permanent_refusal_abandons_a_temporary_one_defers(smtp_app, smtp):
+    mail = notify.queue_mail("inconnu@mairie.fr", "test_message", {"name": "C"})
+    smtp.refuse = "451 4.3.0 Réessayez plus tard"
+    assert notify.deliver_due() == {"sent": 0, "failed": 0, "deferred": 1}
+    assert mail.status == DeliveryStatus.PENDING and "451" in mail.last_error
+    smtp.refuse = "550 5.1.1 Destinataire inconnu"
+    clock.advance(timedelta(minutes=1))
+    assert notify.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
+    assert mail.status == DeliveryStatus.FAILED and "550" in mail.last_error
+    assert smtp.messages == []
+
+
+def test_stuck_outbox_banner_and_bulk_replay(smtp_app, smtp, csrf_app, login_as):
+    from datapass.audit.models import AuditEvent
+
+    admin = factories.user(roles=("admin",), mfa_enabled_at=clock.now())
+    instructor = factories.user(roles=("security_officer",), mfa_enabled_at=clock.now())
+    smtp.stop()
+    waiting = notify.queue_mail("a@mairie.fr", "test_message", {"name": "C"})
+    notify.deliver_due()
+    smtp.start()
+    smtp.refuse = "550 5.7.1 Refusé"
+    refused = notify.queue_mail("b@mairie.fr", "test_message", {"name": "C"})
+    notify.deliver_due()
+    assert refused.status == DeliveryStatus.FAILED
+    smtp.refuse = None
+    client = login_as(admin)
+    assert "alerte-envois" not in client.get("/admin/envois").get_data(as_text=True)
+    clock.advance(notify.STUCK_AFTER)
+    client = login_as(admin)  # a fresh authentication for the replay
+    home = client.get("/").get_data(as_text=True)
+    assert "alerte-envois" in home and "L'envoi des courriels est bloqué" in home
+    page = client.get("/admin/envois").get_data(as_text=True)
+    assert "La file d'envoi est bloquée" in page and "connexion SMTP impossible" in page
+    other = csrf_app.test_client()
+    login(other, instructor)
+    assert "alerte-envois" not in other.get("/").get_data(as_text=True)
+    # bulk replay: CSRF required, then both mails go out at the next run
+    assert client.post("/admin/envois/renvoyer").status_code == 400
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/admin/envois/renvoyer", data={"csrf_token": token})
+    assert response.status_code == 302 and response.location.endswith("/admin/envois")
+    assert db.session.query(AuditEvent).filter_by(tag="notify:mail:replayed_all").count() == 1
+    assert notify.deliver_due()["sent"] == 2
+    assert {waiting.status, refused.status} == {DeliveryStatus.SENT}
+    assert "alerte-envois" not in client.get("/").get_data(as_text=True)
+
+
+# --- no transaction, no SQLite write lock, while talking to a peer ---------------------------
+
+
+def _lock_probe(app):
+    """A function telling, from another connection, whether the database is free: on SQLite
+    the write lock can be taken at once; on PostgreSQL no session is idle in a transaction."""
+    url = app.config["DATABASE_URL"]
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+
+        def free() -> bool:
+            connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+                return True
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                connection.close()
+
+        return free, None
+    engine = create_engine(url, poolclass=NullPool)
+
+    def free() -> bool:
+        with engine.connect() as connection:
+            return not connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                )
+            )
+
+    return free, engine
+
+
+def test_no_transaction_is_held_while_talking_to_peers(committed_app, smtp, receiver):
+    from datapass.notify import tasks as notify_tasks
+    from datapass.tokens import tasks as token_tasks
+
+    free, engine = _lock_probe(committed_app)
+    seen: list[bool] = []
+    smtp.messages.clear()
+    smtp.delay, smtp.refuse, smtp.on_message = 0.0, None, lambda: seen.append(free())
+    receiver.reset()
+    receiver.on_request = lambda: seen.append(free())
+    _, api = _endpoint(receiver.url)
+    for i in range(3):
+        notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"})
+        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+    db.session.commit()
+    committed_app.config.update(
+        MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, WEBHOOK_ALLOW_PRIVATE=True
+    )
+    try:
+        assert token_tasks.deliver_webhooks()["sent"] == 3
+        assert notify_tasks.deliver_mails()["sent"] == 3
+    finally:
+        smtp.on_message = None
+        receiver.on_request = None
+        committed_app.config.update(
+            MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25, WEBHOOK_ALLOW_PRIVATE=False
+        )
+        if engine is not None:
+            engine.dispose()
+    assert seen == [True] * 6
+
+
+def test_sqlite_introspection_does_not_wait_for_the_write_lock(committed_app):
+    """A writer holds SQLite's write lock (a sweep's chunk, a job) for the whole call: the
+    introspection, a read, answers from its snapshot (it used to wait 10 s, then 500)."""
+    if committed_app.config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("le verrou d'écriture global est propre à SQLite")
+    from tests.tokens.conftest import make_client, make_habilitation
+    from tests.tokens.test_machine_api import basic, issue
+
+    provider = make_provider()
+    api = make_api(provider)
+    machine, secret = make_client(provider)
+    habilitation = make_habilitation(api)
+
+    class World:
+        pass
+
+    world = World()
+    world.habilitation = habilitation
+    token, raw = issue(world)
+    db.session.commit()
+    client = committed_app.test_client()
+    headers = basic(machine.client_id, secret)
+    first = client.post("/api/v1/introspect", data={"token": raw}, headers=headers)
+    assert first.get_json()["active"] is True  # its use is written now: not at the next call
+    db.session.remove()
+    saved = {k: committed_app.config[k] for k in ("INTROSPECTION_CACHE_SECONDS",)}
+    committed_app.config["INTROSPECTION_CACHE_SECONDS"] = 0  # read the database each time
+    from datapass.catalogue import service as catalogue
+
+    catalogue._AUTH_CACHE.clear()
+    writer = sqlite3.connect(
+        committed_app.config["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None
+    )
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE providers SET name = name")
+        response = client.post("/api/v1/introspect", data={"token": raw}, headers=headers)
+        assert response.status_code == 200 and response.get_json()["active"] is True
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        committed_app.config.update(saved)
