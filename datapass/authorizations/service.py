@@ -1058,8 +1058,12 @@ def _queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) 
         api_ids &= {filters.api_id}
     text_search, by_reference = filters.text.strip(), None
     reference = text_search.upper().removeprefix("DP-").lstrip("0")
-    if text_search.upper().startswith("DP-") and reference.isdigit():
-        by_reference = int(reference)
+    # A reference is an id: ASCII digits that fit the column (else it names no request).
+    as_id = int(reference) if reference.isascii() and reference.isdigit() else None
+    if as_id is not None and as_id > 2**31 - 1:
+        as_id = -1
+    if text_search.upper().startswith("DP-") and as_id is not None:
+        by_reference = as_id
     api_column = AuthorizationRequest.api_id
     if text_search and by_reference is None:
         # A substring search reads every row anyway: one sequential scan beats tens of
@@ -1076,8 +1080,8 @@ def _queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) 
         query = query.where(AuthorizationRequest.id == by_reference)
     elif text_search:
         clauses = [_contains(AuthorizationRequest.title, text_search)]
-        if reference.isdigit():
-            clauses.append(AuthorizationRequest.id == int(reference))
+        if as_id is not None:
+            clauses.append(AuthorizationRequest.id == as_id)
         query = query.where(or_(*clauses))
     return query
 
