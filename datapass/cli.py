@@ -103,9 +103,9 @@ def show_config() -> None:
 @datapass_cli.command("deliver")
 def deliver() -> None:
     """Envoie les courriels en attente (sans attendre le planificateur)."""
-    from datapass.notify import service as notify_service
+    from datapass.notify import tasks as notify_tasks
 
-    counts = notify_service.deliver_due()
+    counts = notify_tasks.deliver_mails()
     sent, deferred, failed = counts["sent"], counts["deferred"], counts["failed"]
     click.echo(f"{sent} envoyé(s), {deferred} reporté(s), {failed} abandonné(s).")
 

@@ -77,7 +77,20 @@ SETTINGS: list[Setting] = [
         str,
         "Base de données SQLAlchemy (`postgresql+psycopg://…` en production).",
     ),
-    _s("BASE_URL", "http://127.0.0.1:5000", str, "URL publique ; `iss` des jetons."),
+    _s(
+        "BASE_URL",
+        None,
+        str,
+        "URL publique : liens des courriels, `iss` des jetons (obligatoire en production ; "
+        "hors production, par défaut `http://HOST:PORT` du serveur lancé, `PORT` et `HOST` "
+        "étant ceux de `make run`).",
+    ),
+    _s(
+        "CONTACT_EMAIL",
+        "datapass@api.gouv.fr",
+        str,
+        "Adresse de contact de l'équipe (déclaration d'accessibilité : signaler un défaut).",
+    ),
     _s("MAIL_BACKEND", "file", str, "`file` (fichiers `.eml` dans `instance/mail/`) ou `smtp`."),
     _s("MAIL_DIR", str(INSTANCE / "mail"), str, "Dossier des courriels en mode `file`."),
     _s("MAIL_FROM", "Datapass <ne-pas-repondre@datapass.gouv.fr>", str, "Expéditeur."),
@@ -87,7 +100,6 @@ SETTINGS: list[Setting] = [
     _s("SMTP_PASSWORD", "", str, "Mot de passe SMTP."),
     _s("SMTP_STARTTLS", False, _bool, "STARTTLS vers le serveur SMTP."),
     _s("SMTP_TIMEOUT", 10, int, "Délai maximal d'une connexion SMTP, en secondes."),
-    _s("OUTBOX_MAX_ATTEMPTS", 12, int, "Tentatives d'envoi d'un courriel avant abandon."),
     _s("SESSION_HOURS", 12, int, "Durée absolue d'une session, en heures."),
     _s("LOGIN_MAX_FAILURES", 5, int, "Échecs de connexion tolérés par compte et par adresse…"),
     _s("LOGIN_WINDOW_MINUTES", 15, int, "…sur cette fenêtre glissante, en minutes."),
@@ -269,8 +281,25 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
                 raise ConfigError(f"{setting.env} invalide : {exc}") from exc
         config[setting.key] = value
     config.update(overrides)
+    if not config.get("BASE_URL") and config.get("ENV") != "production":
+        config["BASE_URL"] = served_url(environ)
     validate(config)
     return config
+
+
+def served_url(environ) -> str:
+    """Where the development server answers (``python app.py`` reads the same ``HOST`` and
+    ``PORT``): links in mails, the tokens' ``iss`` and the export recipe follow the port
+    actually served, e.g. ``PORT=8080 make run``."""
+    host = (environ.get("HOST") or "").strip() or "127.0.0.1"
+    if host in {"0.0.0.0", "::", "[::]"}:  # noqa: S104 (listening everywhere: loopback answers)
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    port = (environ.get("PORT") or "").strip() or "5000"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"PORT invalide : un numéro de port (1 à 65535) est attendu ({port!r}).")
+    return f"http://{host}:{int(port)}"
 
 
 def validate(config: dict[str, Any]) -> None:
@@ -294,6 +323,14 @@ def validate(config: dict[str, Any]) -> None:
         if production and key == "SECRET_KEY" and len(str(config[key])) < 32:
             raise ConfigError("DATAPASS_SECRET_KEY doit compter au moins 32 caractères.")
     config["MASTER_KEY_BYTES"] = decode_master_key(config["MASTER_KEY"])
+    base_url = str(config.get("BASE_URL") or "").strip()
+    if not base_url:
+        raise ConfigError(
+            "DATAPASS_BASE_URL est obligatoire en production (l'URL publique de Datapass, "
+            "ex. https://datapass.gouv.fr) : elle fait les liens des courriels et l'iss des jetons."
+        )
+    if not base_url.startswith(("http://", "https://")):
+        raise ConfigError("DATAPASS_BASE_URL doit commencer par http:// ou https://.")
     if config["MAIL_BACKEND"] not in {"file", "smtp"}:
         raise ConfigError("DATAPASS_MAIL_BACKEND doit valoir file ou smtp.")
     for key in ("SESSION_HOURS", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW_MINUTES", "SMTP_PORT"):

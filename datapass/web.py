@@ -3,14 +3,15 @@ problem documents, template helpers."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, jsonify, render_template, request
+from flask import Flask, current_app, g, jsonify, render_template, request, stream_with_context
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from datapass import clock
+from datapass import clock, formatting
 from datapass.access import MACHINE_PREFIXES, wants_json
 
 CSP = "; ".join(
@@ -85,17 +86,27 @@ def _describe(error: HTTPException) -> str:
     return MESSAGES.get(status, "La requête n'a pas pu être traitée.")
 
 
+def _protocol_headers(error: HTTPException) -> list[tuple[str, str]]:
+    """The headers the error itself requires (``Allow`` of a 405, RFC 9110 §15.5.6;
+    ``Retry-After``…): Werkzeug's, without its own content type."""
+    return [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+
+
 def _handle_http_error(error: HTTPException):
     status = error.code or 500
     message = _describe(error)
     if wants_json():
+        extra = {}
         if status == 401 and getattr(g, "auth_challenge", False):
             message = "Identifiants du client machine absents ou invalides."
-        return problem(status, message)
+            extra["error"] = "invalid_client"  # RFC 6749 §5.2, for OAuth client libraries
+        response = problem(status, message, **extra)
+        response.headers.extend(_protocol_headers(error))
+        return response
     template = status if status in {403, 404, 500} else "generic"
     title = TITLES.get(status, "Erreur")
     page = render_template(f"errors/{template}.html", status=status, title=title, message=message)
-    return page, status
+    return page, status, _protocol_headers(error)
 
 
 def _handle_csrf_error(error: CSRFError):
@@ -159,17 +170,23 @@ class StatelessApiSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def _format_datetime(moment, fmt: str = "%d/%m/%Y à %H:%M") -> str:
-    local = clock.local(moment)
-    return local.strftime(fmt) if local is not None else "—"
+T = TypeVar("T")
 
 
-def _format_date(moment) -> str:
-    if moment is None:
-        return "—"
-    if hasattr(moment, "hour"):
-        moment = clock.local(moment)
-    return moment.strftime("%d/%m/%Y")
+def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: Any) -> Iterator[T]:
+    """A streamed response body: ``produce(*args, **kwargs)`` is called only once the response
+    starts streaming, inside the request's contexts pushed again (``stream_with_context``).
+
+    Flask tears the app context down when the view returns, before the body is sent, and with
+    it the database session, closing any cursor the view opened (PostgreSQL's server-side
+    cursor is gone even for an empty list; SQLite's rows vanish). So a streamed export runs
+    its query here, in the fresh session of the streaming phase, and from plain values (ids,
+    filters): ORM objects the view loaded are detached by then."""
+
+    def body() -> Iterator[T]:
+        yield from produce(*args, **kwargs)
+
+    return stream_with_context(body())
 
 
 # Navigation by role: (endpoint, label, who sees it). Entries whose endpoint is not
@@ -243,6 +260,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
-    app.add_template_filter(_format_datetime, "datetime")
-    app.add_template_filter(_format_date, "date")
+    formatting.init_app(app)
     app.jinja_env.globals["now"] = clock.now

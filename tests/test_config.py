@@ -47,6 +47,7 @@ def test_production_starts_with_proper_secrets():
         "DATAPASS_ENV": "production",
         "DATAPASS_SECRET_KEY": "k" * 48,
         "DATAPASS_MASTER_KEY": config_module.new_master_key(),
+        "DATAPASS_BASE_URL": "https://datapass.gouv.fr",
     }
     config = config_module.load(environ=environ)
     assert len(config["MASTER_KEY_BYTES"]) == 32
@@ -82,3 +83,85 @@ def test_readme_documents_every_setting():
     readme = (Path(ROOT) / "README.md").read_text()
     missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
     assert missing == [], f"README sans ces variables (flask datapass config) : {missing}"
+
+
+# --- the base URL (issue 11, point 8) ---------------------------------------------------------
+
+DEV_SECRETS = {
+    "SECRET_KEY": "tests-secret-key-that-is-long-enough-0123456789",
+    "MASTER_KEY": "dGVzdHMtbWFzdGVyLWtleS0wMTIzNDU2Nzg5YWJjZGU=",
+}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({}, "http://127.0.0.1:5000"),
+        ({"PORT": "8080"}, "http://127.0.0.1:8080"),
+        ({"PORT": "8080", "HOST": "0.0.0.0"}, "http://127.0.0.1:8080"),
+        ({"PORT": "8081", "HOST": "localhost"}, "http://localhost:8081"),
+        ({"PORT": "8080", "DATAPASS_BASE_URL": "https://dp.example.fr"}, "https://dp.example.fr"),
+    ],
+)
+def test_development_base_url_follows_the_port_served(environ, expected):
+    config = config_module.load(environ=environ, overrides=dict(DEV_SECRETS))
+    assert config["BASE_URL"] == expected
+
+
+def test_a_bad_port_is_refused_in_one_french_line():
+    with pytest.raises(ConfigError) as error:
+        config_module.load(environ={"PORT": "huit"}, overrides=dict(DEV_SECRETS))
+    assert "PORT invalide" in str(error.value)
+
+
+def test_production_requires_base_url():
+    environ = {
+        "DATAPASS_ENV": "production",
+        "DATAPASS_SECRET_KEY": "k" * 48,
+        "DATAPASS_MASTER_KEY": config_module.new_master_key(),
+        "PORT": "8080",
+    }
+    with pytest.raises(ConfigError) as error:
+        config_module.load(environ=environ)
+    assert "DATAPASS_BASE_URL" in str(error.value)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError):
+        config_module.load(environ={**environ, "DATAPASS_BASE_URL": "datapass.gouv.fr"})
+    config = config_module.load(environ={**environ, "DATAPASS_BASE_URL": "https://dp.gouv.fr"})
+    assert config["BASE_URL"] == "https://dp.gouv.fr"
+
+
+def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, monkeypatch):
+    """`PORT=8080 make run`: an app built with no BASE_URL signs tokens for, and writes links
+    to, port 8080 (not 5000)."""
+    import jwt
+    from flask import render_template_string
+
+    from datapass import create_app
+    from datapass.accounts import service as accounts_service
+    from datapass.audit.service import Actor
+    from datapass.extensions import db
+    from datapass.lifecycle import service as lifecycle_service
+    from datapass.tokens import service as tokens_service
+    from tests.conftest import base_config
+    from tests.tokens.conftest import make_habilitation
+
+    monkeypatch.setenv("PORT", "8080")
+    monkeypatch.delenv("HOST", raising=False)
+    monkeypatch.delenv("DATAPASS_BASE_URL", raising=False)
+    config = base_config(f"sqlite:///{tmp_path / 'port.db'}", ENV="development")
+    del config["BASE_URL"]
+    app = create_app(config)
+    assert app.config["BASE_URL"] == "http://127.0.0.1:8080"
+    with app.app_context():
+        db.create_all()
+        habilitation = make_habilitation()
+        token, raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+        claims = jwt.decode(raw, options={"verify_signature": False})
+        assert claims["iss"] == "http://127.0.0.1:8080"
+        assert lifecycle_service.renewal_url(token).startswith("http://127.0.0.1:8080/jetons/")
+        link = accounts_service.make_password_link(habilitation.requester, "reset")
+        assert link.startswith("http://127.0.0.1:8080/mot-de-passe/")
+        with app.test_request_context("/audit/exports/1"):
+            assert render_template_string("{{ audit_base_url }}") == "http://127.0.0.1:8080"
+        db.session.rollback()

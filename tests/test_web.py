@@ -52,10 +52,31 @@ def test_the_machine_api_needs_no_csrf_token(csrf_app):
     """Machine clients send no cookie, hence no CSRF token: the API answers on its own
     terms (a leak report is accepted, a missing client authentication is a 401)."""
     client = csrf_app.test_client()
-    assert client.post("/api/v1/leaks", data={"token": "nimporte.quoi.ici"}).status_code == 202
+    foreign = "eyJhbGciOiJFUzI1NiJ9.e30.AAAA"  # a well-formed JWS that is not ours
+    assert client.post("/api/v1/leaks", data={"token": foreign}).status_code == 202
     response = client.post("/api/v1/introspect", data={"token": "a.b.c"})
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("get", "/api/v1/introspect", {"POST", "OPTIONS"}),
+        ("delete", "/api/v1/revocations", {"GET", "HEAD", "OPTIONS"}),
+        ("put", "/.well-known/oauth-authorization-server", {"GET", "HEAD", "OPTIONS"}),
+        ("post", "/mentions-legales", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_405_says_which_methods_are_allowed(client, method, path, allowed):
+    """RFC 9110 §15.5.6: a 405 carries `Allow`, on the machine API and on pages alike."""
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert {m.strip() for m in response.headers["Allow"].split(",")} == allowed
+    if path.startswith(("/api/", "/.well-known/")):
+        assert response.mimetype == "application/problem+json"
+    else:
+        assert "fr-header" in response.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("path", ["/dsfr/dsfr.min.css", "/static/app.css"])

@@ -168,6 +168,14 @@ def legal():
     return render_template("accounts/legal.html")
 
 
+@bp.route("/accessibilite")
+@access.public
+def accessibility():
+    """The accessibility statement RGAA requires (state, known non-conformities, contact,
+    the Défenseur des droits)."""
+    return render_template("accounts/accessibility.html")
+
+
 # --- sign-in and sign-out ---------------------------------------------------------------
 
 

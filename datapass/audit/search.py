@@ -191,3 +191,39 @@ def search(flt: AuditFilter, before: int | None = None, size: int = PAGE_SIZE) -
 
 def get_event(seq: int) -> AuditEvent | None:
     return db.session.get(AuditEvent, seq)
+
+
+CRITERIA_LABELS = {
+    "start": "Du",
+    "end": "Au",
+    "actor": "Acteur",
+    "organisation_id": "Organisation",
+    "api_id": "API",
+    "token_digest": "Empreinte du jeton",
+    "tag": "Étiquette",
+}
+
+
+def criteria(filters: dict[str, Any]) -> list[tuple[str, str]]:
+    """A stored filter (an export's) as people read it: (« Organisation », « Commune de
+    Dunkerque ») rather than ``organisation_id = 1``; names resolved in one query."""
+    from datapass import formatting
+    from datapass.audit import names as audit_names
+
+    flt = AuditFilter.from_dict(filters)
+    found = audit_names.resolve(
+        organisation_ids=[flt.organisation_id] if flt.organisation_id is not None else [],
+        api_ids=[flt.api_id] if flt.api_id is not None else [],
+    )
+    shown = {
+        "start": formatting.date(flt.start) if flt.start else None,
+        "end": formatting.date(flt.end) if flt.end else None,
+        "actor": flt.actor,
+        "organisation_id": (
+            found.organisation(flt.organisation_id) if flt.organisation_id is not None else None
+        ),
+        "api_id": found.api(flt.api_id) if flt.api_id is not None else None,
+        "token_digest": flt.token_digest,
+        "tag": flt.tag,
+    }
+    return [(CRITERIA_LABELS[key], value) for key, value in shown.items() if value]

@@ -15,15 +15,15 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access, spreadsheet
+from datapass import access, spreadsheet, web
 from datapass.accounts.models import Role as AccountRole
-from datapass.audit import consumption, exports, forms, search
+from datapass.audit import consumption, exports, forms, names, search
+from datapass.audit.models import AuditExport
 from datapass.extensions import db
 
 bp = Blueprint("audit", __name__, url_prefix="/audit")
@@ -73,6 +73,7 @@ def console():
         args=request.args,
         errors=errors,
         page=page,
+        names=names.resolve(page.events if page else ()),
         apis=_apis(),
         token_form=forms.PastedTokenForm(),
         export_form=export_form,
@@ -101,7 +102,9 @@ def event(seq: int):
         payload = json.dumps(json.loads(found.payload), indent=2, ensure_ascii=False)
     except ValueError:
         payload = found.payload
-    return render_template("audit/event.html", event=found, payload=payload)
+    return render_template(
+        "audit/event.html", event=found, payload=payload, names=names.resolve([found])
+    )
 
 
 # --- exports --------------------------------------------------------------------------------
@@ -130,7 +133,15 @@ def _load_export(export_id: int):
 @bp.route("/exports/<int:export_id>")
 @access.role_required(*OFFICERS)
 def export(export_id: int):
-    return render_template("audit/export.html", export=_load_export(export_id))
+    found = _load_export(export_id)
+    return render_template(
+        "audit/export.html", export=found, criteria=search.criteria(found.filters)
+    )
+
+
+def _export_chunks(export_id: int):
+    # Streamed after the view's session is gone: the export is loaded again (by id).
+    return exports.stream(db.session.get(AuditExport, export_id))
 
 
 @bp.route("/exports/<int:export_id>/fichier")
@@ -140,7 +151,7 @@ def export_file(export_id: int):
     exports.record_download(found, "file", access.current_actor())
     db.session.commit()
     response = Response(
-        stream_with_context(exports.stream(found)), mimetype=exports.MEDIA_TYPES[found.format]
+        web.stream_lazily(_export_chunks, found.id), mimetype=exports.MEDIA_TYPES[found.format]
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{exports.filename(found)}"'
     return response
@@ -198,8 +209,8 @@ def api_usage():
 
 
 def _csv_response(header: list[str], rows: Iterator[tuple], name: str) -> Response:
-    stream = spreadsheet.csv_stream(header, rows, delimiter=",")
-    response = Response(stream_with_context(stream), mimetype="text/csv; charset=utf-8")
+    stream = web.stream_lazily(spreadsheet.csv_stream, header, rows, delimiter=",")
+    response = Response(stream, mimetype="text/csv; charset=utf-8")
     response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return response
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -443,8 +443,12 @@ def _french_date(value: str | None) -> str:
     return date.fromisoformat(value).strftime("%d/%m/%Y") if value else ""
 
 
-def flat_fields(snap: dict[str, Any]) -> dict[str, str]:
-    """The form's fields, as shown, out of a snapshot (for diffs)."""
+def flat_fields(
+    snap: dict[str, Any], scope_labels: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The form's fields, as shown, out of a snapshot (for diffs); scopes by their label
+    when ``scope_labels`` (code → label, :meth:`Api.scope_labels`) is given."""
+    labels = scope_labels or {}
     legal = snap.get("legal_basis") or {}
     homologation = snap.get("homologation") or {}
     contacts = snap.get("contacts") or {}
@@ -452,7 +456,7 @@ def flat_fields(snap: dict[str, Any]) -> dict[str, str]:
         "title": snap.get("title") or "",
         "description": snap.get("description") or "",
         "purpose": snap.get("purpose") or "",
-        "scopes": ", ".join(snap.get("scopes") or []),
+        "scopes": ", ".join(labels.get(code, code) for code in snap.get("scopes") or []),
         "legal_basis_name": legal.get("name") or "",
         "legal_basis_url": legal.get("url") or "",
         "legal_basis_document": ((legal.get("document") or {}).get("filename") or ""),
@@ -490,11 +494,15 @@ def document_ids(snap: dict[str, Any]) -> dict[str, int]:
     return ids
 
 
-def diff(previous: dict[str, Any] | None, current: dict[str, Any]) -> list[dict[str, str]]:
+def diff(
+    previous: dict[str, Any] | None,
+    current: dict[str, Any],
+    scope_labels: Mapping[str, str] | None = None,
+) -> list[dict[str, str]]:
     """The fields that changed between two snapshots: field, French label, before, after."""
     if previous is None:
         return []
-    before, after = flat_fields(previous), flat_fields(current)
+    before, after = flat_fields(previous, scope_labels), flat_fields(current, scope_labels)
     return [
         {"field": key, "label": FIELD_LABELS[key], "before": before[key], "after": after[key]}
         for key in after
@@ -557,7 +565,7 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
         raise InvalidRequest(errors)
     current = snapshot(request)
     previous = request.submitted_snapshot
-    changes = diff(previous, current)
+    changes = diff(previous, current, request.api.scope_labels())
     now = clock.now()
     values: dict[str, Any] = {"submitted_at": now}
     if request.first_submitted_at is None:

@@ -11,12 +11,12 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
 
-from datapass import access, clock
+from datapass import access, clock, web
+from datapass.accounts.models import User
 from datapass.authorizations import forms, service, states
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
@@ -221,7 +221,7 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
         labels=service.FIELD_LABELS,
-        flat=service.flat_fields(snap),
+        flat=service.flat_fields(snap, found.api.scope_labels()),
         documents=service.document_ids(snap),
         reason_form=reason_form,
         message_form=message_form,
@@ -345,7 +345,7 @@ def habilitation(habilitation_id: int):
         req=found.request,
         labels=service.FIELD_LABELS,
         sections=service.SECTIONS,
-        flat=service.flat_fields(found.snapshot),
+        flat=service.flat_fields(found.snapshot, found.api.scope_labels()),
         documents=service.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),
         can_revoke=found.is_active and states.can(Event.REVOKE, found.request, current_user),
@@ -397,12 +397,17 @@ def instructor_queue():
     )
 
 
+def _queue_csv(user_id: int, filters):
+    # Streamed after the view's session is gone: the instructor is loaded again (by id).
+    return service.export_csv(db.session.get(User, user_id), filters)
+
+
 @bp.route("/instruction/export.csv")
 @access.role_required("instructor")
 def export_csv():
     stamp = clock.today().isoformat()
     return Response(
-        stream_with_context(service.export_csv(current_user, _filters())),
+        web.stream_lazily(_queue_csv, current_user.id, _filters()),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="demandes-{stamp}.csv"'},
     )

@@ -124,6 +124,12 @@ class Api(db.Model):
     def scope_labels(self) -> dict[str, str]:
         return {scope.code: scope.label for scope in self.scopes}
 
+    def labels_of(self, codes) -> list[str]:
+        """The labels people ticked, for scope codes (a code no longer in the catalogue is
+        shown as it is)."""
+        labels = self.scope_labels()
+        return [labels.get(code, code) for code in codes or ()]
+
 
 class Scope(db.Model):
     __tablename__ = "scopes"

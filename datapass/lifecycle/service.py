@@ -35,6 +35,7 @@ from datapass.audit.models import UsageRecent
 from datapass.audit.service import Actor
 from datapass.catalogue.models import RenewalPolicy
 from datapass.extensions import db
+from datapass.formatting import plural
 from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
 from datapass.lifecycle.states import RenewalStatus
@@ -810,7 +811,7 @@ def _why(token: AccessToken, days: int) -> str:
         if last
         else "jamais utilisé depuis sa délivrance"
     )
-    return f"Jeton non utilisé depuis {days} jours ({basis})."
+    return f"Jeton non utilisé depuis {plural(days, 'jour', 'jours')} ({basis})."
 
 
 def _do_unused_suspend(
@@ -877,7 +878,7 @@ def _do_closure(
     reason = (
         f"Habilitation close automatiquement : son jeton a expiré le "
         f"{format_day(token.expires_at)} et n'a pas été renouvelé "
-        f"dans les {days} jours."
+        f"dans {'le' if days == 1 else 'les'} {plural(days, 'jour', 'jours')}."
     )
     recipients = tokens_service.holder_emails(token)
     context = _context(token, api, reason=reason)
@@ -1041,7 +1042,10 @@ def renewal_blocker(token: AccessToken) -> str | None:
         return "L'habilitation de ce jeton n'est plus en vigueur."
     if now < opens:
         days = current_app.config["RENEWAL_WINDOW_DAYS"]
-        return f"Le renouvellement ouvrira le {format_day(opens)}, {days} jours avant l'expiration."
+        return (
+            f"Le renouvellement ouvrira le {format_day(opens)}, "
+            f"{plural(days, 'jour', 'jours')} avant l'expiration."
+        )
     if now > closes:
         return "Le délai de renouvellement est dépassé : déposez une nouvelle demande."
     if _has_successor(token):

@@ -11,12 +11,11 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask_login import current_user
 
-from datapass import access, clock
+from datapass import access, clock, web
 from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
 from datapass.lifecycle import forms, service
@@ -221,7 +220,7 @@ def dashboard_csv(name: str):
     filters = _filters()
     stamp = clock.local(clock.now()).strftime("%Y%m%d-%H%M")
     return Response(
-        stream_with_context(service.dashboard_csv(name, filters)),
+        web.stream_lazily(service.dashboard_csv, name, filters),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="datapass-{name}-{stamp}.csv"',

@@ -23,16 +23,24 @@ from datapass.extensions import db
 
 class DeliveryStatus(StrEnum):
     PENDING = "pending"
+    SENDING = "sending"  # claimed by a worker until ``lease_until``, then claimable again
     SENT = "sent"
-    FAILED = "failed"  # gave up after the maximum number of attempts; can be replayed
+    FAILED = "failed"  # refused for good (or, for webhooks, too many attempts); replayable
 
     @property
     def label(self) -> str:
-        return {"pending": "En attente", "sent": "Envoyé", "failed": "Abandonné"}[self.value]
+        return {
+            "pending": "En attente",
+            "sending": "En cours d'envoi",
+            "sent": "Envoyé",
+            "failed": "Abandonné",
+        }[self.value]
 
     @property
     def badge(self) -> str:
-        return {"pending": "info", "sent": "success", "failed": "error"}[self.value]
+        return {"pending": "info", "sending": "new", "sent": "success", "failed": "error"}[
+            self.value
+        ]
 
 
 class MailBody(db.Model):
@@ -63,6 +71,8 @@ class OutboxMail(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    # While ``sending``: the claim of one worker; past it, the row may be claimed again.
+    lease_until: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str] = mapped_column(String(200), unique=True)
@@ -167,7 +177,10 @@ class WebhookEndpoint(db.Model):
 
     @property
     def can_enable(self) -> bool:
-        return self.state != EndpointState.ENABLED and self.verified_at is not None
+        """Its signed ping succeeded, after its disabling if it was disabled."""
+        if self.state == EndpointState.ENABLED or self.verified_at is None:
+            return False
+        return self.disabled_at is None or self.verified_at > self.disabled_at
 
     @property
     def can_disable(self) -> bool:
@@ -195,6 +208,7 @@ class WebhookDelivery(db.Model):
     status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime]
+    lease_until: Mapped[datetime | None]  # as OutboxMail.lease_until
     delivered_at: Mapped[datetime | None]
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
@@ -210,7 +224,12 @@ class WebhookDelivery(db.Model):
 
     @property
     def status_label(self) -> str:
-        return {"pending": "En attente", "sent": "Livrée", "failed": "Abandonnée"}[self.status]
+        return {
+            "pending": "En attente",
+            "sending": "En cours de livraison",
+            "sent": "Livrée",
+            "failed": "Abandonnée",
+        }[self.status]
 
     @property
     def waits_for_retry(self) -> bool:
@@ -227,8 +246,8 @@ class WebhookAttempt(db.Model):
         ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
     )
     at: Mapped[datetime]
+    # Nothing of the answer's body is kept: it may come from wherever a redirect pointed.
     status_code: Mapped[int | None] = mapped_column(Integer)
-    response_excerpt: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer, default=0)
     success: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import ipaddress
 import json
 import secrets
@@ -16,11 +17,10 @@ import smtplib
 import socket
 import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid, parseaddr
@@ -29,7 +29,7 @@ from typing import Any
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, vault
@@ -133,6 +133,17 @@ def build_message(mail: OutboxMail) -> EmailMessage:
     return message
 
 
+@dataclass(frozen=True)
+class _Outgoing:
+    """What a claimed mail needs once the claim is committed (no ORM object outlives it)."""
+
+    id: int
+    attempts: int
+    recipient: str
+    created_at: Any
+    message: EmailMessage
+
+
 class _FileBackend:
     """Development: each mail is an ``.eml`` file under ``instance/mail/``."""
 
@@ -146,10 +157,10 @@ class _FileBackend:
     def __exit__(self, *exc):
         return False
 
-    def send(self, mail: OutboxMail, message: EmailMessage) -> None:
+    def send(self, mail: _Outgoing) -> None:
         stamp = mail.created_at.strftime("%Y%m%dT%H%M%S")
         path = self.folder / f"{stamp}-{mail.id:08d}.eml"
-        path.write_bytes(bytes(message))
+        path.write_bytes(bytes(mail.message))
 
 
 class _SmtpBackend:
@@ -160,10 +171,14 @@ class _SmtpBackend:
     def __enter__(self):
         c = self.config
         self.smtp = smtplib.SMTP(c["SMTP_HOST"], c["SMTP_PORT"], timeout=c["SMTP_TIMEOUT"])
-        if c["SMTP_STARTTLS"]:
-            self.smtp.starttls(context=ssl.create_default_context())
-        if c["SMTP_USER"]:
-            self.smtp.login(c["SMTP_USER"], c["SMTP_PASSWORD"])
+        try:
+            if c["SMTP_STARTTLS"]:
+                self.smtp.starttls(context=ssl.create_default_context())
+            if c["SMTP_USER"]:
+                self.smtp.login(c["SMTP_USER"], c["SMTP_PASSWORD"])
+        except BaseException:
+            self.smtp.close()
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -171,11 +186,11 @@ class _SmtpBackend:
             if self.smtp is not None:
                 self.smtp.quit()
         except (smtplib.SMTPException, OSError):
-            pass
+            self.smtp.close()
         return False
 
-    def send(self, mail: OutboxMail, message: EmailMessage) -> None:
-        self.smtp.send_message(message, to_addrs=[mail.recipient])
+    def send(self, mail: _Outgoing) -> None:
+        self.smtp.send_message(mail.message, to_addrs=[mail.recipient])
 
 
 def _backend():
@@ -190,65 +205,122 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(minutes=2 ** max(attempts - 1, 0)), MAX_BACKOFF)
 
 
-def _claim_due(limit: int) -> list[OutboxMail]:
-    query = (
-        select(OutboxMail)
-        .where(
-            OutboxMail.status == DeliveryStatus.PENDING,
-            OutboxMail.next_attempt_at <= clock.now(),
-        )
-        .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .options(selectinload(OutboxMail.body))
+# Deliveries claim a few rows at a time: each is ``sending`` until its lease ends, the claim is
+# committed, the peer is talked to outside any transaction, and each outcome is recorded in
+# its own short transaction. A worker killed mid-claim leaves at most the message in flight
+# unrecorded (sent again, with the same Message-ID / X-Datapass-Delivery); the rest of its
+# claim is claimed again once the lease is over. The lease outlasts a claim sent at the
+# peers' timeouts (10 × 10 s by default).
+CLAIM_SIZE = 10
+CLAIM_LEASE = timedelta(minutes=10)
+
+
+def _claim(model, limit: int, *where, join=None) -> list[int]:
+    """Ids of up to ``limit`` due rows of ``model`` (an outbox), now ``sending`` under a
+    lease: pending ones whose attempt is due, and those of a worker whose lease ended.
+    Rows another worker holds are skipped (PostgreSQL ``SKIP LOCKED``; on SQLite the claim
+    holds the write lock). The caller commits."""
+    now = clock.now()
+    due = or_(
+        and_(model.status == DeliveryStatus.PENDING, model.next_attempt_at <= now),
+        and_(model.status == DeliveryStatus.SENDING, model.lease_until <= now),
     )
-    return list(db.session.scalars(query))
+    query = select(model.id)
+    if join is not None:
+        query = query.join(*join)
+    query = (
+        query.where(due, *where)
+        .order_by(model.next_attempt_at, model.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=model)
+    )
+    ids = list(db.session.scalars(query))
+    if ids:
+        db.session.execute(
+            update(model)
+            .where(model.id.in_(ids))
+            .values(status=DeliveryStatus.SENDING, lease_until=now + CLAIM_LEASE)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
 
 
-def deliver_due(limit: int = 200) -> dict[str, int]:
-    """Send the mails that are due; commits. Safe with several workers (rows are claimed)."""
-    mails = _claim_due(limit)
+def _permanent(exc: Exception) -> bool:
+    """A refusal for good (SMTP 5xx) of this message: retrying cannot help. Anything else
+    (unreachable, timeout, 4xx, a dropped connection) is transient."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        return bool(codes) and all(500 <= code < 600 for code in codes)
+    code = getattr(exc, "smtp_code", None)
+    return isinstance(code, int) and 500 <= code < 600
+
+
+def deliver_due(limit: int = CLAIM_SIZE) -> dict[str, int]:
+    """Claim up to ``limit`` due mails, commit, send them over one SMTP connection and record
+    each outcome in its own transaction (commits). An unreachable server or a transient
+    error defers a mail with backoff, never abandons it; only a permanent refusal (5xx) of
+    the message does. Safe with several workers (rows are claimed under a lease)."""
     counts = {"sent": 0, "failed": 0, "deferred": 0}
-    if not mails:
+    ids = _claim(OutboxMail, limit)
+    if not ids:
         db.session.commit()
         return counts
-    max_attempts = current_app.config["OUTBOX_MAX_ATTEMPTS"]
+    mails = db.session.scalars(
+        select(OutboxMail)
+        .where(OutboxMail.id.in_(ids))
+        .order_by(OutboxMail.next_attempt_at, OutboxMail.id)
+        .options(selectinload(OutboxMail.body))
+    )
+    outgoing = [
+        _Outgoing(mail.id, mail.attempts, mail.recipient, mail.created_at, build_message(mail))
+        for mail in mails
+    ]
+    db.session.commit()  # the claim: from here on, no transaction until an outcome
     try:
         backend = _backend().__enter__()
     except (OSError, smtplib.SMTPException) as exc:
-        # Server unreachable: every claimed mail waits for the next attempt, nothing is lost.
-        for mail in mails:
-            _defer(mail, f"connexion SMTP impossible : {exc}", max_attempts)
+        for mail in outgoing:
+            _record_mail(mail, error=f"connexion SMTP impossible : {exc}")
             counts["deferred"] += 1
-        db.session.commit()
         return counts
     try:
-        for mail in mails:
+        for mail in outgoing:
             try:
-                backend.send(mail, build_message(mail))
+                backend.send(mail)
             except (OSError, smtplib.SMTPException) as exc:
-                _defer(mail, str(exc), max_attempts)
-                counts["deferred"] += 1
+                permanent = _permanent(exc)
+                _record_mail(mail, error=str(exc) or exc.__class__.__name__, permanent=permanent)
+                counts["failed" if permanent else "deferred"] += 1
                 continue
-            mail.status = DeliveryStatus.SENT
-            mail.sent_at = clock.now()
-            mail.attempts += 1
-            mail.last_error = None
+            _record_mail(mail)
             counts["sent"] += 1
     finally:
         backend.__exit__(None, None, None)
-    counts["failed"] = sum(1 for m in mails if m.status == DeliveryStatus.FAILED)
-    db.session.commit()
     return counts
 
 
-def _defer(mail: OutboxMail, error: str, max_attempts: int) -> None:
-    mail.attempts += 1
-    mail.last_error = error[:2000]
-    if mail.attempts >= max_attempts:
-        mail.status = DeliveryStatus.FAILED
+def _record_mail(mail: _Outgoing, error: str | None = None, permanent: bool = False) -> None:
+    """One outcome, in its own transaction (commits); only if the row is still this claim's
+    (``sending``)."""
+    now = clock.now()
+    values: dict[str, Any] = {"attempts": mail.attempts + 1, "lease_until": None}
+    if error is None:
+        values.update(status=DeliveryStatus.SENT, sent_at=now, last_error=None)
+    elif permanent:
+        values.update(status=DeliveryStatus.FAILED, last_error=error[:2000])
     else:
-        mail.next_attempt_at = clock.now() + backoff(mail.attempts)
+        values.update(
+            status=DeliveryStatus.PENDING,
+            last_error=error[:2000],
+            next_attempt_at=now + backoff(mail.attempts + 1),
+        )
+    db.session.execute(
+        update(OutboxMail)
+        .where(OutboxMail.id == mail.id, OutboxMail.status == DeliveryStatus.SENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 class ReplayRefused(Exception):
@@ -272,6 +344,69 @@ def replay(mail: OutboxMail, actor) -> None:
         subject=mail,
         payload={"template": mail.template, "recipient": audit.secret(mail.recipient)},
     )
+
+
+def replay_all(actor) -> dict[str, int]:
+    """Bulk replay (administrators, once the SMTP server is fixed): every abandoned mail back
+    in the queue, and every waiting one due now instead of at the end of its backoff;
+    audited once. Returns how many of each."""
+    from datapass.audit import service as audit
+
+    now = clock.now()
+    failed = db.session.execute(
+        update(OutboxMail)
+        .where(OutboxMail.status == DeliveryStatus.FAILED)
+        .values(status=DeliveryStatus.PENDING, attempts=0, next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    waiting = db.session.execute(
+        update(OutboxMail)
+        .where(OutboxMail.status == DeliveryStatus.PENDING, OutboxMail.next_attempt_at > now)
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    db.session.expire_all()
+    audit.record("notify:mail:replayed_all", actor, payload={"failed": failed, "waiting": waiting})
+    return {"failed": failed, "waiting": waiting}
+
+
+STUCK_AFTER = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class OutboxHealth:
+    """How the mail outbox is doing: stuck when a mail has waited longer than
+    :data:`STUCK_AFTER` (the server is down or refusing, or nothing delivers)."""
+
+    waiting: int
+    oldest: Any
+    failed: int
+    last_error: str | None
+
+    @property
+    def stuck(self) -> bool:
+        return self.oldest is not None and self.oldest <= clock.now() - STUCK_AFTER
+
+
+def outbox_health() -> OutboxHealth:
+    from sqlalchemy import func
+
+    waiting_states = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+    waiting, oldest = db.session.execute(
+        select(func.count(), func.min(OutboxMail.created_at)).where(
+            OutboxMail.status.in_(waiting_states)
+        )
+    ).one()
+    failed = db.session.scalar(
+        select(func.count()).where(OutboxMail.status == DeliveryStatus.FAILED)
+    )
+    last_error = db.session.scalar(
+        select(OutboxMail.last_error)
+        .where(OutboxMail.status.in_(waiting_states), OutboxMail.last_error.is_not(None))
+        .order_by(OutboxMail.next_attempt_at.desc())
+        .limit(1)
+    )
+    return OutboxHealth(waiting, clock.as_utc(oldest), failed, last_error)
 
 
 def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail], dict[str, int]]:
@@ -298,7 +433,6 @@ def outbox_page(status: str | None, limit: int = 100) -> tuple[list[OutboxMail],
 # exact bytes sent.
 
 WEBHOOK_SEAL = "webhook-secret"
-WEBHOOK_EXCERPT = 500
 
 
 def webhook_body(
@@ -433,21 +567,6 @@ def _check_url(url: str) -> str:
     return url
 
 
-def _refuse_private(url: str) -> None:
-    """No request to loopback, private or link-local addresses (SSRF), unless allowed."""
-    if current_app.config.get("WEBHOOK_ALLOW_PRIVATE"):
-        return
-    host = urllib.parse.urlsplit(url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None)
-    except OSError as exc:
-        raise WebhookError(f"nom d'hôte introuvable : {host}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise WebhookError(f"adresse non publique refusée : {address}")
-
-
 def _webhook_audit(tag: str, actor, endpoint, **payload) -> None:
     from datapass.audit import service as audit
 
@@ -519,9 +638,87 @@ def rotate_endpoint_secret(endpoint, actor) -> str:
     return secret
 
 
-def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
-    """One signed POST; returns what happened (never raises for network errors)."""
-    secret = vault.unseal(endpoint.secret_sealed, WEBHOOK_SEAL).decode()
+def _address_allowed(address: str, allow_loopback: bool) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if allow_loopback and ip.is_loopback:
+        return True
+    return ip.is_global and not ip.is_multicast
+
+
+def _resolve_checked(host: str, port: int) -> str:
+    """The one address a request to ``host`` goes to: the name is resolved once, every
+    address it resolves to must be public (otherwise a receiver could alternate a public and
+    an internal one), and the connection is made to the address checked here, never to the
+    name again (DNS rebinding). ``WEBHOOK_ALLOW_PRIVATE`` lets loopback through (tests,
+    development), nothing else."""
+    allow_loopback = bool(current_app.config.get("WEBHOOK_ALLOW_PRIVATE"))
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise WebhookError(f"nom d'hôte introuvable : {host}") from exc
+    addresses = list(dict.fromkeys(info[4][0] for info in infos))
+    if not addresses:
+        raise WebhookError(f"nom d'hôte introuvable : {host}")
+    for address in addresses:
+        if not _address_allowed(address, allow_loopback):
+            raise WebhookError(f"adresse non publique refusée : {address}")
+    return addresses[0]
+
+
+class _PinnedHTTPConnection(http.client.HTTPConnection):
+    """HTTP to a checked address; the Host header still names the receiver."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout)
+        self.address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self.address, self.port), self.timeout)
+
+
+class _PinnedHTTPSConnection(http.client.HTTPSConnection):
+    """HTTPS to a checked address; SNI and the certificate check use the receiver's name."""
+
+    def __init__(self, host: str, port: int, address: str, timeout: float):
+        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        self.address = address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.address, self.port), self.timeout)
+        try:
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _send_webhook(url: str, raw: bytes, headers: dict[str, str], timeout: float) -> int:
+    """POST ``raw`` to ``url`` at the address checked by :func:`_resolve_checked`; returns
+    the status code. Redirects are never followed and no answer's body is read: a 3xx is a
+    failure like any other, and nothing a receiver (or what it redirects to) says is kept."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+        raise WebhookError("adresse de webhook invalide")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    address = _resolve_checked(parsed.hostname, port)
+    kind = _PinnedHTTPSConnection if parsed.scheme == "https" else _PinnedHTTPConnection
+    connection = kind(parsed.hostname, port, address, timeout)
+    target = parsed.path or "/"
+    if parsed.query:
+        target += "?" + parsed.query
+    try:
+        connection.request("POST", target, body=raw, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def _post(url: str, secret_sealed: str, delivery_id: str, event: str, body: str) -> dict[str, Any]:
+    """One signed POST; returns what happened (never raises for network errors). Call it
+    outside any transaction: it talks to the receiver."""
+    secret = vault.unseal(secret_sealed, WEBHOOK_SEAL).decode()
     raw = body.encode()
     headers = {
         "Content-Type": "application/json",
@@ -532,24 +729,15 @@ def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
         "X-Datapass-Timestamp": str(int(clock.now().timestamp())),
     }
     started = time.monotonic()
-    result: dict[str, Any] = {"status_code": None, "excerpt": None, "error": None}
+    result: dict[str, Any] = {"status_code": None, "error": None}
     try:
-        _refuse_private(endpoint.url)
-        request_ = urllib.request.Request(  # noqa: S310 (scheme checked by _check_url)
-            endpoint.url, data=raw, headers=headers, method="POST"
-        )
-        timeout = current_app.config["WEBHOOK_TIMEOUT"]
-        with urllib.request.urlopen(request_, timeout=timeout) as response:  # noqa: S310
-            result["status_code"] = response.status
-            result["excerpt"] = response.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
-    except urllib.error.HTTPError as exc:
-        result["status_code"] = exc.code
-        try:
-            result["excerpt"] = exc.read(WEBHOOK_EXCERPT).decode("utf-8", "replace")
-        except OSError:
-            result["excerpt"] = None
-    except (OSError, WebhookError, ValueError) as exc:
+        status = _send_webhook(url, raw, headers, current_app.config["WEBHOOK_TIMEOUT"])
+    except (OSError, http.client.HTTPException, WebhookError, ValueError) as exc:
         result["error"] = str(exc)[:500] or exc.__class__.__name__
+    else:
+        result["status_code"] = status
+        if 300 <= status < 400:
+            result["error"] = f"redirection refusée (HTTP {status})"
     result["duration_ms"] = int((time.monotonic() - started) * 1000)
     result["success"] = result["status_code"] is not None and 200 <= result["status_code"] < 300
     return result
@@ -557,7 +745,13 @@ def _post(endpoint, delivery_id: str, event: str, body: str) -> dict[str, Any]:
 
 def ping_endpoint(endpoint, actor) -> dict[str, Any]:
     """Send a signed ``ping`` now; success marks the endpoint as verified (it may then be
-    enabled). Returns the attempt's outcome."""
+    enabled, even after a disabling: the ping is newer). Returns the attempt's outcome.
+
+    Commits before talking to the receiver (no transaction, and on SQLite no write lock,
+    is held across the request), then records the outcome in the session's next one."""
+    from datapass.notify.models import WebhookEndpoint
+
+    endpoint_id, url, sealed = endpoint.id, endpoint.url, endpoint.secret_sealed
     now = clock.now()
     body = webhook_body(
         "ping",
@@ -566,10 +760,12 @@ def ping_endpoint(endpoint, actor) -> dict[str, Any]:
         endpoint.id,
         now,
     )
-    result = _post(endpoint, str(uuid.uuid4()), "ping", body)
+    db.session.commit()
+    result = _post(url, sealed, str(uuid.uuid4()), "ping", body)
+    endpoint = db.session.get(WebhookEndpoint, endpoint_id)
     if result["success"]:
-        endpoint.verified_at = now
-    endpoint.updated_at = now
+        endpoint.verified_at = clock.now()
+    endpoint.updated_at = clock.now()
     db.session.flush()
     _webhook_audit(
         "notify:webhook:pinged",
@@ -583,11 +779,19 @@ def ping_endpoint(endpoint, actor) -> dict[str, Any]:
 
 
 def enable_endpoint(endpoint, actor) -> None:
-    """Enable an endpoint whose signed ping succeeded; held deliveries become due."""
+    """Enable an endpoint whose signed ping succeeded (after its disabling, if it was
+    disabled: an older ping proves nothing about the receiver now); held deliveries become
+    due."""
     from datapass.notify.models import EndpointState, WebhookDelivery
 
-    if endpoint.verified_at is None:
-        raise WebhookError("Le test signé (ping) doit réussir avant l'activation.")
+    if not endpoint.can_enable:
+        if endpoint.state == EndpointState.ENABLED:
+            return
+        raise WebhookError(
+            "Le test signé (ping) doit réussir avant l'activation."
+            if endpoint.verified_at is None
+            else "Le test signé (ping) doit réussir à nouveau depuis la désactivation."
+        )
     endpoint.state = EndpointState.ENABLED
     endpoint.consecutive_failures = 0
     endpoint.disabled_at = None
@@ -618,9 +822,77 @@ def disable_endpoint(endpoint, actor, reason: str) -> None:
 
 
 def deliver_webhooks(limit: int = 100) -> dict[str, int]:
-    """Send the due deliveries of enabled endpoints; commits. Each attempt is logged; after
-    ``WEBHOOK_MAX_FAILURES`` failures in a row an endpoint is disabled and its provider's
-    developers are e-mailed."""
+    """Send up to ``limit`` due deliveries of enabled endpoints, :data:`CLAIM_SIZE` claimed at
+    a time (commits): claim, commit, POST outside any transaction, then record each attempt
+    in its own transaction. After ``WEBHOOK_MAX_FAILURES`` failures in a row an endpoint is
+    disabled and its provider's developers are e-mailed; the rest of its claim goes back to
+    the queue."""
+    from datapass.notify.models import EndpointState, WebhookDelivery, WebhookEndpoint
+
+    counts = {"sent": 0, "deferred": 0, "failed": 0}
+    while limit > 0:
+        ids = _claim(
+            WebhookDelivery,
+            min(CLAIM_SIZE, limit),
+            WebhookEndpoint.state == EndpointState.ENABLED,
+            join=(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id),
+        )
+        if not ids:
+            db.session.commit()
+            return counts
+        limit -= len(ids)
+        claimed = [
+            (delivery.id, delivery.attempts, delivery.delivery_id, delivery.event, delivery.body)
+            + (delivery.endpoint_id, delivery.endpoint.url, delivery.endpoint.secret_sealed)
+            for delivery in db.session.scalars(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.id.in_(ids))
+                .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+                .options(selectinload(WebhookDelivery.endpoint))
+            )
+        ]
+        db.session.commit()  # the claim
+        disabled: set[int] = set()
+        for row_id, attempts, delivery_id, event, body, endpoint_id, url, sealed in claimed:
+            if endpoint_id in disabled:
+                _release_delivery(row_id)
+                continue
+            result = _post(url, sealed, delivery_id, event, body)
+            outcome = _record_webhook(row_id, attempts, endpoint_id, result)
+            counts[outcome] += 1
+            if outcome != "sent" and _endpoint_disabled(endpoint_id):
+                disabled.add(endpoint_id)
+    return counts
+
+
+def _release_delivery(row_id: int) -> None:
+    """A claimed delivery not attempted (its endpoint was disabled meanwhile): back to the
+    queue as it was."""
+    from datapass.notify.models import WebhookDelivery
+
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == row_id, WebhookDelivery.status == DeliveryStatus.SENDING)
+        .values(status=DeliveryStatus.PENDING, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def _endpoint_disabled(endpoint_id: int) -> bool:
+    from datapass.notify.models import EndpointState, WebhookEndpoint
+
+    state = db.session.scalar(
+        select(WebhookEndpoint.state).where(WebhookEndpoint.id == endpoint_id)
+    )
+    db.session.commit()
+    return state != EndpointState.ENABLED
+
+
+def _record_webhook(row_id: int, attempts: int, endpoint_id: int, result: dict[str, Any]) -> str:
+    """One attempt's outcome, in its own transaction (commits): the attempt logged, the
+    delivery sent, deferred or abandoned, the endpoint's run of failures counted (and the
+    endpoint disabled at the limit). Returns ``sent``, ``deferred`` or ``failed``."""
     from datapass.audit.service import Actor
     from datapass.notify.models import (
         EndpointState,
@@ -630,65 +902,64 @@ def deliver_webhooks(limit: int = 100) -> dict[str, int]:
     )
 
     config = current_app.config
-    counts = {"sent": 0, "deferred": 0, "failed": 0}
-    deliveries = list(
-        db.session.scalars(
-            select(WebhookDelivery)
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(
-                WebhookDelivery.status == DeliveryStatus.PENDING,
-                WebhookDelivery.next_attempt_at <= clock.now(),
-                WebhookEndpoint.state == EndpointState.ENABLED,
-            )
-            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=WebhookDelivery)
+    now = clock.now()
+    attempts += 1
+    db.session.add(
+        WebhookAttempt(
+            delivery_id=row_id,
+            at=now,
+            status_code=result["status_code"],
+            error=result["error"],
+            duration_ms=result["duration_ms"],
+            success=result["success"],
         )
     )
-    actor = Actor.system("notify.deliver_webhooks")
-    for delivery in deliveries:
-        endpoint = delivery.endpoint
-        if endpoint.state != EndpointState.ENABLED:
-            continue  # disabled earlier in this run
-        result = _post(endpoint, delivery.delivery_id, delivery.event, delivery.body)
-        now = clock.now()
-        delivery.attempts += 1
-        delivery.last_status_code = result["status_code"]
-        delivery.last_error = result["error"]
-        db.session.add(
-            WebhookAttempt(
-                delivery=delivery,
-                at=now,
-                status_code=result["status_code"],
-                response_excerpt=result["excerpt"],
-                error=result["error"],
-                duration_ms=result["duration_ms"],
-                success=result["success"],
-            )
-        )
-        if result["success"]:
-            delivery.status = DeliveryStatus.SENT
-            delivery.delivered_at = now
-            endpoint.consecutive_failures = 0
-            counts["sent"] += 1
-            continue
-        endpoint.consecutive_failures += 1
-        if delivery.attempts >= config["WEBHOOK_MAX_ATTEMPTS"]:
-            delivery.status = DeliveryStatus.FAILED
-            counts["failed"] += 1
+    values: dict[str, Any] = {
+        "attempts": attempts,
+        "lease_until": None,
+        "last_status_code": result["status_code"],
+        "last_error": result["error"],
+    }
+    if result["success"]:
+        outcome = "sent"
+        values.update(status=DeliveryStatus.SENT, delivered_at=now)
+        failures = 0
+    else:
+        outcome = "failed" if attempts >= config["WEBHOOK_MAX_ATTEMPTS"] else "deferred"
+        if outcome == "failed":
+            values.update(status=DeliveryStatus.FAILED)
         else:
-            delivery.next_attempt_at = now + backoff(delivery.attempts)
-            counts["deferred"] += 1
-        if endpoint.consecutive_failures >= config["WEBHOOK_MAX_FAILURES"]:
-            disable_endpoint(
-                endpoint,
-                actor,
-                f"{endpoint.consecutive_failures} échecs consécutifs "
-                f"(dernier : {result['status_code'] or result['error']})",
-            )
-            _mail_developers(endpoint)
+            values.update(status=DeliveryStatus.PENDING, next_attempt_at=now + backoff(attempts))
+        failures = WebhookEndpoint.consecutive_failures + 1
+    db.session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id == row_id, WebhookDelivery.status == DeliveryStatus.SENDING)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    # one statement: concurrent workers count every failure
+    count = db.session.execute(
+        update(WebhookEndpoint)
+        .where(WebhookEndpoint.id == endpoint_id)
+        .values(consecutive_failures=failures)
+        .returning(WebhookEndpoint.consecutive_failures, WebhookEndpoint.state)
+        .execution_options(synchronize_session=False)
+    ).one()
+    if (
+        not result["success"]
+        and count.state == EndpointState.ENABLED
+        and count.consecutive_failures >= config["WEBHOOK_MAX_FAILURES"]
+    ):
+        endpoint = db.session.get(WebhookEndpoint, endpoint_id, populate_existing=True)
+        disable_endpoint(
+            endpoint,
+            Actor.system("notify.deliver_webhooks"),
+            f"{count.consecutive_failures} échecs consécutifs "
+            f"(dernier : {result['status_code'] or result['error']})",
+        )
+        _mail_developers(endpoint)
     db.session.commit()
-    return counts
+    return outcome
 
 
 def _mail_developers(endpoint) -> None:

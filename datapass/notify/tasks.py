@@ -6,11 +6,12 @@ from datapass.notify import service
 
 
 def deliver_mails() -> dict[str, int]:
-    """Send every mail that is due, in batches, until none is left or the server fails."""
+    """Send every mail that is due, a claim at a time, until none is left or the server
+    fails (a deferral: the next run tries again)."""
     totals = {"sent": 0, "failed": 0, "deferred": 0}
     while True:
         counts = service.deliver_due()
         for key in totals:
             totals[key] += counts[key]
-        if counts["sent"] == 0 or counts["deferred"]:
+        if not any(counts.values()) or counts["deferred"]:
             return totals

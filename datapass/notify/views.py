@@ -283,8 +283,52 @@ def admin_outbox():
         abort(404)
     mails, counts = service.outbox_page(status)
     return render_template(
-        "notify/outbox.html", mails=mails, counts=counts, status=status, statuses=DeliveryStatus
+        "notify/outbox.html",
+        mails=mails,
+        counts=counts,
+        status=status,
+        statuses=DeliveryStatus,
+        health=service.outbox_health(),
+        stuck_after_minutes=int(service.STUCK_AFTER.total_seconds() // 60),
     )
+
+
+@bp.route("/admin/envois/renvoyer", methods=["POST"])
+@access.role_required("admin")
+@access.recent_auth
+def admin_outbox_replay_all():
+    from flask import flash, redirect, url_for
+
+    from datapass.tokens import forms
+
+    if not forms.EmptyForm().validate_on_submit():
+        abort(400)
+    replayed = service.replay_all(access.current_actor())
+    db.session.commit()
+    flash(
+        f"{replayed['failed']} courriel(s) abandonné(s) remis en file et "
+        f"{replayed['waiting']} courriel(s) en attente avancé(s) : "
+        "ils partent au prochain passage.",
+        "success",
+    )
+    return redirect(url_for("notify.admin_outbox"))
+
+
+@bp.app_template_global()
+def outbox_alert():
+    """The outbox's health for the banner of administrators' pages, when it is stuck."""
+    from flask_login import current_user
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from datapass.accounts.models import Role
+
+    if not current_user.is_authenticated or not current_user.has_role(Role.ADMIN):
+        return None
+    try:
+        health = service.outbox_health()
+    except SQLAlchemyError:  # an error page after a database failure still renders
+        return None
+    return health if health.stuck else None
 
 
 @bp.route("/admin/envois/<int:mail_id>/renvoyer", methods=["POST"])

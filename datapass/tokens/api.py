@@ -16,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from datapass import access
 from datapass.extensions import csrf, db
 from datapass.tokens import service
+from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
 
 bp = Blueprint("tokens_api", __name__)
@@ -49,8 +50,20 @@ def _require(*mimetypes: str):
 
 
 def _form_token() -> str | None:
-    value = request.form.get("token")
-    return value.strip() if value else None
+    """The ``token`` parameter exactly as sent, or None when it is absent or empty. Never
+    stripped: a token is the exact string Datapass issued (introspection finds it by the
+    digest of that string, the offline verifier refuses any other encoding)."""
+    return request.form.get("token") or None
+
+
+def _missing_token():
+    # RFC 7662 §2.1 and RFC 7009 §2.1: `token` is REQUIRED; RFC 6749 §5.2 names the error.
+    return problem(
+        400,
+        "Le paramètre « token » (le jeton à examiner) est obligatoire.",
+        errors={"token": ["Le jeton est obligatoire."]},
+        error="invalid_request",
+    )
 
 
 @bp.route("/.well-known/jwks.json")
@@ -63,15 +76,41 @@ def jwks():
     return response
 
 
+@bp.route("/.well-known/oauth-authorization-server")
+@access.public
+def authorization_server_metadata():
+    """RFC 8414 metadata, so that providers' OAuth libraries find the keys and endpoints.
+    Datapass issues tokens out of band (an instructor's approval, not an OAuth flow): it has
+    no authorization or token endpoint, hence no response type."""
+    base = current_app.config["BASE_URL"].rstrip("/")
+    methods = ["client_secret_basic"]
+    response = jsonify(
+        {
+            "issuer": base,  # the `iss` of every token
+            "jwks_uri": f"{base}/.well-known/jwks.json",
+            "introspection_endpoint": f"{base}/api/v1/introspect",
+            "introspection_endpoint_auth_methods_supported": methods,
+            "revocation_endpoint": f"{base}/api/v1/revoke",
+            "revocation_endpoint_auth_methods_supported": methods,
+            "response_types_supported": [],
+            "grant_types_supported": [],
+            "service_documentation": f"{base}/api/v1/openapi.json",
+        }
+    )
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
 @bp.route("/api/v1/introspect", methods=["POST"])
 @access.machine_client
 def introspect():
     refused = _require(FORM)
     if refused is not None:
         return refused
-    body, wrote = service.introspect(
-        _form_token(), g.machine_client.provider_id, access.client_ip()
-    )
+    raw = _form_token()
+    if raw is None:
+        return _missing_token()
+    body, wrote = service.introspect(raw, g.machine_client.provider_id, access.client_ip())
     if wrote:
         db.session.commit()  # the use buffer was written (once a minute, or every 5,000 calls)
     return current_app.response_class(body, mimetype="application/json")
@@ -83,7 +122,10 @@ def revoke():
     refused = _require(FORM)
     if refused is not None:
         return refused
-    service.revoke_by_client(_form_token(), g.machine_client, access.current_actor())
+    raw = _form_token()
+    if raw is None:
+        return _missing_token()
+    service.revoke_by_client(raw, g.machine_client, access.current_actor())
     db.session.commit()
     # RFC 7009 §2.2: 200 whether the token was valid, unknown or already revoked.
     return "", 200
@@ -149,7 +191,19 @@ def leaks():
         response = problem(429, "Trop de signalements depuis cette adresse : réessayez plus tard.")
         response.headers["Retry-After"] = "60"
         return response
-    service.report_leak(token.strip(), access.current_actor(), source)
+    try:
+        service.report_leak(token, access.current_actor(), source)
+    except MalformedToken:  # raised before anything was written
+        return problem(
+            422,
+            "Ce texte n'est pas un jeton Datapass.",
+            errors={
+                "token": [
+                    "Un jeton Datapass est un JWT compact : trois parties en base64url "
+                    "séparées par des points (eyJ….eyJ….…). Collez-le tel que vous l'avez trouvé."
+                ]
+            },
+        )
     db.session.commit()
     # The same answer whether or not the token existed.
     response = jsonify({"status": "received"})

@@ -32,6 +32,7 @@ from datapass.extensions import adopt, db
 from datapass.tokens import states
 from datapass.tokens.models import AccessToken, KeyState, KeyUsage, SigningKey, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
+from datapass.tokens.verify import P256_HALF_ORDER, P256_ORDER
 
 TOKEN_TYPE = "at+jwt"
 REVOCATIONS_TYPE = "datapass-revocations+jwt"
@@ -235,6 +236,8 @@ def _sign(payload: dict[str, Any], kid: str, private_key, algorithm: str, typ: s
     signing_input = header + b"." + body
     if algorithm == "ES256":
         r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        if s > P256_HALF_ORDER:  # (r, n - s) verifies too: sign with the one verifiers accept
+            s = P256_ORDER - s
         signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
     else:
         signature = private_key.sign(signing_input)
@@ -928,16 +931,33 @@ def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
 def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> None:
     """A token found in the wild: if it is one of ours (its signature verifies), revoke it at
     once, tell its holders and the API's instructors, and audit. Returns nothing, so the
-    caller cannot tell whether the token existed."""
+    caller cannot tell whether the token existed.
+
+    Whitespace a copy added (a line break in a mail or a terminal) is removed first; the
+    signature check is then strict, and the token is found by the ``jti`` of its verified
+    claims, not by the digest of the string received: any copy of a genuine token resolves
+    to it. Raises :class:`~datapass.tokens.verify.MalformedToken` when ``raw`` is not a
+    compact JWS at all (the caller answers 422); a well-formed JWS that is not ours is
+    silently ignored."""
     from datapass.tokens import verify as verifier
 
-    if not raw or len(raw) > MAX_TOKEN_LENGTH:
-        return
+    cleaned = "".join((raw or "").split())
+    if not cleaned or len(cleaned) > MAX_TOKEN_LENGTH:
+        raise verifier.MalformedToken("jeton vide ou trop long")
     try:
-        verifier.verify_signature(raw, jwks(), usage=KeyUsage.TOKEN, types=(TOKEN_TYPE,))
-    except ValueError:
+        # Any s is fine here (the token is found by its jti): a token signed before
+        # signatures were normalised to low s can still be reported.
+        claims = verifier.verify_signature(
+            cleaned, jwks(), usage=KeyUsage.TOKEN, types=(TOKEN_TYPE,), low_s=False
+        )
+    except verifier.MalformedToken:
+        raise
+    except verifier.InvalidToken:
         return
-    token = find_by_raw(raw)
+    jti = claims.get("jti")
+    if type(jti) is not str:
+        return
+    token = db.session.scalar(select(AccessToken).where(AccessToken.jti == jti))
     if token is None:
         return
     states.record_act(

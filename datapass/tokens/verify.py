@@ -36,15 +36,47 @@ class InvalidToken(ValueError):
     """The token must be refused; the message says why (for logs, not for the caller)."""
 
 
+class MalformedToken(InvalidToken):
+    """Not a compact JWS at all (segments that are not strict base64url, a header that is not
+    a JSON object with string ``alg``, ``kid`` and ``typ``): garbage, not a forgery."""
+
+
+# The order of P-256. A signature (r, s) also verifies as (r, n - s): only the low half of s
+# is accepted, and Datapass signs with it, so a token has exactly one valid encoding.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+P256_HALF_ORDER = P256_ORDER // 2
+
+# base64url → base64 in one C pass: `-` and `_` become `+` and `/`, while `+`, `/` and `=`
+# themselves become `!`, which the strict decoder refuses (as it refuses whitespace and any
+# other character outside the alphabet).
+_URL_TO_STANDARD = bytearray(range(256))
+_URL_TO_STANDARD[ord("+")] = _URL_TO_STANDARD[ord("/")] = _URL_TO_STANDARD[ord("=")] = ord("!")
+_URL_TO_STANDARD[ord("-")], _URL_TO_STANDARD[ord("_")] = ord("+"), ord("/")
+_URL_TO_STANDARD = bytes(_URL_TO_STANDARD)
+_PADDING = (b"", None, b"==", b"=")
+# With 2 or 3 characters left over, the last one carries 4 or 2 unused bits, which must be
+# zero (RFC 4648 §3.5): otherwise several strings decode to the same bytes.
+_CANONICAL_LAST = (None, None, frozenset(b"AQgw"), frozenset(b"AEIMQUYcgkosw048"))
+
+
 def _b64decode(segment: str | bytes) -> bytes:
-    if type(segment) is not str:
-        segment = segment.decode("ascii")
+    """Strict base64url (RFC 7515 §2): the URL alphabet only, no padding, no whitespace, no
+    stray character, no unused bit set. Anything else is another string than the one that
+    was signed, and introspection (which looks tokens up by digest) refuses it too."""
     try:
-        return binascii.a2b_base64(
-            (segment.replace("-", "+").replace("_", "/") + "==").encode("ascii")
-        )
-    except (binascii.Error, ValueError, UnicodeError) as exc:
-        raise InvalidToken("encodage base64url invalide") from exc
+        data = segment.encode("ascii") if type(segment) is str else bytes(segment)
+        rest = len(data) % 4
+        padding = _PADDING[rest]
+        if padding is None:
+            raise MalformedToken("encodage base64url invalide")
+        decoded = binascii.a2b_base64(data.translate(_URL_TO_STANDARD) + padding, strict_mode=True)
+    except (binascii.Error, ValueError, TypeError) as exc:  # UnicodeError is a ValueError
+        if isinstance(exc, MalformedToken):
+            raise
+        raise MalformedToken("encodage base64url invalide") from exc
+    if rest and data[-1] not in _CANONICAL_LAST[rest]:
+        raise MalformedToken("encodage base64url non canonique")
+    return decoded
 
 
 _SCAN = json.JSONDecoder().scan_once
@@ -57,9 +89,9 @@ def _json_object(data: bytes) -> dict[str, Any]:
         text = data.decode("utf-8")
         value, end = _SCAN(text, 0)
     except (StopIteration, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidToken("charge utile illisible") from exc
+        raise MalformedToken("charge utile illisible") from exc
     if end != len(text) or type(value) is not dict:
-        raise InvalidToken("charge utile illisible")
+        raise MalformedToken("charge utile illisible")
     return value
 
 
@@ -72,6 +104,8 @@ class PublicKey:
 
     def __init__(self, jwk: dict[str, Any]):
         self.kid = jwk["kid"]
+        if type(self.kid) is not str:
+            raise InvalidToken("kid de la clé : une chaîne est attendue")
         self.usage = jwk.get("datapass_usage", "token")
         kty, crv = jwk.get("kty"), jwk.get("crv")
         if kty == "EC" and crv == "P-256":
@@ -88,13 +122,15 @@ class PublicKey:
         if jwk.get("alg") not in (None, self.alg):
             raise InvalidToken("l'algorithme annoncé par la clé ne correspond pas à son type")
 
-    def check(self, signing_input: bytes, signature: bytes) -> None:
+    def check(self, signing_input: bytes, signature: bytes, low_s: bool = True) -> None:
         try:
             if self.alg == "ES256":
                 if len(signature) != 64:
                     raise InvalidToken("signature ES256 de longueur invalide")
                 r = int.from_bytes(signature[:32], "big")
                 s = int.from_bytes(signature[32:], "big")
+                if s > P256_HALF_ORDER and low_s:
+                    raise InvalidToken("signature ES256 non normalisée (s haut)")
                 self.key.verify(encode_dss_signature(r, s), signing_input, _ECDSA_SHA256)
             else:
                 self.key.verify(signature, signing_input)
@@ -111,11 +147,11 @@ class KeySet:
         for jwk in keys:
             try:
                 self.keys[jwk["kid"]] = PublicKey(jwk)
-            except (InvalidToken, KeyError, ValueError):
+            except (InvalidToken, KeyError, TypeError, ValueError):
                 continue  # a key we cannot use is simply not trusted
 
     def get(self, kid: str | None) -> PublicKey | None:
-        return self.keys.get(kid) if kid is not None else None
+        return self.keys.get(kid) if type(kid) is str else None
 
 
 def _as_keyset(keys) -> KeySet:
@@ -127,25 +163,34 @@ _HEADERS: dict[str, dict[str, Any]] = {}
 
 
 def _header(segment: str) -> dict[str, Any]:
+    """The JOSE header, a JSON object whose ``alg``, ``kid`` and ``typ`` (when present) are
+    strings; checked once per distinct segment, then cached."""
     header = _HEADERS.get(segment)
     if header is None:
         try:
             header = json.loads(_b64decode(segment))
         except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidToken("en-tête illisible") from exc
-        if not isinstance(header, dict):
-            raise InvalidToken("en-tête illisible")
+            if isinstance(exc, MalformedToken):
+                raise
+            raise MalformedToken("en-tête illisible") from exc
+        if type(header) is not dict:
+            raise MalformedToken("en-tête illisible")
+        for name in ("alg", "kid", "typ"):
+            if name in header and type(header[name]) is not str:
+                raise MalformedToken(f"en-tête : {name} doit être une chaîne")
         if len(_HEADERS) < 1024:
             _HEADERS[segment] = header
     return header
 
 
 def _split(token: str) -> tuple[str, str, str]:
-    if not isinstance(token, str) or len(token) > 8192:
+    if type(token) is not str or len(token) > 8192:
         raise InvalidToken("jeton absent ou trop long")
+    if not token.isascii():
+        raise MalformedToken("un JWS compact n'a que des caractères ASCII")
     parts = token.split(".")
     if len(parts) != 3:
-        raise InvalidToken("un JWS compact a trois parties")
+        raise MalformedToken("un JWS compact a trois parties")
     return parts[0], parts[1], parts[2]
 
 
@@ -156,10 +201,19 @@ def verify_signature(
     usage: str | None = None,
     algorithms: Iterable[str] = ("ES256", "EdDSA"),
     types: Iterable[str] | None = None,
+    low_s: bool = True,
 ) -> dict[str, Any]:
-    """Check the signature only (pinned algorithms, known ``kid``); returns the payload."""
+    """Check the signature only (pinned algorithms, known ``kid``); returns the payload.
+    ``low_s=False`` also accepts the high-s twin of an ES256 signature (only for a caller
+    that identifies the document by its content, never by its bytes).
+
+    The three segments are decoded (strictly) before anything else, so that garbage raises
+    :class:`MalformedToken` whatever the key set; a well-formed JWS that is not ours raises
+    :class:`InvalidToken`."""
     header_segment, payload_segment, signature_segment = _split(token)
     header = _header(header_segment)
+    payload = _json_object(_b64decode(payload_segment))
+    signature = _b64decode(signature_segment)
     alg = header.get("alg")
     if alg not in tuple(algorithms):
         raise InvalidToken(f"algorithme refusé : {alg!r}")
@@ -172,13 +226,7 @@ def verify_signature(
         raise InvalidToken("l'algorithme du jeton ne correspond pas à sa clé")
     if usage is not None and key.usage != usage:
         raise InvalidToken("cette clé ne signe pas ce type de document")
-    key.check(f"{header_segment}.{payload_segment}".encode("ascii"), _b64decode(signature_segment))
-    try:
-        payload = json.loads(_b64decode(payload_segment))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidToken("charge utile illisible") from exc
-    if not isinstance(payload, dict):
-        raise InvalidToken("charge utile illisible")
+    key.check(f"{header_segment}.{payload_segment}".encode("ascii"), signature, low_s)
     return payload
 
 
@@ -200,10 +248,12 @@ def verify(
     it costs little more than the signature check itself."""
     if type(token) is not str or len(token) > 8192:
         raise InvalidToken("jeton absent ou trop long")
+    if not token.isascii():
+        raise MalformedToken("un JWS compact n'a que des caractères ASCII")
     signing_input, _, signature_segment = token.rpartition(".")
     header_segment, _, payload_segment = signing_input.partition(".")
     if not header_segment or not payload_segment or "." in payload_segment:
-        raise InvalidToken("un JWS compact a trois parties")
+        raise MalformedToken("un JWS compact a trois parties")
     header = _header(header_segment)
     alg = header.get("alg")
     if alg not in algorithms:
@@ -225,7 +275,11 @@ def verify(
         matches = aud == audience or (type(aud) is list and audience in aud)
     else:
         wanted = set(audience)
-        matches = (aud in wanted) if type(aud) is str else bool(wanted & set(aud or ()))
+        matches = (
+            (aud in wanted)
+            if type(aud) is str
+            else type(aud) is list and any(type(item) is str and item in wanted for item in aud)
+        )
     if not matches:
         raise InvalidToken("audience (aud) inattendue")
     now = time.time() if now is None else now

@@ -34,3 +34,39 @@ def test_usage_conforms_to_its_description(app, usage_world):
         assert response.status_code < 500
 
     check()
+
+
+def test_the_described_bounds_are_the_enforced_ones(client, usage_world):
+    """Each bound of a usage event in the description is where the server starts refusing:
+    just inside is accepted, just outside is a 422 (and nothing of the batch is written)."""
+    document = client.get("/api/v1/openapi.json").get_json()
+    fields = document["components"]["schemas"]["UsageEvent"]["properties"]
+    assert fields["latency_ms"]["minimum"] == 0
+    limit = fields["latency_ms"]["exclusiveMaximum"]
+    assert all("\\u0000" in fields[name]["pattern"] for name in ("id", "token", "endpoint"))
+    base = {
+        "token": usage_world.token.jti,
+        "time": "2026-11-28T08:00:00Z",
+        "endpoint": "/v1/revenus",
+        "status": 200,
+    }
+    cases = [
+        ({"latency_ms": limit - 1}, True),
+        ({"latency_ms": limit - 0.5}, True),
+        ({"latency_ms": limit}, False),
+        ({"latency_ms": -1}, False),
+        ({"status": fields["status"]["maximum"]}, True),
+        ({"status": fields["status"]["maximum"] + 1}, False),
+        ({"status": fields["status"]["minimum"] - 1}, False),
+        ({"endpoint": "e" * fields["endpoint"]["maxLength"]}, True),
+        ({"endpoint": "e" * (fields["endpoint"]["maxLength"] + 1)}, False),
+        ({"endpoint": "/v1/\x00"}, False),
+        ({"id": "i" * (fields["id"]["maxLength"] + 1)}, False),
+        ({"caller_ip": "1" * (fields["caller_ip"]["maxLength"] + 1)}, False),
+    ]
+    for n, (change, accepted) in enumerate(cases):
+        event = {"id": f"borne-{n}", **base, **change}
+        response = client.post(
+            "/api/v1/usage", json={"events": [event]}, headers=usage_world.headers
+        )
+        assert response.status_code == (200 if accepted else 422), (change, response.json)

@@ -139,4 +139,4 @@ def test_time_to_decision_statistics(app, client, sign_in, frozen_clock, api, in
     )
     sign_in(instructor)
     page = client.get("/instruction/statistiques").get_data(as_text=True)
-    assert "<td>2.0</td><td>8.4</td>" in page
+    assert "<td>2,0</td><td>8,4</td>" in page  # French decimal comma (issue 11, point 7)

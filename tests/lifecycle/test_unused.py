@@ -150,6 +150,6 @@ def test_digest_once_a_day_to_instructors(app):
     digest = mails("lifecycle_digest")
     assert [m.recipient for m in digest] == [instructor.email]
     assert digest[0].category == service.DIGEST_CATEGORY
-    assert "1 jeton(s) expirant" in digest[0].subject
+    assert "1 jeton expirant, aucun renouvelé" in digest[0].subject
     clock.advance(timedelta(days=1))
     assert service.send_digests()["sent"] == 1

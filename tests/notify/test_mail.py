@@ -97,16 +97,23 @@ def test_backoff_grows_and_is_capped():
     assert service.backoff(30) == timedelta(hours=6)
 
 
-def test_mail_gives_up_after_max_attempts_and_can_be_replayed(smtp_app, frozen_clock):
-    smtp_app.config["OUTBOX_MAX_ATTEMPTS"] = 2
-    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
-    service.deliver_due()
-    frozen_clock.advance(timedelta(hours=7))
-    service.deliver_due()
-    assert mail.status == DeliveryStatus.FAILED
+def test_mail_is_abandoned_only_when_refused_and_can_be_replayed(smtp_app, smtp_port):
+    """Deliberately changed (issue 10, point 4): no maximum number of attempts any more (an
+    unreachable server never abandons a mail); a permanent refusal (5xx) does."""
+
+    class Refusing(Inbox):
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            return "550 5.1.1 Boîte inconnue"
+
+    controller = _start(Refusing(), smtp_port)
+    try:
+        mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
+        assert service.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
+    finally:
+        controller.stop()
+    assert mail.status == DeliveryStatus.FAILED and "550" in mail.last_error
     service.replay(mail, Actor.system("test"))
     assert mail.status == DeliveryStatus.PENDING and mail.attempts == 0
-    smtp_app.config["OUTBOX_MAX_ATTEMPTS"] = 12
 
 
 def test_development_backend_writes_eml_files_listed_on_a_dev_page(app, client, mail_dir):

@@ -106,12 +106,29 @@ def test_foreign_token_is_inactive(client, world):
 
 
 @pytest.mark.parametrize(
-    "raw", ["", None, "abc", "a.b.c", "x" * 5000, "eyJhbGciOiJub25lIn0.e30.", "é.é.é"]
+    "raw", ["abc", "a.b.c", "x" * 5000, "eyJhbGciOiJub25lIn0.e30.", "é.é.é", " "]
 )
-def test_malformed_or_empty_is_inactive(client, world, raw):
+def test_malformed_is_inactive(client, world, raw):
     response = introspect(client, world, raw)
     assert response.status_code == 200
     assert response.get_json() == {"active": False}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/introspect", "/api/v1/revoke"])
+@pytest.mark.parametrize("raw", ["", None])
+def test_missing_token_is_invalid_request(client, world, path, raw):
+    """RFC 7662 §2.1 and RFC 7009 §2.1: `token` is required; RFC 6749 §5.2 names the error.
+    (Was 200 {"active": false} before issue 10.)"""
+    response = client.post(
+        path,
+        data={"token": raw} if raw is not None else {},
+        headers=basic(world.client.client_id, world.secret),
+    )
+    assert response.status_code == 400
+    assert response.mimetype == "application/problem+json"
+    body = response.get_json()
+    assert body["error"] == "invalid_request"
+    assert "token" in body["errors"]
 
 
 def test_wrong_client_secret_is_401(client, world):
@@ -120,7 +137,12 @@ def test_wrong_client_secret_is_401(client, world):
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"].startswith("Basic")
     assert response.mimetype == "application/problem+json"
-    assert client.post("/api/v1/introspect", data={"token": raw}).status_code == 401
+    assert response.get_json()["error"] == "invalid_client"  # RFC 6749 §5.2
+    for path in ("/api/v1/introspect", "/api/v1/revoke", "/api/v1/usage"):
+        anonymous = client.post(path, data={"token": raw})
+        assert anonymous.status_code == 401
+        assert anonymous.headers["WWW-Authenticate"].startswith("Basic")
+        assert anonymous.get_json()["error"] == "invalid_client"
 
 
 def test_wrong_content_type_is_415_and_oversized_is_413(client, world):
@@ -284,7 +306,8 @@ def test_leak_report_revokes_and_warns(client, world):
     # an unknown or forged token gets exactly the same answer
     unknown = client.post("/api/v1/leaks", json={"token": raw[:-4] + "AAAA"})
     assert unknown.status_code == 202 and unknown.get_json() == response.get_json()
-    assert client.post("/api/v1/leaks", data={"token": "nimporte.quoi.ici"}).status_code == 202
+    # Not a JWS at all: a 422 that says so (was 202 before issue 10; test_token_strings.py)
+    assert client.post("/api/v1/leaks", data={"token": "nimporte.quoi.ici"}).status_code == 422
 
 
 def test_leak_reports_are_rate_limited(client, app):
@@ -295,7 +318,9 @@ def test_leak_reports_are_rate_limited(client, app):
     try:
         codes = [
             client.post(
-                "/api/v1/leaks", json={"token": "a.b.c"}, environ_base={"REMOTE_ADDR": "10.9.9.9"}
+                "/api/v1/leaks",
+                json={"token": "eyJhbGciOiJFUzI1NiJ9.e30.AAAA"},  # well formed, not ours
+                environ_base={"REMOTE_ADDR": "10.9.9.9"},
             ).status_code
             for _ in range(5)
         ]
@@ -329,3 +354,32 @@ def test_machine_client_of_provider_sees_its_token(client, world):
     _, raw = issue(world)
     response = introspect(client, world, raw, auth=basic(other_client.client_id, other_secret))
     assert response.get_json()["active"] is True
+
+
+def test_rfc8414_metadata_points_at_the_real_endpoints(client, world):
+    """An OAuth library finds the keys and endpoints from the issuer alone, and they work."""
+    response = client.get("/.well-known/oauth-authorization-server")
+    assert response.status_code == 200
+    assert "max-age" in response.headers["Cache-Control"]
+    meta = response.get_json()
+    token, raw = issue(world)
+    assert meta["issuer"] == token.claims["iss"]
+    assert meta["introspection_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert meta["revocation_endpoint_auth_methods_supported"] == ["client_secret_basic"]
+    assert meta["response_types_supported"] == []
+    base = meta["issuer"]
+    path = {
+        name: meta[name].removeprefix(base) for name in meta if name.endswith(("_uri", "point"))
+    }
+    assert path == {
+        "jwks_uri": "/.well-known/jwks.json",
+        "introspection_endpoint": "/api/v1/introspect",
+        "revocation_endpoint": "/api/v1/revoke",
+    }
+    keys = client.get(path["jwks_uri"]).get_json()["keys"]
+    assert token.signing_kid in {key["kid"] for key in keys}
+    headers = basic(world.client.client_id, world.secret)
+    answer = client.post(path["introspection_endpoint"], data={"token": raw}, headers=headers)
+    assert answer.get_json()["jti"] == token.jti
+    client.post(path["revocation_endpoint"], data={"token": raw}, headers=headers)
+    assert token.status == "revoked"

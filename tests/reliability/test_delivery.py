@@ -1,0 +1,398 @@
+"""Deliveries under faults (issue 10, points 3–6): webhooks never follow a redirect nor
+reconnect to another address than the one checked, and show nothing of what a refused or
+redirected answer said; mails survive crashes and outages without repeating by the batch."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from datapass import clock
+from datapass.audit.service import Actor
+from datapass.extensions import db
+from datapass.notify import service as notify
+from datapass.notify.models import (
+    DeliveryStatus,
+    EndpointState,
+    OutboxMail,
+    WebhookAttempt,
+    WebhookDelivery,
+)
+from tests import factories
+from tests.conftest import base_config, login
+from tests.reliability.peers import HttpPeer, SmtpPeer
+from tests.tokens.conftest import make_api, make_provider
+
+ADMIN = Actor.system("test-admin")
+INTERNAL = b"SECRET-INTERNE ami-id i-0123456789"
+
+
+@pytest.fixture(scope="module")
+def receiver():
+    peer = HttpPeer()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture(scope="module")
+def internal():
+    """What a redirect would reach: an internal service on another loopback port."""
+    peer = HttpPeer(body=INTERNAL)
+    peer.status = 200
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def webhook_app(app, receiver, internal):
+    receiver.reset()
+    internal.reset()
+    internal.status = 200
+    app.config["WEBHOOK_ALLOW_PRIVATE"] = True  # loopback only
+    yield app
+    app.config["WEBHOOK_ALLOW_PRIVATE"] = False
+
+
+def _endpoint(url: str):
+    provider = make_provider()
+    api = make_api(provider)
+    endpoint, _ = notify.create_endpoint(provider, url, ADMIN)
+    endpoint.state = EndpointState.ENABLED
+    endpoint.verified_at = clock.now()
+    db.session.flush()
+    return endpoint, api
+
+
+def _queue_one(api) -> WebhookDelivery:
+    notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": "x"})
+    return db.session.query(WebhookDelivery).order_by(WebhookDelivery.id.desc()).first()
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirects_are_never_followed(webhook_app, receiver, internal, status):
+    endpoint, api = _endpoint(receiver.url)
+    receiver.status, receiver.body = status, b"<html>moved</html>"
+    receiver.location = f"http://127.0.0.1:{internal.port}/latest/meta-data/"
+    delivery = _queue_one(api)
+    counts = notify.deliver_webhooks()
+    assert counts == {"sent": 0, "deferred": 1, "failed": 0}
+    assert len(receiver.requests) == 1 and internal.requests == []  # not followed
+    assert delivery.status == "pending" and delivery.last_status_code == status
+    assert "redirection refusée" in delivery.last_error
+    attempt = db.session.query(WebhookAttempt).filter_by(delivery_id=delivery.id).one()
+    assert not attempt.success and "moved" not in attempt.error
+
+
+def test_redirect_to_metadata_address_shows_nothing(webhook_app, receiver, internal, login_as):
+    endpoint, api = _endpoint(receiver.url)
+    receiver.status, receiver.body = 302, INTERNAL
+    receiver.location = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
+    _queue_one(api)
+    notify.deliver_webhooks()
+    result = notify.ping_endpoint(endpoint, ADMIN)
+    assert not result["success"] and result["status_code"] == 302
+    admin = factories.user(roles=("admin",), mfa_enabled_at=clock.now())
+    page = login_as(admin).get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert "redirection refusée" in page
+    assert "SECRET-INTERNE" not in page and "169.254" not in page and "moved" not in page
+    # an error answer's body is not shown either
+    receiver.status, receiver.location = 500, None
+    clock.advance(timedelta(hours=1))
+    notify.deliver_webhooks()
+    page = login_as(admin).get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
+    assert "SECRET-INTERNE" not in page
+
+
+def test_connects_to_the_checked_address_dns_rebinding(webhook_app, receiver, monkeypatch):
+    """The name is resolved once; a second resolution (rebinding to the metadata address)
+    would be refused, and the connection goes to the address that was checked."""
+    real = socket.getaddrinfo
+    calls = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host == "hooks.fournisseur.test":
+            calls.append(host)
+            address = "127.0.0.1" if len(calls) == 1 else "169.254.169.254"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    endpoint, api = _endpoint(f"http://hooks.fournisseur.test:{receiver.port}/webhooks")
+    _queue_one(api)
+    assert notify.deliver_webhooks()["sent"] == 1
+    assert calls == ["hooks.fournisseur.test"]
+    (request,) = receiver.requests
+    assert request["headers"]["Host"] == f"hooks.fournisseur.test:{receiver.port}"
+    assert request["path"] == "/webhooks"
+
+
+def test_every_resolved_address_is_checked(webhook_app, receiver, monkeypatch):
+    real = socket.getaddrinfo
+
+    def mixed(host, port, *args, **kwargs):
+        if host == "hooks.fournisseur.test":
+            return [
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.7", port)),
+            ]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", mixed)
+    endpoint, api = _endpoint(f"http://hooks.fournisseur.test:{receiver.port}/webhooks")
+    delivery = _queue_one(api)
+    assert notify.deliver_webhooks()["deferred"] == 1
+    assert "non publique" in delivery.last_error and "10.0.0.7" in delivery.last_error
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "10.1.2.3", "192.168.1.1", "100.64.0.1", "::ffff:10.0.0.1"]
+)
+def test_allow_private_lets_only_loopback_through(webhook_app, address):
+    endpoint, _ = _endpoint(f"http://[{address}]/x" if ":" in address else f"http://{address}/x")
+    result = notify.ping_endpoint(endpoint, ADMIN)
+    assert not result["success"] and "non publique" in result["error"]
+
+
+def test_reenabling_needs_a_ping_newer_than_the_disabling(webhook_app, receiver):
+    endpoint, _ = _endpoint(receiver.url)
+    assert notify.ping_endpoint(endpoint, ADMIN)["success"]
+    clock.advance(timedelta(minutes=5))
+    notify.disable_endpoint(endpoint, ADMIN, "5 échecs consécutifs")
+    assert not endpoint.can_enable
+    with pytest.raises(notify.WebhookError, match="depuis la désactivation"):
+        notify.enable_endpoint(endpoint, ADMIN)
+    assert endpoint.state == EndpointState.DISABLED
+    receiver.status = 500
+    clock.advance(timedelta(minutes=5))
+    assert not notify.ping_endpoint(endpoint, ADMIN)["success"]
+    assert not endpoint.can_enable
+    receiver.status = 204
+    assert notify.ping_endpoint(endpoint, ADMIN)["success"]
+    assert endpoint.can_enable
+    notify.enable_endpoint(endpoint, ADMIN)
+    assert endpoint.state == EndpointState.ENABLED
+
+
+# --- mails and webhooks: crashes and outages -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def smtp():
+    peer = SmtpPeer().start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def smtp_app(app, smtp):
+    smtp.delay, smtp.refuse = 0.0, None
+    smtp.messages.clear()
+    if smtp.controller is None:
+        smtp.start()
+    app.config.update(
+        MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_TIMEOUT=2
+    )
+    yield app
+    app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+
+
+def _child_env(app, **extra) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATAPASS_ENV="testing",
+        DATAPASS_DATABASE_URL=app.config["DATABASE_URL"],
+        DATAPASS_SECRET_KEY=app.config["SECRET_KEY"],
+        DATAPASS_MASTER_KEY=base_config("")["MASTER_KEY"],
+        DATAPASS_BASE_URL=app.config["BASE_URL"],
+        DATAPASS_MAIL_BACKEND="smtp",
+        DATAPASS_SMTP_HOST="127.0.0.1",
+        DATAPASS_WEBHOOK_ALLOW_PRIVATE="true",
+        **extra,
+    )
+    return env
+
+
+def _wait(predicate, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    with _CHANGED:
+        while not predicate():
+            left = deadline - time.monotonic()
+            assert left > 0, f"délai dépassé : {what}"
+            _CHANGED.wait(min(left, 0.05))
+
+
+_CHANGED = threading.Condition()
+
+
+def _kill_mid_batch(command: list[str], env: dict[str, str], received, after: int) -> None:
+    """Start a real delivery process, SIGKILL it once ``after`` messages reached the peer."""
+    process = subprocess.Popen(  # noqa: S603 - our own CLI
+        [sys.executable, "-m", "flask", "--app", "app", "datapass", *command],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _wait(
+            lambda: len(received()) >= after or process.poll() is not None,
+            what=f"{after} envois avant l'arrêt brutal",
+        )
+        assert process.poll() is None, process.stderr.read().decode()[-2000:]
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        process.stderr.close()
+
+
+def _after_the_leases() -> None:
+    """The restarted worker runs once the dead one's lease is over."""
+    clock.set_frozen(datetime.now(UTC) + notify.CLAIM_LEASE + timedelta(minutes=1))
+
+
+def test_kill_9_mid_batch_resends_at_most_the_mail_in_flight(committed_app, smtp):
+    from datapass.notify import tasks
+
+    smtp.delay, smtp.refuse = 0.03, None
+    smtp.messages.clear()
+    total = 25
+    notify.queue_mails(
+        [([f"agent{i}@mairie.fr"], "test_message", {"name": "C"}) for i in range(total)]
+    )
+    db.session.commit()
+    db.session.remove()
+    env = _child_env(committed_app, DATAPASS_SMTP_PORT=str(smtp.port))
+    _kill_mid_batch(["deliver"], env, smtp.message_ids, after=13)
+    killed_at = len(smtp.message_ids())
+    assert killed_at < total
+    smtp.delay = 0.0
+    committed_app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port)
+    try:
+        _after_the_leases()
+        tasks.deliver_mails()
+    finally:
+        committed_app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+    ids = smtp.message_ids()
+    assert len(set(ids)) == total  # every mail arrived
+    assert len(ids) <= total + 1  # at most the one in flight twice, with its Message-ID
+    statuses = db.session.scalars(select(OutboxMail.status)).all()
+    assert statuses == ["sent"] * total
+
+
+def test_kill_9_mid_batch_redelivers_at_most_the_webhook_in_flight(committed_app, receiver):
+    from datapass.tokens import tasks
+
+    receiver.reset()
+    receiver.delay = 0.03
+    total = 25
+    endpoint, api = _endpoint(receiver.url)
+    for i in range(total):
+        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+    db.session.commit()
+    db.session.remove()
+
+    def received():
+        return [r["headers"]["X-Datapass-Delivery"] for r in receiver.requests]
+
+    _kill_mid_batch(["sweep"], _child_env(committed_app), received, after=13)
+    assert len(received()) < total
+    receiver.delay = 0.0
+    committed_app.config["WEBHOOK_ALLOW_PRIVATE"] = True
+    try:
+        _after_the_leases()
+        tasks.deliver_webhooks()
+    finally:
+        committed_app.config["WEBHOOK_ALLOW_PRIVATE"] = False
+    ids = received()
+    assert len(set(ids)) == total and len(ids) <= total + 1
+    assert db.session.scalars(select(WebhookDelivery.status)).all() == ["sent"] * total
+
+
+def test_smtp_down_for_days_abandons_nothing(smtp_app, smtp):
+    """Walk three days of an unreachable server, running the job whenever a mail is due."""
+    from datapass.notify import tasks
+
+    smtp.stop()
+    mails = [notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"}) for i in range(3)]
+    end = clock.now() + timedelta(days=3)
+    runs = 0
+    while clock.now() < end:
+        assert tasks.deliver_mails()["sent"] == 0
+        runs += 1
+        due = db.session.scalar(select(func.min(OutboxMail.next_attempt_at)))
+        clock.set_frozen(max(clock.as_utc(due), clock.now() + timedelta(minutes=1)))
+    assert runs > 12  # more attempts than the old limit of 12
+    for mail in mails:
+        db.session.refresh(mail)
+        assert mail.status == DeliveryStatus.PENDING and mail.attempts == runs
+        assert "SMTP" in mail.last_error
+        assert mail.next_attempt_at - clock.now() <= notify.MAX_BACKOFF
+    smtp.start()
+    clock.advance(notify.MAX_BACKOFF)
+    assert tasks.deliver_mails()["sent"] == 3
+    assert len(smtp.messages) == 3
+
+
+def test_a_permanent_refusal_abandons_a_temporary_one_defers(smtp_app, smtp):
+    mail = notify.queue_mail("inconnu@mairie.fr", "test_message", {"name": "C"})
+    smtp.refuse = "451 4.3.0 Réessayez plus tard"
+    assert notify.deliver_due() == {"sent": 0, "failed": 0, "deferred": 1}
+    assert mail.status == DeliveryStatus.PENDING and "451" in mail.last_error
+    smtp.refuse = "550 5.1.1 Destinataire inconnu"
+    clock.advance(timedelta(minutes=1))
+    assert notify.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
+    assert mail.status == DeliveryStatus.FAILED and "550" in mail.last_error
+    assert smtp.messages == []
+
+
+def test_stuck_outbox_banner_and_bulk_replay(smtp_app, smtp, csrf_app, login_as):
+    from datapass.audit.models import AuditEvent
+
+    admin = factories.user(roles=("admin",), mfa_enabled_at=clock.now())
+    instructor = factories.user(roles=("security_officer",), mfa_enabled_at=clock.now())
+    smtp.stop()
+    waiting = notify.queue_mail("a@mairie.fr", "test_message", {"name": "C"})
+    notify.deliver_due()
+    smtp.start()
+    smtp.refuse = "550 5.7.1 Refusé"
+    refused = notify.queue_mail("b@mairie.fr", "test_message", {"name": "C"})
+    notify.deliver_due()
+    assert refused.status == DeliveryStatus.FAILED
+    smtp.refuse = None
+    client = login_as(admin)
+    assert "alerte-envois" not in client.get("/admin/envois").get_data(as_text=True)
+    clock.advance(notify.STUCK_AFTER)
+    client = login_as(admin)  # a fresh authentication for the replay
+    home = client.get("/").get_data(as_text=True)
+    assert "alerte-envois" in home and "L'envoi des courriels est bloqué" in home
+    page = client.get("/admin/envois").get_data(as_text=True)
+    assert "La file d'envoi est bloquée" in page and "connexion SMTP impossible" in page
+    other = csrf_app.test_client()
+    login(other, instructor)
+    assert "alerte-envois" not in other.get("/").get_data(as_text=True)
+    # bulk replay: CSRF required, then both mails go out at the next run
+    assert client.post("/admin/envois/renvoyer").status_code == 400
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    response = client.post("/admin/envois/renvoyer", data={"csrf_token": token})
+    assert response.status_code == 302 and response.location.endswith("/admin/envois")
+    assert db.session.query(AuditEvent).filter_by(tag="notify:mail:replayed_all").count() == 1
+    assert notify.deliver_due()["sent"] == 2
+    assert {waiting.status, refused.status} == {DeliveryStatus.SENT}
+    assert "alerte-envois" not in client.get("/").get_data(as_text=True)
