@@ -139,10 +139,4 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-@event.listens_for(Engine, "begin")
-def _sqlite_begin(conn):
-    # IMMEDIATE: a transaction takes the write lock when it starts, so concurrent
-    # transactions queue (busy_timeout) instead of failing when one of them, having read,
-    # tries to write (and the audit chain's head is always read fresh).
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+# Transactions on SQLite begin in datapass.extensions (_sqlite_begin).

@@ -15,7 +15,7 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 from flask_login import current_user
 from werkzeug.datastructures import Authorization
 
-from datapass.extensions import csrf
+from datapass.extensions import csrf, sqlite_read_snapshot
 
 ATTR = "_datapass_access"
 
@@ -130,7 +130,8 @@ def enforce():
         auth = Authorization.from_header(req.environ.get("HTTP_AUTHORIZATION"))
         client = None
         if auth is not None and auth.type == "basic":
-            client = authenticate_client(auth.username, auth.password)
+            with sqlite_read_snapshot():  # a read: never behind SQLite's write lock
+                client = authenticate_client(auth.username, auth.password)
         if client is None:
             g.auth_challenge = True
             abort(401)

@@ -240,7 +240,11 @@ def login_second_factor():
 def logout():
     service.sign_out(_me(), access.client_ip())
     db.session.commit()
-    flash("Vous êtes déconnecté.", "info")
+    flash(
+        "Vous êtes déconnecté, ici et sur tous les autres navigateurs et appareils où vous "
+        "étiez connecté à Datapass.",
+        "info",
+    )
     return redirect(url_for("accounts.home"))
 
 

@@ -427,8 +427,12 @@ def export_xlsx():
 @bp.route("/instruction/statistiques")
 @access.role_required("instructor")
 def statistics():
+    stats = service.decision_statistics(current_user)
     return render_template(
-        "authorizations/statistics.html", stats=service.decision_statistics(current_user)
+        "authorizations/statistics.html",
+        stats=stats,
+        per_api=service.decision_charts(stats),
+        buckets=service.DECISION_BUCKETS,
     )
 
 

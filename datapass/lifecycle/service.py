@@ -34,7 +34,7 @@ from datapass.audit import service as audit
 from datapass.audit.models import UsageRecent
 from datapass.audit.service import Actor
 from datapass.catalogue.models import RenewalPolicy
-from datapass.extensions import db
+from datapass.extensions import db, pause_for_writers
 from datapass.formatting import plural
 from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
@@ -453,6 +453,7 @@ def _sweep(chunk: int) -> dict[str, int]:
             careful = True
             continue
         db.session.commit()
+        pause_for_writers()  # SQLite: a waiting writer (an introspection flush) goes first
         totals.update(counts)
         careful = False
     return dict(totals)

@@ -29,12 +29,15 @@ class SmtpPeer:
         self.port = port or free_port()
         self.delay = 0.0
         self.refuse: str | None = None
+        self.on_message = None  # called (in the server's thread) as each message arrives
         self.messages: list = []
         self.condition = threading.Condition()
         self.controller: Controller | None = None
 
     # aiosmtpd handler hook
     async def handle_DATA(self, server, session, envelope):  # noqa: N802
+        if self.on_message is not None:
+            self.on_message()
         if self.delay:
             time.sleep(self.delay)  # the server itself is slow: it blocks its own loop
         if self.refuse:
@@ -80,6 +83,7 @@ class HttpPeer:
         self.location: str | None = None
         self.delay = 0.0
         self.body = body
+        self.on_request = None  # called (in the server's thread) as each request arrives
         self.requests: list[dict] = []
         self.condition = threading.Condition()
         peer = self
@@ -98,6 +102,8 @@ class HttpPeer:
                         }
                     )
                     peer.condition.notify_all()
+                if peer.on_request is not None:
+                    peer.on_request()
                 if peer.delay:
                     time.sleep(peer.delay)
                 self.send_response(peer.status)
@@ -122,7 +128,7 @@ class HttpPeer:
     def reset(self) -> None:
         with self.condition:
             self.requests.clear()
-        self.status, self.location, self.delay = 204, None, 0.0
+        self.status, self.location, self.delay, self.on_request = 204, None, 0.0, None
 
     def close(self) -> None:
         self.server.shutdown()

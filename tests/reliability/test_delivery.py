@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
 
 from datapass import clock
 from datapass.audit.service import Actor
@@ -396,3 +398,115 @@ def test_stuck_outbox_banner_and_bulk_replay(smtp_app, smtp, csrf_app, login_as)
     assert notify.deliver_due()["sent"] == 2
     assert {waiting.status, refused.status} == {DeliveryStatus.SENT}
     assert "alerte-envois" not in client.get("/").get_data(as_text=True)
+
+
+# --- no transaction, no SQLite write lock, while talking to a peer ---------------------------
+
+
+def _lock_probe(app):
+    """A function telling, from another connection, whether the database is free: on SQLite
+    the write lock can be taken at once; on PostgreSQL no session is idle in a transaction."""
+    url = app.config["DATABASE_URL"]
+    if url.startswith("sqlite"):
+        path = url.removeprefix("sqlite:///")
+
+        def free() -> bool:
+            connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+                return True
+            except sqlite3.OperationalError:
+                return False
+            finally:
+                connection.close()
+
+        return free, None
+    engine = create_engine(url, poolclass=NullPool)
+
+    def free() -> bool:
+        with engine.connect() as connection:
+            return not connection.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()"
+                )
+            )
+
+    return free, engine
+
+
+def test_no_transaction_is_held_while_talking_to_peers(committed_app, smtp, receiver):
+    from datapass.notify import tasks as notify_tasks
+    from datapass.tokens import tasks as token_tasks
+
+    free, engine = _lock_probe(committed_app)
+    seen: list[bool] = []
+    smtp.messages.clear()
+    smtp.delay, smtp.refuse, smtp.on_message = 0.0, None, lambda: seen.append(free())
+    receiver.reset()
+    receiver.on_request = lambda: seen.append(free())
+    _, api = _endpoint(receiver.url)
+    for i in range(3):
+        notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"})
+        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+    db.session.commit()
+    committed_app.config.update(
+        MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, WEBHOOK_ALLOW_PRIVATE=True
+    )
+    try:
+        assert token_tasks.deliver_webhooks()["sent"] == 3
+        assert notify_tasks.deliver_mails()["sent"] == 3
+    finally:
+        smtp.on_message = None
+        receiver.on_request = None
+        committed_app.config.update(
+            MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25, WEBHOOK_ALLOW_PRIVATE=False
+        )
+        if engine is not None:
+            engine.dispose()
+    assert seen == [True] * 6
+
+
+def test_sqlite_introspection_does_not_wait_for_the_write_lock(committed_app):
+    """A writer holds SQLite's write lock (a sweep's chunk, a job) for the whole call: the
+    introspection, a read, answers from its snapshot (it used to wait 10 s, then 500)."""
+    if committed_app.config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("le verrou d'écriture global est propre à SQLite")
+    from tests.tokens.conftest import make_client, make_habilitation
+    from tests.tokens.test_machine_api import basic, issue
+
+    provider = make_provider()
+    api = make_api(provider)
+    machine, secret = make_client(provider)
+    habilitation = make_habilitation(api)
+
+    class World:
+        pass
+
+    world = World()
+    world.habilitation = habilitation
+    token, raw = issue(world)
+    db.session.commit()
+    client = committed_app.test_client()
+    headers = basic(machine.client_id, secret)
+    first = client.post("/api/v1/introspect", data={"token": raw}, headers=headers)
+    assert first.get_json()["active"] is True  # its use is written now: not at the next call
+    db.session.remove()
+    saved = {k: committed_app.config[k] for k in ("INTROSPECTION_CACHE_SECONDS",)}
+    committed_app.config["INTROSPECTION_CACHE_SECONDS"] = 0  # read the database each time
+    from datapass.catalogue import service as catalogue
+
+    catalogue._AUTH_CACHE.clear()
+    writer = sqlite3.connect(
+        committed_app.config["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None
+    )
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE providers SET name = name")
+        response = client.post("/api/v1/introspect", data={"token": raw}, headers=headers)
+        assert response.status_code == 200 and response.get_json()["active"] is True
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        committed_app.config.update(saved)
