@@ -11,6 +11,7 @@ from wtforms.fields.choices import SelectChoice
 
 from datapass import access
 from datapass.extensions import csrf, db
+from datapass.formatting import plural
 from datapass.notify import service
 
 bp = Blueprint("notify", __name__)
@@ -305,10 +306,12 @@ def admin_outbox_replay_all():
         abort(400)
     replayed = service.replay_all(access.current_actor())
     db.session.commit()
+    failed = plural(replayed["failed"], "courriel abandonné remis", "courriels abandonnés remis")
+    waiting = plural(
+        replayed["waiting"], "courriel en attente avancé", "courriels en attente avancés"
+    )
     flash(
-        f"{replayed['failed']} courriel(s) abandonné(s) remis en file et "
-        f"{replayed['waiting']} courriel(s) en attente avancé(s) : "
-        "ils partent au prochain passage.",
+        f"{failed} en file et {waiting} : ils partent au prochain passage.",
         "success",
     )
     return redirect(url_for("notify.admin_outbox"))

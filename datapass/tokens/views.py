@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access
+from datapass import access, formatting
 from datapass.authorizations import service as authorizations_service
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
@@ -165,8 +165,8 @@ def send(token_id: int):
     else:
         db.session.commit()
         flash(
-            f"Un lien à usage unique, valable jusqu'au {link.expires_at:%d/%m/%Y} "
-            f"(4 heures), a été envoyé à {link.recipient}.",
+            f"Un lien à usage unique, valable jusqu'au {formatting.datetime(link.expires_at)} "
+            f"(heure de Paris), a été envoyé à {link.recipient}.",
             "success",
         )
     return redirect(url_for("tokens.show", token_id=token.id))
