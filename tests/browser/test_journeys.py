@@ -49,11 +49,13 @@ def test_from_the_catalogue_to_a_submitted_request(page, committed_app):
     assert page.locator(".fr-card").get_by_role("link", name="Catalogue des API").count()
     start = len(page.visited)
     page.locator("#navigation-principale").get_by_role("link", name="Catalogue des API").click()
+    page.wait_for_url("**/catalogue")
     assert crumbs(page) == ["Accueil", "Catalogue des API"]
     page.get_by_role("link", name=api_name).click()
+    page.wait_for_url("**/catalogue/quotient-familial")
     assert crumbs(page) == ["Accueil", "Catalogue des API", api_name]
     page.get_by_role("link", name="Demander l'accès").click()
-    assert page.url.endswith(f"/demandes/nouvelle?api={api_id}")
+    page.wait_for_url(f"**/demandes/nouvelle?api={api_id}")
     assert crumbs(page) == ["Accueil", "Mes demandes", "Nouvelle demande"]
     assert page.locator(f"#api-{api_id}").is_checked()  # preselected: no choosing again
     assert page.get_by_role("link", name="catalogue des API").count()
