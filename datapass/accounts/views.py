@@ -16,7 +16,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access
+from datapass import access, web
 from datapass.accounts import forms, service
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
 from datapass.catalogue import service as catalogue_service
@@ -56,7 +56,7 @@ def _apis():
 
 
 def _page_number() -> int:
-    return max(1, request.args.get("page", 1, type=int) or 1)
+    return web.query_int("page", 1, minimum=1)
 
 
 # Home page cards: (endpoint, title, description, audience). A card shows only when the

@@ -206,7 +206,7 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
     templates = []
     if states.Role.INSTRUCTOR in roles:
         templates = service.templates_for(current_user, found.api_id)
-        chosen = request.args.get("modele", type=int)
+        chosen = web.query_int("modele")
         template = next((t for t in templates if t.id == chosen), None)
         if template is not None and not reason_form.text.data:
             reason_form.text.data = template.body
@@ -372,10 +372,10 @@ def _filters() -> service.QueueFilters:
         state = RequestState.SUBMITTED.value
     return service.QueueFilters(
         state=state,
-        api_id=args.get("api", type=int),
+        api_id=web.query_int("api"),
         organisation=args.get("organisation", "")[:200],
         text=args.get("q", "")[:200],
-        page=max(1, args.get("page", 1, type=int)),
+        page=web.query_int("page", 1, minimum=1),
     )
 
 

@@ -194,7 +194,7 @@ def decide(renewal_id: int):
 
 
 def _filters() -> DashboardFilters:
-    api_id = request.args.get("api", type=int)
+    api_id = web.query_int("api")
     organisation = (request.args.get("organisation") or "").strip()[:200]
     return DashboardFilters(api_id=api_id, organisation=organisation)
 

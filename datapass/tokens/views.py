@@ -10,7 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access, formatting
+from datapass import access, formatting, web
 from datapass.authorizations import service as authorizations_service
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
@@ -36,8 +36,7 @@ def _load(token_id: int) -> AccessToken:
 
 
 def _page() -> int:
-    raw = request.args.get("page", "1")
-    return int(raw) if raw.isdigit() and 0 < int(raw) < 100_000 else 1
+    return web.query_int("page", 1, minimum=1, maximum=99_999)
 
 
 def _render_show(token: AccessToken, status: int = 200, **forms_):
