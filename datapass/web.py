@@ -295,6 +295,7 @@ def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: 
 # registered are skipped, so each domain's pages appear as soon as they exist.
 NAVIGATION = [
     ("accounts.home", "Accueil", "any"),
+    ("catalogue.index", "Catalogue des API", "public"),
     ("authorizations.applicant_index", "Mes demandes", "member"),
     ("tokens.applicant_index", "Mes jetons", "member"),
     ("authorizations.instructor_queue", "Instruction", "instructor"),
@@ -303,7 +304,7 @@ NAVIGATION = [
     ("audit.api_usage", "Consommation", "instructor"),
     ("lifecycle.dashboard", "Tableau de bord sécurité", "security_officer"),
     ("audit.console", "Journal d'audit", "security_officer"),
-    ("catalogue.admin_index", "Catalogue", "admin"),
+    ("catalogue.admin_index", "Gestion du catalogue", "admin"),
     ("accounts.admin_users", "Utilisateurs", "admin"),
     ("notify.webhooks", "Webhooks", "admin"),
     ("notify.admin_outbox", "Courriels", "admin"),
@@ -312,6 +313,10 @@ NAVIGATION = [
 
 
 def _visible(audience: str, user) -> bool:
+    if audience == "public":
+        return True
+    if not user.is_authenticated:
+        return False
     if audience == "any":
         return True
     if audience == "development":
@@ -325,8 +330,6 @@ def navigation_items() -> list[dict[str, Any]]:
     from flask import url_for
     from flask_login import current_user
 
-    if not current_user.is_authenticated:
-        return []
     items = []
     for endpoint, label, audience in NAVIGATION:
         if endpoint not in current_app.view_functions or not _visible(audience, current_user):

@@ -90,6 +90,11 @@ def new_request():
     apis = catalogue_service.list_apis(active_only=True)
     form = forms.NewRequestForm()
     form.api_id.choices = [(api.id, api.name) for api in apis]
+    if request.method == "GET":
+        # "Demander l'accès" on an API's page of the catalogue preselects that API.
+        wanted = request.args.get("api", type=int)
+        if any(api.id == wanted for api in apis):
+            form.api_id.data = wanted
     if form.validate_on_submit():
         api = next(api for api in apis if api.id == form.api_id.data)
         try:
