@@ -21,7 +21,9 @@ DSFR_DIST = ROOT / "node_modules" / "@gouvfr" / "dsfr" / "dist"
 class DatapassFlask(Flask):
     """Flask, answering ``ensure_sync`` once per function. Datapass has no async view or
     hook, and Flask otherwise inspects the code flags of every hook on every request (the
-    machine API's hot path pays for it)."""
+    machine API's hot path pays for it). Its URL map bounds ``<int:…>`` ids (404 beyond)."""
+
+    url_map_class = web.DatapassMap
 
     def ensure_sync(self, func):
         cache = self.__dict__.setdefault("_dp_sync", {})

@@ -141,6 +141,15 @@ SETTINGS: list[Setting] = [
         "Intervalle minimal d'écriture de la dernière utilisation d'un jeton, en secondes.",
     ),
     _s(
+        "USAGE_FLUSH_SECONDS",
+        1.0,
+        float,
+        "Intervalle d'écriture, par processus et en tâche de fond, des appels d'introspection "
+        "comptés en mémoire, en secondes : un processus tué net (SIGKILL) en perd au plus cet "
+        "intervalle (plus l'écriture en cours) ; un arrêt normal les écrit (0 : écriture dans "
+        "la requête, pour les tests).",
+    ),
+    _s(
         "INTROSPECTION_CACHE_SECONDS",
         1.0,
         float,
@@ -336,6 +345,8 @@ def validate(config: dict[str, Any]) -> None:
     for key in ("SESSION_HOURS", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW_MINUTES", "SMTP_PORT"):
         if int(config[key]) <= 0:
             raise ConfigError(f"DATAPASS_{key} doit être un entier positif.")
+    if not 0 <= float(config["USAGE_FLUSH_SECONDS"]) <= 60:
+        raise ConfigError("DATAPASS_USAGE_FLUSH_SECONDS doit être compris entre 0 et 60.")
 
 
 def flask_settings(config: dict[str, Any]) -> dict[str, Any]:

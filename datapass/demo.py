@@ -306,6 +306,11 @@ def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
     from datapass.audit import consumption
 
     seeded = consumption.seed_demo_consumption(max_tokens=max(5000, context.scale))
+    # Days the scheduler already sealed keep their counts: the new tokens get none there.
+    result["consumption"] = {
+        "tokens": seeded["tokens"],
+        "sealed_days_skipped": seeded["sealed_days_skipped"],
+    }
     if context.scale > 0:
         result.setdefault("scale", {})["consumption_tokens"] = seeded["tokens"]
 
@@ -349,6 +354,13 @@ def summary(result: dict[str, Any]) -> str:
         "Les comptes d'équipe de démonstration peuvent se passer de double authentification "
         "en développement (jamais en production).",
     ]
+    skipped = (result.get("consumption") or {}).get("sealed_days_skipped")
+    if skipped:
+        lines += [
+            "",
+            f"Consommation de démonstration : {skipped} journée(s) déjà scellée(s) laissée(s) "
+            "telle(s) quelle(s).",
+        ]
     return "\n".join(lines)
 
 

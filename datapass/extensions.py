@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import logging
+import random
 import sqlite3
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import DateTime, Engine, MetaData, TypeDecorator, event
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, make_transient_to_detached, registry
+
+T = TypeVar("T")
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -105,6 +110,43 @@ def _drop_adopted(session: Session, previous_transaction: Any) -> None:
 @event.listens_for(Session, "after_commit")
 def _forget_adopted(session: Session) -> None:
     session.info.pop(_ADOPTED, None)
+
+
+# --- transactions that concurrent workers may have to redo --------------------------------
+# PostgreSQL aborts one of two transactions that wait on each other (deadlock, SQLSTATE 40P01)
+# or that cannot both be serialised (40001); the work is then simply redone. Writers take
+# rows in one fixed order so that this stays rare, but a retry is what makes it harmless.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+log = logging.getLogger("datapass.db")
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether ``error`` is a deadlock or a serialization failure (worth redoing)."""
+    original = getattr(error, "orig", None)
+    state = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return state in RETRYABLE_SQLSTATES
+
+
+def retryable(work: Callable[[], T], *, attempts: int = 3) -> T:
+    """Run ``work()`` and commit; when the database aborts the transaction as a deadlock or
+    a serialization failure, roll back and run it again (``attempts`` times in all, with a
+    short random pause). Any other error rolls back and propagates at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except DBAPIError as error:
+            db.session.rollback()
+            if attempt == attempts or not is_retryable(error):
+                raise
+            log.warning("transaction aborted (%s), attempt %d/%d", error.orig, attempt, attempts)
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+        except BaseException:
+            db.session.rollback()
+            raise
+    raise AssertionError("unreachable")
 
 
 # --- SQLite: who takes the write lock, and when --------------------------------------------

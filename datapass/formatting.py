@@ -82,6 +82,14 @@ def month(value: Any) -> str:
     return babel_date(value, "LLLL y", locale=LOCALE)
 
 
+def month_short(value: Any) -> str:
+    """``2026-11`` → ``nov. 26`` (a chart's axis)."""
+    if isinstance(value, str):
+        year, _, month_number = value.partition("-")
+        value = date_type(int(year), int(month_number), 1)
+    return babel_date(value, "MMM yy", locale=LOCALE)
+
+
 def plural_form(count: Any) -> str:
     """The CLDR plural category of ``count`` in French: ``one`` for 0 and 1 (and 1,5),
     ``many`` for millions, ``other`` otherwise."""
@@ -123,6 +131,7 @@ def init_app(app) -> None:
         date=date,
         datetime=datetime,
         month=month,
+        month_short=month_short,
         without_api_prefix=without_api_prefix,
     )
     env.globals.update(plural=plural, words=words)

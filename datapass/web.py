@@ -3,13 +3,24 @@ problem documents, template helpers."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, g, jsonify, render_template, request, stream_with_context
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    g,
+    jsonify,
+    render_template,
+    request,
+    stream_with_context,
+)
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import IntegerConverter, Map
 
 from datapass import clock, formatting
 from datapass.access import MACHINE_PREFIXES, wants_json
@@ -170,6 +181,78 @@ class StatelessApiSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+# --- hostile input: NUL bytes, numbers the database cannot hold ------------------------------
+
+INT32_MAX = 2**31 - 1  # INTEGER columns (PostgreSQL's int4): every id but the audit log's
+INT64_MAX = 2**63 - 1  # BIGINT columns (the audit log's sequence number)
+NUL_REFUSED = (
+    "La requête contient un caractère nul (octet 0), refusé dans tous les champs : "
+    "retirez-le et recommencez."
+)
+# The machine API bounds its bodies itself (413) after this hook: a body larger than this is
+# left to it rather than parsed here.
+_MACHINE_FORM_CHECKED = 64 * 1024
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>``: a number that fits an INTEGER column. A larger one matches no route (404)
+    instead of reaching the database, which refuses it (PostgreSQL: a 500)."""
+
+    def __init__(self, map, fixed_digits=0, min=None, max=INT32_MAX, signed=False) -> None:  # noqa: A002
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+class BigIdConverter(IdConverter):
+    """``<bigint:…>``: a number that fits a BIGINT column."""
+
+    def __init__(self, map, fixed_digits=0, min=None, max=INT64_MAX, signed=False) -> None:  # noqa: A002
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+class DatapassMap(Map):
+    """The URL map, with bounded ``int`` and ``bigint`` converters."""
+
+    default_converters = {**Map.default_converters, "int": IdConverter, "bigint": BigIdConverter}
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def query_int(
+    name: str, default: int | None = None, *, minimum: int = 0, maximum: int = INT32_MAX
+) -> int | None:
+    """An integer query parameter (a filter, a page number), or ``default`` when it is absent,
+    not an integer written in ASCII digits, or out of ``minimum``–``maximum``: such a value
+    cannot match anything, so it is ignored (never passed on to the database)."""
+    raw = request.args.get(name, "").strip()
+    if _INTEGER.fullmatch(raw) is None:
+        return default
+    value = int(raw)
+    return value if minimum <= value <= maximum else default
+
+
+def refuse_nul():
+    """``before_request``: a NUL byte in the path, the query string or a form value (or name)
+    is refused with a clear 400 before any view sees it. No field of Datapass accepts one,
+    and PostgreSQL refuses it in text (a 500 deep in a search otherwise). Uploaded files are
+    not form values: a PDF may hold NUL bytes."""
+    req = request._get_current_object()
+    environ = req.environ
+    if "\x00" in req.path or b"%00" in req.query_string or b"\x00" in req.query_string:
+        abort(400, NUL_REFUSED)
+    if req.method in ("POST", "PUT", "PATCH") and environ.get("CONTENT_TYPE", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        if req.path.startswith(MACHINE_PREFIXES):
+            length = environ.get("CONTENT_LENGTH", "")
+            if not length.isascii() or not length.isdigit() or int(length) > _MACHINE_FORM_CHECKED:
+                return None
+        for key, values in req.form.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                abort(400, NUL_REFUSED)
+    return None
+
+
 T = TypeVar("T")
 
 
@@ -193,6 +276,7 @@ def stream_lazily(produce: Callable[..., Iterable[T]], /, *args: Any, **kwargs: 
 # registered are skipped, so each domain's pages appear as soon as they exist.
 NAVIGATION = [
     ("accounts.home", "Accueil", "any"),
+    ("catalogue.index", "Catalogue des API", "public"),
     ("authorizations.applicant_index", "Mes demandes", "member"),
     ("tokens.applicant_index", "Mes jetons", "member"),
     ("authorizations.instructor_queue", "Instruction", "instructor"),
@@ -201,7 +285,7 @@ NAVIGATION = [
     ("audit.api_usage", "Consommation", "instructor"),
     ("lifecycle.dashboard", "Tableau de bord sécurité", "security_officer"),
     ("audit.console", "Journal d'audit", "security_officer"),
-    ("catalogue.admin_index", "Catalogue", "admin"),
+    ("catalogue.admin_index", "Gestion du catalogue", "admin"),
     ("accounts.admin_users", "Utilisateurs", "admin"),
     ("notify.webhooks", "Webhooks", "admin"),
     ("notify.admin_outbox", "Courriels", "admin"),
@@ -210,6 +294,10 @@ NAVIGATION = [
 
 
 def _visible(audience: str, user) -> bool:
+    if audience == "public":
+        return True
+    if not user.is_authenticated:
+        return False
     if audience == "any":
         return True
     if audience == "development":
@@ -223,8 +311,6 @@ def navigation_items() -> list[dict[str, Any]]:
     from flask import url_for
     from flask_login import current_user
 
-    if not current_user.is_authenticated:
-        return []
     items = []
     for endpoint, label, audience in NAVIGATION:
         if endpoint not in current_app.view_functions or not _visible(audience, current_user):
@@ -257,5 +343,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
+    # First of the hooks: nothing else reads a value carrying a NUL byte.
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_nul)
     formatting.init_app(app)
     app.jinja_env.globals["now"] = clock.now

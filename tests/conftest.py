@@ -46,6 +46,9 @@ def base_config(url: str, **extra) -> dict:
         "ARGON2_TIME_COST": 1,
         "ARGON2_MEMORY_KIB": 1024,
         "DEMO_SKIP_MFA": True,
+        # No background flusher: the request that finds the use buffer due writes it, so
+        # tests see the counts at once (the reliability suite runs the real thread).
+        "USAGE_FLUSH_SECONDS": 0,
     }
     config.update(extra)
     return config

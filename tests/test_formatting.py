@@ -129,3 +129,18 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
     assert f">12{NNBSP}345</strong> appels" in page
     assert f"10,0{NBSP}%" in page  # 1 234 / 12 345
     assert "%.1f" not in page
+
+
+def test_token_link_flash_gives_paris_time(app, client, login_as):
+    """The flash after sending the single-use link: its expiry in Paris time (14:00 when the
+    link is sent at 10:00 Paris for 4 hours), not a UTC date."""
+    from datapass.audit.service import Actor
+    from datapass.tokens import service as tokens_service
+    from tests.tokens.conftest import make_habilitation
+
+    habilitation = make_habilitation()
+    token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+    login_as(habilitation.requester)
+    response = client.post(f"/jetons/{token.id}/envoi", follow_redirects=True)
+    page = response.get_data(as_text=True)
+    assert "valable jusqu&#39;au 28/11/2026 à 14:00 (heure de Paris)" in page

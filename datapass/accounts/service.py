@@ -324,10 +324,16 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
         email = (raw_email or "").strip().lower()
     key = login_key(email)
     actor = Actor.anonymous(ip)
+    # Locked before the rate limit is read, until the caller commits the outcome.
+    user = db.session.scalar(
+        select(User)
+        .where(User.email == email)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
     refused = _throttled(key, ip, actor, None, {"email": audit.secret(email)})
     if refused is not None:
         return refused
-    user = find_user_by_email(email)
     if user is None:
         _spend_password_time(password)
         _fail(key, ip, actor, None, email, "unknown_email")
@@ -346,6 +352,22 @@ def authenticate(raw_email: str, password: str, ip: str | None) -> LoginOutcome:
         return LoginOutcome("second_factor", user=user)
     sign_in(user, ip, method="password")
     return LoginOutcome("signed_in", user=user)
+
+
+def _lock_account(user: User) -> None:
+    """Take the account's row lock (``SELECT … FOR UPDATE``) and reload it, before the rate
+    limit is read; held until the caller commits the outcome. The check of the limit, the
+    password or code check and the count of the failure are then one step per account:
+    concurrent guesses queue, and once the limit is reached the next ones are refused
+    unchecked (without the lock, 16 concurrent guesses all passed a check made before any
+    was counted). SQLite needs no lock: every transaction holds the write lock from BEGIN.
+    An address nobody has gets no lock: there is no password behind it to guess."""
+    db.session.scalar(
+        select(User)
+        .where(User.id == user.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
 
 
 def _throttled(
@@ -408,6 +430,7 @@ def pending_second_factor() -> tuple[User | None, str | None]:
 
 def complete_second_factor(user: User, code: str, ip: str | None) -> LoginOutcome:
     """Second step of sign-in: a TOTP code, or one of the recovery codes (used once)."""
+    _lock_account(user)
     key = login_key(user.email)
     actor = Actor.anonymous(ip)
     refused = _throttled(key, ip, actor, user, {"email": audit.secret(user.email)})
@@ -443,8 +466,17 @@ def sign_in(user: User, ip: str | None, *, method: str) -> None:
 
 
 def sign_out(user: User, ip: str | None) -> None:
-    """Close the session of ``user`` (this browser only)."""
-    audit.record("accounts:user:logout", Actor.for_user(user, ip), subject=user)
+    """Close the sessions of ``user``: the session epoch is bumped, so that no copy of a
+    session cookie of theirs opens anything any more (the cookie is signed, not stored: a
+    copy taken before sign-out would otherwise outlive it). A copy cannot be told from the
+    user's other browsers, so those are signed out too, and the page says so."""
+    _bump_epoch(user)
+    audit.record(
+        "accounts:user:logout",
+        Actor.for_user(user, ip),
+        subject=user,
+        payload={"all_sessions": True},
+    )
     logout_user()
     session.clear()
 
@@ -453,6 +485,7 @@ def reauthenticate(user: User, password: str, code: str | None, ip: str | None) 
     """Confirm the identity of the signed-in ``user`` before a sensitive act: the password,
     and a TOTP (or recovery) code when TOTP is enabled. Failures count towards the sign-in
     rate limit."""
+    _lock_account(user)
     key = login_key(user.email)
     actor = Actor.for_user(user, ip)
     refused = _throttled(key, ip, actor, user, {"stage": "reauthentication"})

@@ -16,7 +16,7 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access
+from datapass import access, web
 from datapass.accounts import forms, service
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
 from datapass.catalogue import service as catalogue_service
@@ -56,12 +56,18 @@ def _apis():
 
 
 def _page_number() -> int:
-    return max(1, request.args.get("page", 1, type=int) or 1)
+    return web.query_int("page", 1, minimum=1)
 
 
 # Home page cards: (endpoint, title, description, audience). A card shows only when the
 # person's roles allow it.
 CARDS = [
+    (
+        "catalogue.index",
+        "Catalogue des API",
+        "Découvrir les API de données de l'État, leurs données et demander l'accès.",
+        "any",
+    ),
     (
         "authorizations.applicant_index",
         "Mes demandes d'habilitation",
@@ -106,7 +112,7 @@ CARDS = [
     ),
     (
         "catalogue.admin_index",
-        "Catalogue des API",
+        "Gestion du catalogue",
         "Fournisseurs, API, périmètres de données et clients machine.",
         Role.ADMIN,
     ),
@@ -234,7 +240,11 @@ def login_second_factor():
 def logout():
     service.sign_out(_me(), access.client_ip())
     db.session.commit()
-    flash("Vous êtes déconnecté.", "info")
+    flash(
+        "Vous êtes déconnecté, ici et sur tous les autres navigateurs et appareils où vous "
+        "étiez connecté à Datapass.",
+        "info",
+    )
     return redirect(url_for("accounts.home"))
 
 

@@ -8,7 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from datapass import access
 from datapass.audit import consumption
-from datapass.extensions import csrf, db
+from datapass.extensions import csrf, retryable
 from datapass.web import problem
 
 bp = Blueprint("audit_api", __name__)
@@ -64,10 +64,12 @@ def usage():
         )
     if len(events) > consumption.MAX_EVENTS:
         return _too_large_problem()
+    provider_id = g.machine_client.provider_id
     try:
-        result = consumption.ingest_usage(g.machine_client.provider_id, events)
+        # Committed here; redone when PostgreSQL aborts it as a deadlock or a serialization
+        # failure against a concurrent batch or flush (idempotent: event ids are unique).
+        result = retryable(lambda: consumption.ingest_usage(provider_id, events), attempts=3)
     except consumption.MalformedBatch as exc:
-        db.session.rollback()
         indices = ", ".join(str(e["index"]) for e in exc.errors[:20])
         return problem(
             422,
@@ -76,5 +78,4 @@ def usage():
             "enregistré.",
             errors=exc.errors,
         )
-    db.session.commit()
     return jsonify(result.as_dict())

@@ -26,17 +26,22 @@ import hashlib
 import heapq
 import ipaddress
 import json
+import logging
 import operator
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import sqlalchemy
 from flask import current_app
 from sqlalchemy import bindparam, func, or_, select, text, update
+from sqlalchemy.orm import Session
 
-from datapass import clock
+from datapass import charts, clock, formatting
 from datapass.audit import service as audit
 from datapass.audit.models import AuditEvent, UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import UTCDateTime, db
@@ -50,6 +55,22 @@ REFUSED_SEALED = "journée déjà scellée : événement trop tardif pour être 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 RECENT_CALLS = 10  # the last calls kept per token (token page, unused-access evidence)
+
+# PostgreSQL advisory lock that keeps consumption out of sealed days: every writer of
+# consumption holds it shared for its transaction and reads the last sealed day under it;
+# the seal holds it exclusive (after the chain's head), so it waits for writers in flight and
+# they wait for it. On SQLite every transaction holds the write lock from its start
+# (``BEGIN IMMEDIATE``), which already serialises them.
+SEAL_LOCK_ID = int.from_bytes(b"dp:usage", "big")
+
+log = logging.getLogger("datapass.consumption")
+
+# Events and introspection calls refused because their day was already sealed, since this
+# process started, by source ("usage": a provider's report, "introspect": the use buffer).
+# Counted when the transaction that refused them commits (a retried one counts once).
+REFUSED_LATE: Counter[str] = Counter()
+_REFUSED_LOCK = threading.Lock()
+_PENDING_LATE = "datapass.usage_refused_late"
 
 EVENTS = UsageEvent.__table__
 DAILY = UsageDaily.__table__
@@ -292,12 +313,53 @@ def _provider_tokens(provider_id: int, column: str, values: set[str]) -> dict[st
 
 
 def last_sealed_day() -> date | None:
-    """The latest Paris day already sealed into the chain (later events are refused)."""
+    """The latest Paris day already sealed into the chain (later events are refused).
+
+    Only a hint outside the seal's lock: writers call :func:`lock_for_writing` instead."""
     events = AuditEvent.__table__
     value = db.session.connection().scalar(
         select(func.max(events.c.subject_id)).where(events.c.subject_type == SEAL_SUBJECT)
     )
     return date.fromisoformat(value) if value else None
+
+
+def _seal_lock(*, exclusive: bool) -> None:
+    connection = db.session.connection()
+    if connection.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        connection.exec_driver_sql(f"SELECT {function}({SEAL_LOCK_ID})")
+
+
+def lock_for_writing() -> date | None:
+    """Take the seal's lock as a writer of consumption (until the transaction ends) and
+    return the last sealed day, read under it: nothing written in this transaction for a
+    later day can be sealed before it commits, and no seal can come in between.
+
+    Call it before writing any row (counts, events, last calls): the seal takes the chain's
+    head then this lock, so a writer that held a row the seal reads would wait in a cycle."""
+    _seal_lock(exclusive=False)
+    return last_sealed_day()
+
+
+def _note_refused_late(source: str, count: int) -> None:
+    if count:
+        pending = db.session.info.setdefault(_PENDING_LATE, Counter())
+        pending[source] += count
+
+
+@sqlalchemy.event.listens_for(Session, "after_commit")
+def _count_refused_late(session: Session) -> None:
+    pending = session.info.pop(_PENDING_LATE, None)
+    if pending:
+        with _REFUSED_LOCK:
+            REFUSED_LATE.update(pending)
+        for source, count in pending.items():
+            log.warning("%d %s event(s) refused: their day is already sealed", count, source)
+
+
+@sqlalchemy.event.listens_for(Session, "after_rollback")
+def _forget_refused_late(session: Session) -> None:
+    session.info.pop(_PENDING_LATE, None)
 
 
 # --- ingest -------------------------------------------------------------------------------
@@ -320,13 +382,14 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
     db.session.flush()  # the reads below go through the connection, past the session
     by_jti = _provider_tokens(provider_id, "jti", {p[2] for p in parsed if p[2] is not None})
     by_digest = _provider_tokens(provider_id, "digest", {p[3] for p in parsed if p[3] is not None})
-    sealed = last_sealed_day()
+    sealed = lock_for_writing()
     sealed_iso = sealed.isoformat() if sealed is not None else ""
     # In _COLUMNS order, times and days as SQLite stores them.
     rows: list[tuple] = []
     append = rows.append
     seen: set[str] = set()
     refused = result.refused
+    late = 0
     for index, event_id, jti, digest, stored, day, endpoint, status, latency, ip in parsed:
         token = by_jti.get(jti) if jti is not None else by_digest.get(digest)
         if token is None:
@@ -334,17 +397,22 @@ def ingest_usage(provider_id: int, events: list[Any]) -> IngestResult:
             continue
         if day <= sealed_iso:
             refused.append({"index": index, "id": event_id, "reason": REFUSED_SEALED})
+            late += 1
             continue
         if event_id in seen:
             result.duplicates += 1
             continue
         seen.add(event_id)
         append((provider_id, event_id, *token, stored, day, endpoint, status, latency, ip))
+    _note_refused_late("usage", late)
     if not rows:
         return result
     if db.session.get_bind().dialect.name == "sqlite":
         inserted = _ingest_sqlite(rows)
     else:
+        # Rows taken in key order, as every writer does (no two batches wait on each other
+        # in a cycle).
+        rows.sort(key=operator.itemgetter(1))
         inserted = _store([_as_values(row) for row in rows])
     result.accepted = inserted
     result.duplicates += len(rows) - inserted
@@ -442,15 +510,15 @@ def _ingest_sqlite(rows: list[tuple]) -> int:
                 by_token[row[2]] = [row]
             else:
                 calls.append(row)
-        cursor.executemany(_SQLITE_DAILY_UPSERT, [(*k, *e) for k, e in totals.items()])
+        cursor.executemany(_SQLITE_DAILY_UPSERT, [(*k, *e) for k, e in sorted(totals.items())])
         recent: list[tuple] = []
         touches: list[tuple] = []
-        for token_id, calls in by_token.items():
+        for token_id, calls in sorted(by_token.items()):
             newest = sorted(calls, key=_recent_order, reverse=True)[:RECENT_CALLS]
             recent += [(token_id, r[5], r[0], r[1], r[7], r[8], r[9], r[10]) for r in newest]
             touches.append((newest[0][5], newest[0][10], token_id, newest[0][5]))
         cursor.executemany(_SQLITE_RECENT_INSERT, recent)
-        cursor.executemany(RECENT_TRIM, [{"token": token_id} for token_id in by_token])
+        cursor.executemany(RECENT_TRIM, [{"token": token_id} for token_id in sorted(by_token)])
         cursor.executemany(_SQLITE_TOUCH, touches)
         return len(rows)
     finally:
@@ -492,7 +560,8 @@ def _count(rows: Iterable[dict[str, Any]]) -> None:
 
 def _add_to_daily(totals: dict[tuple, list[int]]) -> None:
     """Upsert ``{(token_id, day, endpoint): [api_id, organisation_id, calls, errors,
-    latency_ms_sum]}`` into the daily counts."""
+    latency_ms_sum]}`` into the daily counts, in key order (the order every writer takes
+    these rows in)."""
     if not totals:
         return
     statement = audit.dialect_insert(DAILY)
@@ -518,15 +587,17 @@ def _add_to_daily(totals: dict[tuple, list[int]]) -> None:
                 "latency_ms_sum": latency,
             }
             for (token_id, day, endpoint), (api_id, organisation_id, calls, errors, latency) in (
-                totals.items()
+                sorted(totals.items())
             )
         ],
     )
 
 
-def _remember(rows: Iterable[dict[str, Any]]) -> None:
+def _remember(rows: Iterable[dict[str, Any]], use_interval: timedelta = timedelta(0)) -> None:
     """Each token's last calls (its newest events, :data:`RECENT_CALLS` kept) and last use
-    (the latest reported time, never moved backwards)."""
+    (the latest reported time, never moved backwards; written only when the stored one is
+    older than ``use_interval``), token by token in id order (the order every writer takes
+    these rows in)."""
     from datapass.tokens.models import AccessToken
 
     by_token: dict[int, list[dict[str, Any]]] = {}
@@ -540,7 +611,7 @@ def _remember(rows: Iterable[dict[str, Any]]) -> None:
             key=lambda r: (r["occurred_at"], r["provider_id"], r["event_id"]),
             reverse=True,
         )[:RECENT_CALLS]
-        for token_id, calls in by_token.items()
+        for token_id, calls in sorted(by_token.items())
     }
     db.session.execute(
         audit.dialect_insert(RECENT).on_conflict_do_nothing(),
@@ -553,29 +624,39 @@ def _remember(rows: Iterable[dict[str, Any]]) -> None:
     db.session.execute(text(RECENT_TRIM), [{"token": token_id} for token_id in newest])
     table = AccessToken.__table__
     at = bindparam("b_at", type_=UTCDateTime())
+    before = bindparam("b_before", type_=UTCDateTime())
     statement = (
         update(table)
         .where(
             table.c.id == bindparam("b_id"),
-            or_(table.c.last_used_at.is_(None), table.c.last_used_at < at),
+            or_(table.c.last_used_at.is_(None), table.c.last_used_at < before),
         )
         .values(last_used_at=at, last_used_ip=bindparam("b_ip"))
     )
     db.session.execute(
         statement,
         [
-            {"b_id": token_id, "b_at": calls[0]["occurred_at"], "b_ip": calls[0]["caller_ip"]}
+            {
+                "b_id": token_id,
+                "b_at": calls[0]["occurred_at"],
+                "b_before": calls[0]["occurred_at"] - use_interval,
+                "b_ip": calls[0]["caller_ip"],
+            }
             for token_id, calls in newest.items()
         ],
         execution_options={"synchronize_session": False},
     )
 
 
-def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
+def record_introspection_uses(
+    rows: Iterable[dict[str, Any]], use_interval: timedelta = timedelta(0)
+) -> int:
     """Count introspection calls as consumption (called by the tokens domain when it flushes
     its use buffer). Each row: ``token_id`` or ``jti`` or ``digest``, ``at`` (aware),
     ``ip``, optional ``endpoint`` (default ``"introspect"``) and ``status`` (default 200).
-    Uses of unknown tokens or of sealed days are skipped. Returns how many were counted.
+    Uses of unknown tokens are skipped; uses of a sealed day are refused and counted in
+    :data:`REFUSED_LATE` (``"introspect"``). A token's last use is written when the stored
+    one is older than ``use_interval``. Returns how many were counted.
 
     Datapass saw these calls itself, so there is no provider's event to keep: they go to the
     daily counts (sealed with the day), the token's last calls and its last use, not one
@@ -612,19 +693,19 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
         conditions.append(table.c.digest.in_(digests))
     if not conditions:
         return 0
+    sealed = lock_for_writing()  # before reading or writing any row the seal reads
     found_by_id, found_by_jti, found_by_digest = {}, {}, {}
     for token_id, jti, digest, api_id, organisation_id, provider_id in db.session.execute(
         query.where(or_(*conditions))
     ):
         info = (token_id, api_id, organisation_id, provider_id)
         found_by_id[token_id], found_by_jti[jti], found_by_digest[digest] = info, info, info
-    sealed = last_sealed_day()
     # Summed per token, day and endpoint as they are read; only each token's newest calls
     # become rows (with an id) for its last calls: a flush costs per token, not per call.
     totals: dict[tuple, list[int]] = {}
     newest: dict[int, list[tuple]] = {}
     days: dict[tuple, date] = {}
-    counted = 0
+    counted = late = 0
     for row in rows:
         info = (
             found_by_id.get(row.get("token_id"))
@@ -639,6 +720,7 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
         if day is None:
             day = days[hour] = _paris_day(at)
         if sealed is not None and day <= sealed:
+            late += 1
             continue
         endpoint = row.get("endpoint") or INTROSPECT_ENDPOINT
         status = int(row.get("status") or 200)
@@ -652,25 +734,29 @@ def record_introspection_uses(rows: Iterable[dict[str, Any]]) -> int:
         entry[4] += latency
         newest.setdefault(info[0], []).append((at, info, day, endpoint, status, latency, row))
         counted += 1
+    _note_refused_late("introspect", late)
     _add_to_daily(totals)
     _remember(
-        {
-            "provider_id": info[3],
-            "event_id": f"introspect-{uuid.uuid4().hex}",  # its key among the last calls
-            "token_id": info[0],
-            "api_id": info[1],
-            "organisation_id": info[2],
-            "occurred_at": at,
-            "day": day,
-            "endpoint": endpoint,
-            "status": status,
-            "latency_ms": latency,
-            "caller_ip": row.get("ip"),
-        }
-        for calls in newest.values()
-        for at, info, day, endpoint, status, latency, row in heapq.nlargest(
-            RECENT_CALLS, calls, key=lambda call: call[0]
-        )
+        (
+            {
+                "provider_id": info[3],
+                "event_id": f"introspect-{uuid.uuid4().hex}",  # its key among the last calls
+                "token_id": info[0],
+                "api_id": info[1],
+                "organisation_id": info[2],
+                "occurred_at": at,
+                "day": day,
+                "endpoint": endpoint,
+                "status": status,
+                "latency_ms": latency,
+                "caller_ip": row.get("ip"),
+            }
+            for calls in newest.values()
+            for at, info, day, endpoint, status, latency, row in heapq.nlargest(
+                RECENT_CALLS, calls, key=lambda call: call[0]
+            )
+        ),
+        use_interval,
     )
     return counted
 
@@ -773,6 +859,9 @@ def seal_finished_days(limit: int = 400) -> list[date]:
     session = db.session
     session.flush()
     audit._lock_head(session)
+    # Then the writers' lock, exclusive: the writers in flight commit first (their counts
+    # are in the seal), the later ones wait and then see the new seal.
+    _seal_lock(exclusive=True)
     last = last_sealed_day()
     start = last + timedelta(days=1) if last is not None else _first_usage_day()
     until = sealable_until()
@@ -1027,47 +1116,37 @@ def daily_rows(
         yield day, tid, endpoint, calls, errors, round(latency / calls, 1) if calls else 0
 
 
+CALLS_SERIES = (
+    charts.Series("calls", "appel", "appels", "calls", "appels"),
+    charts.Series("errors", "erreur", "erreurs", "errors", "dont erreurs (statut HTTP ≥ 400)"),
+)
+
+
+def _consumption_labels(n: int) -> int:
+    return 1 if n <= 7 else 5 if n <= 31 else 15
+
+
 def bar_chart(series: list[dict[str, Any]], width: int = 720, height: int = 200) -> dict[str, Any]:
-    """Geometry of a server-rendered SVG bar chart (calls per day, errors inside each bar)."""
-    peak = max((p["calls"] for p in series), default=0) or 1
-    n = max(len(series), 1)
-    left, bottom, top = 48, 24, 8
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    slot = plot_w / n
-    bar_w = max(slot * 0.75, 1)
-    bars = []
-    for i, point in enumerate(series):
-        h = point["calls"] / peak * plot_h
-        eh = point["errors"] / peak * plot_h
-        x = left + i * slot + (slot - bar_w) / 2
-        bars.append(
-            {
-                "x": round(x, 2),
-                "y": round(top + plot_h - h, 2),
-                "w": round(bar_w, 2),
-                "h": round(h, 2),
-                "ey": round(top + plot_h - eh, 2),
-                "eh": round(eh, 2),
-                "day": point["day"],
-                "calls": point["calls"],
-                "errors": point["errors"],
-                "label": n <= 31 and (n <= 7 or i % 5 == 0) or (n > 31 and i % 15 == 0),
-                "lx": round(x + bar_w / 2, 2),
-            }
+    """The calls per day as a bar chart (:mod:`datapass.charts`), the errors drawn inside
+    each bar."""
+    points = [
+        charts.Point(
+            label=f"{p['day'].day:02d}/{p['day'].month:02d}",
+            title=formatting.date(p["day"]),
+            values={"calls": p["calls"], "errors": p["errors"]},
+            attrs={"day": p["day"].isoformat(), "calls": p["calls"], "errors": p["errors"]},
         )
-    ticks = [
-        {"value": round(peak * f), "y": round(top + plot_h - plot_h * f, 2)} for f in (0, 0.5, 1)
+        for p in series
     ]
-    return {
-        "width": width,
-        "height": height,
-        "left": left,
-        "base": top + plot_h,
-        "right": width - 8,
-        "bars": bars,
-        "ticks": ticks,
-        "label_y": height - 6,
-    }
+    return charts.bar_chart(
+        points,
+        CALLS_SERIES,
+        mode="overlay",
+        label_every=_consumption_labels,
+        width=width,
+        height=height,
+        scale_to_peak=True,
+    )
 
 
 # --- demonstration data ---------------------------------------------------------------------
@@ -1076,7 +1155,11 @@ def bar_chart(series: list[dict[str, Any]], width: int = 720, height: int = 200)
 def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, int]:
     """Realistic consumption over the last ``days`` days for tokens that have none yet (the
     demo's, and ``--scale``'s): weekday traffic, quiet weekends, a few errors, and the last
-    calls of today as events. Bulk inserts; idempotent (tokens with counts are skipped)."""
+    calls of today as events. Bulk inserts; idempotent (tokens with counts are skipped).
+
+    Days already sealed are left alone (``sealed_days_skipped``): the demo is a writer of
+    consumption like any other, under the seal's lock, so running it again after the
+    scheduler has sealed days never rewrites them."""
     import random
 
     from datapass.catalogue.models import Api
@@ -1097,9 +1180,12 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
         .limit(max_tokens)
     ).all()
     if not tokens:
-        return {"tokens": 0, "daily_rows": 0, "events": 0}
+        return {"tokens": 0, "daily_rows": 0, "events": 0, "sealed_days_skipped": 0}
+    sealed = lock_for_writing()
     today = clock.today()
     now = clock.now()
+    first = today - timedelta(days=days - 1)
+    skipped = 0 if sealed is None or sealed < first else (min(sealed, today) - first).days + 1
     daily: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []
     for token_id, api_id, organisation_id, slug, provider_id in tokens:
@@ -1110,6 +1196,8 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
         ip = f"198.51.100.{rng.randint(1, 254)}"
         for offset in range(days):
             day = today - timedelta(days=offset)
+            if sealed is not None and day <= sealed:
+                continue
             factor = 0.15 if day.weekday() >= 5 else 1.0
             growth = 0.6 + 0.4 * (days - offset) / days
             calls = int(base * factor * growth * rng.uniform(0.7, 1.3))
@@ -1136,7 +1224,9 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
                 )
         for i in range(10):
             moment = now - timedelta(minutes=7 * i + rng.randint(1, 6))
-            if moment.astimezone(clock.PARIS).date() != today:
+            if moment.astimezone(clock.PARIS).date() != today or (
+                sealed is not None and today <= sealed
+            ):
                 break
             events.append(
                 {
@@ -1153,6 +1243,9 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
                     "caller_ip": ip,
                 }
             )
+    # Key order, as every writer of these tables.
+    daily.sort(key=lambda row: (row["token_id"], row["day"], row["endpoint"]))
+    events.sort(key=lambda row: (row["provider_id"], row["event_id"]))
     for start in range(0, len(daily), 5000):
         db.session.execute(
             audit.dialect_insert(DAILY).on_conflict_do_nothing(), daily[start : start + 5000]
@@ -1162,4 +1255,9 @@ def seed_demo_consumption(days: int = 90, max_tokens: int = 5000) -> dict[str, i
             audit.dialect_insert(EVENTS).on_conflict_do_nothing(), events[start : start + 5000]
         )
     _remember(events)
-    return {"tokens": len(tokens), "daily_rows": len(daily), "events": len(events)}
+    return {
+        "tokens": len(tokens),
+        "daily_rows": len(daily),
+        "events": len(events),
+        "sealed_days_skipped": skipped,
+    }

@@ -111,14 +111,14 @@ def parse_filter(args) -> tuple[AuditFilter, dict[str, str]]:
             )
             if organisation_id is None:
                 errors["organisation"] = "Aucune organisation n'a ce SIRET."
-        elif organisation.isdigit() and len(organisation) < 10:
+        elif organisation.isascii() and organisation.isdigit() and len(organisation) < 10:
             organisation_id = int(organisation)
         else:
             errors["organisation"] = "Indiquez un SIRET (14 chiffres) ou un identifiant."
     api_id = None
     api = (args.get("api") or "").strip()
     if api:
-        if api.isdigit() and len(api) < 10:
+        if api.isascii() and api.isdigit() and len(api) < 10:
             api_id = int(api)
         else:
             errors["api"] = "API inconnue."

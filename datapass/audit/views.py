@@ -45,8 +45,7 @@ def _apis():
 def _token_consumption(token, days: int | None = None):
     """For templates/audit/_consumption.html (included in the token page)."""
     if days is None:
-        raw = request.args.get("jours", "30")
-        days = int(raw) if raw.isdigit() else 30
+        days = web.query_int("jours", 30)
     return consumption.token_consumption(token, days)
 
 
@@ -62,8 +61,8 @@ def _consumption_chart(series):
 @access.role_required(*OFFICERS)
 def console():
     flt, errors = search.parse_filter(request.args)
-    before = request.args.get("avant", "")
-    page = search.search(flt, int(before) if before.isdigit() else None) if not errors else None
+    before = web.query_int("avant", maximum=web.INT64_MAX)
+    page = search.search(flt, before) if not errors else None
     export_form = forms.ExportForm(
         formdata=None, **{k: v for k, v in flt.query_args().items() if v}
     )
@@ -92,7 +91,7 @@ def search_token():
     return redirect(url_for("audit.console", jeton=digest))
 
 
-@bp.route("/evenements/<int:seq>")
+@bp.route("/evenements/<bigint:seq>")
 @access.role_required(*OFFICERS)
 def event(seq: int):
     found = search.get_event(seq)
@@ -185,10 +184,10 @@ def _visible_api_ids() -> list[int]:
 def _chosen_apis() -> tuple[list, list[int], int]:
     visible = set(_visible_api_ids())
     apis = [api for api in _apis() if api.id in visible]
-    raw = request.args.get("api", "")
-    chosen = [int(raw)] if raw.isdigit() and int(raw) in visible else [a.id for a in apis]
-    raw_days = request.args.get("jours", "30")
-    days = int(raw_days) if raw_days.isdigit() and int(raw_days) in consumption.PERIODS else 30
+    api_id = web.query_int("api")
+    chosen = [api_id] if api_id in visible else [a.id for a in apis]
+    days = web.query_int("jours", 30)
+    days = days if days in consumption.PERIODS else 30
     return apis, chosen, days
 
 
@@ -234,8 +233,7 @@ def token_usage_csv(token_id: int):
     token = tokens_service.get_visible(_me(), token_id)
     if token is None:
         abort(404)
-    raw = request.args.get("jours", "90")
-    days = int(raw) if raw.isdigit() else 90
+    days = web.query_int("jours", 90)
     rows = consumption.daily_rows(token_id=token.id, days=days)
     return _csv_response(CSV_HEADER, rows, f"consommation-jeton-{token.id}.csv")
 

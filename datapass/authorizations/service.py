@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, func, insert, or_, select, text
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, text
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, spreadsheet, vault
@@ -341,6 +341,7 @@ def save_section(
     :class:`InvalidRequest` nothing is saved."""
     check_editable(request, actor.user)
     spec = SECTIONS_BY_SLUG[section]
+    replaced_documents: dict[int, str] = {}
     if "scopes" in values:
         values["scopes"] = check_scopes(request.api, values["scopes"] or [])
     for name, value in values.items():
@@ -353,7 +354,10 @@ def save_section(
                     document = store_document(request.organisation, actor.user, filename, content)
                 except InvalidRequest as exc:
                     raise InvalidRequest({name: exc.errors["document"]}) from exc
+                replaced = getattr(request, f"{name}_id")
                 setattr(request, f"{name}_id", document.id)
+                if replaced is not None:
+                    replaced_documents[replaced] = name
         elif name == "terms":
             request.terms_accepted_at = clock.now() if value else None
         elif value is None and isinstance(getattr(request, name), str):
@@ -363,17 +367,89 @@ def save_section(
     request.updated_at = clock.now()
     request.draft_reminder_sent_at = None
     db.session.flush()
+    if any(name in spec.fields for _, name in DOCUMENT_FIELDS):
+        # The ids were set directly: the relationships must show the new files.
+        db.session.expire(request, [name for _, name in DOCUMENT_FIELDS])
+    if replaced_documents:
+        _delete_unreferenced_documents(request, replaced_documents, actor, "replaced")
+
+
+DOCUMENT_FIELDS = (
+    ("legal_basis", "legal_basis_document"),
+    ("homologation", "homologation_document"),
+)
+
+
+def _current_documents(request: AuthorizationRequest) -> dict[int, str]:
+    """Document id → field, of the request as it is being edited."""
+    found = {}
+    for _, name in DOCUMENT_FIELDS:
+        document_id = getattr(request, f"{name}_id")
+        if document_id is not None:
+            found[document_id] = name
+    return found
+
+
+def _snapshot_documents(snap: dict[str, Any] | None) -> dict[int, str]:
+    """Document id → field, of a frozen version of a request."""
+    found = {}
+    for key, name in DOCUMENT_FIELDS:
+        document = ((snap or {}).get(key) or {}).get("document")
+        if document:
+            found[document["id"]] = name
+    return found
+
+
+def _referenced_document_ids(request: AuthorizationRequest) -> set[int]:
+    """Documents ``request`` still shows: its current ones, those of the version under
+    instruction and those frozen in its habilitations (the only ones it may serve)."""
+    ids = set(_current_documents(request))
+    for snap in [request.submitted_snapshot] + [h.snapshot for h in request.habilitations]:
+        ids.update(_snapshot_documents(snap))
+    return ids
+
+
+def _delete_unreferenced_documents(
+    request: AuthorizationRequest, candidates: dict[int, str], actor: Actor, reason: str
+) -> None:
+    """Delete the ``candidates`` (document id → field) that ``request`` no longer refers
+    to: a replaced upload nobody can download any more is personal data kept for nothing
+    (a version that was submitted or approved keeps its files). Each deletion is audited
+    with what identifies the file (name, size, SHA-256), not its content."""
+    # The ids were set directly: the relationships must not show the old files any more.
+    db.session.expire(request, [name for _, name in DOCUMENT_FIELDS])
+    gone = set(candidates) - _referenced_document_ids(request)
+    if not gone:
+        return
+    documents = db.session.execute(
+        select(Document.id, Document.filename, Document.size, Document.sha256).where(
+            Document.id.in_(gone), Document.organisation_id == request.organisation_id
+        )
+    ).all()
+    for document in documents:
+        audit.record(
+            "authorizations:document:deleted",
+            actor,
+            subject=request,
+            organisation_id=request.organisation_id,
+            api_id=request.api_id,
+            payload={
+                "document_id": document.id,
+                "field": candidates[document.id],
+                "reason": reason,
+                "filename": document.filename,
+                "size": document.size,
+                "sha256": document.sha256,
+            },
+        )
+    db.session.execute(
+        delete(Document).where(Document.id.in_([document.id for document in documents]))
+    )
 
 
 def request_document(request: AuthorizationRequest, document_id: int) -> Document | None:
     """A document of ``request`` (current, submitted or frozen in a habilitation), or None."""
-    ids = {request.legal_basis_document_id, request.homologation_document_id}
-    for snap in [request.submitted_snapshot] + [h.snapshot for h in request.habilitations]:
-        for key in ("legal_basis", "homologation"):
-            document = ((snap or {}).get(key) or {}).get("document")
-            if document:
-                ids.add(document["id"])
-    if document_id not in ids:
+    if document_id not in _referenced_document_ids(request):
         return None
     return db.session.scalar(
         select(Document).where(
@@ -510,8 +586,10 @@ def diff(
     ]
 
 
-def _restore(request: AuthorizationRequest, snap: dict[str, Any]) -> None:
-    """Put back the content of a habilitation (cancelling or refusing an update)."""
+def _restore(request: AuthorizationRequest, snap: dict[str, Any], actor: Actor) -> None:
+    """Put back the content of a habilitation (cancelling or refusing an update); the files
+    uploaded for the abandoned update are deleted."""
+    abandoned = {**_snapshot_documents(request.submitted_snapshot), **_current_documents(request)}
     legal, homologation = snap["legal_basis"], snap["homologation"]
     request.title, request.description = snap["title"], snap["description"]
     request.purpose, request.scopes = snap["purpose"], list(snap["scopes"])
@@ -528,6 +606,7 @@ def _restore(request: AuthorizationRequest, snap: dict[str, Any]) -> None:
     request.homologation_document_id = (homologation["document"] or {}).get("id")
     request.submitted_snapshot = snap
     db.session.flush()
+    _delete_unreferenced_documents(request, abandoned, actor, "update_abandoned")
 
 
 # --- the lifecycle -----------------------------------------------------------------------
@@ -581,6 +660,8 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     request.submitted_snapshot = current
     request.changes_warning_sent_at = None
     db.session.flush()
+    # The files of the version sent back for changes, replaced in this one.
+    _delete_unreferenced_documents(request, _snapshot_documents(previous), actor, "replaced")
     mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
         notify.queue_mail(
@@ -672,7 +753,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
         Event.REFUSE, request, actor, reason=reason, values={"decided_at": clock.now()}
     )
     if reopening:
-        _restore(request, request.active_habilitation.snapshot)
+        _restore(request, request.active_habilitation.snapshot, actor)
         _lifecycle_service().on_update_closed(request, actor)
     mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
@@ -692,7 +773,7 @@ def cancel_reopening(request: AuthorizationRequest, actor: Actor) -> RequestEven
     """Abandon an update: the request returns to the content of its habilitation."""
     habilitation = request.active_habilitation
     entry = states.fire(Event.CANCEL_REOPENING, request, actor)
-    _restore(request, habilitation.snapshot)
+    _restore(request, habilitation.snapshot, actor)
     _lifecycle_service().on_update_closed(request, actor)
     return entry
 
@@ -977,8 +1058,12 @@ def _queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) 
         api_ids &= {filters.api_id}
     text_search, by_reference = filters.text.strip(), None
     reference = text_search.upper().removeprefix("DP-").lstrip("0")
-    if text_search.upper().startswith("DP-") and reference.isdigit():
-        by_reference = int(reference)
+    # A reference is an id: ASCII digits that fit the column (else it names no request).
+    as_id = int(reference) if reference.isascii() and reference.isdigit() else None
+    if as_id is not None and as_id > 2**31 - 1:
+        as_id = -1
+    if text_search.upper().startswith("DP-") and as_id is not None:
+        by_reference = as_id
     api_column = AuthorizationRequest.api_id
     if text_search and by_reference is None:
         # A substring search reads every row anyway: one sequential scan beats tens of
@@ -995,8 +1080,8 @@ def _queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) 
         query = query.where(AuthorizationRequest.id == by_reference)
     elif text_search:
         clauses = [_contains(AuthorizationRequest.title, text_search)]
-        if reference.isdigit():
-            clauses.append(AuthorizationRequest.id == int(reference))
+        if as_id is not None:
+            clauses.append(AuthorizationRequest.id == as_id)
         query = query.where(or_(*clauses))
     return query
 
@@ -1090,6 +1175,24 @@ def waiting_days(request: AuthorizationRequest) -> int:
 # --- statistics --------------------------------------------------------------------------
 
 
+# Time to decision, in days: the distribution's buckets (upper bound included; None: above).
+DECISION_BUCKETS = (
+    (7, "t1", "en 7 jours au plus"),
+    (30, "t2", "en 8 à 30 jours"),
+    (60, "t3", "en 31 à 60 jours"),
+    (None, "t4", "en plus de 60 jours"),
+)
+
+
+def decision_bucket(days: float) -> int:
+    """The index in :data:`DECISION_BUCKETS` of a decision taken after ``days`` days (a
+    decision after 7 days and 2 hours is "in 8 to 30 days")."""
+    for index, (limit, _tone, _label) in enumerate(DECISION_BUCKETS):
+        if limit is not None and days <= limit:
+            return index
+    return len(DECISION_BUCKETS) - 1
+
+
 @dataclass
 class DecisionStats:
     api_name: str
@@ -1097,11 +1200,13 @@ class DecisionStats:
     decisions: int
     median_days: float
     p90_days: float
+    buckets: tuple[int, ...] = ()  # decisions per DECISION_BUCKETS
 
 
 def decision_statistics(user: User) -> list[DecisionStats]:
     """Per API and per month of decision: the median and 90th percentile time (in days)
-    from first submission to approval or refusal, for the APIs ``user`` instructs."""
+    from first submission to approval or refusal, and how many decisions fell in each of
+    :data:`DECISION_BUCKETS`, for the APIs ``user`` instructs."""
     api_ids = user.instructed_api_ids() or {-1}
     rows = db.session.execute(
         select(Api.name, AuthorizationRequest.first_submitted_at, RequestEvent.created_at)
@@ -1119,6 +1224,9 @@ def decision_statistics(user: User) -> list[DecisionStats]:
         groups[(api_name, clock.local(decided).strftime("%Y-%m"))].append(days)
     stats = []
     for (api_name, month), values in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        buckets = [0] * len(DECISION_BUCKETS)
+        for value in values:
+            buckets[decision_bucket(value)] += 1
         stats.append(
             DecisionStats(
                 api_name,
@@ -1126,9 +1234,61 @@ def decision_statistics(user: User) -> list[DecisionStats]:
                 len(values),
                 round(statistics.median(values), 1),
                 round(_p90(values), 1),
+                tuple(buckets),
             )
         )
     return stats
+
+
+def _months_back(months: int) -> list[str]:
+    """``YYYY-MM`` of this month (Paris) and the ``months - 1`` before, oldest first."""
+    today = clock.today()
+    year, month = today.year, today.month
+    found = []
+    for _ in range(months):
+        found.append(f"{year:04d}-{month:02d}")
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    return found[::-1]
+
+
+def decision_charts(stats: list[DecisionStats], months: int = 12) -> list[dict[str, Any]]:
+    """Per API with decisions: the distribution of decision times per month over the last
+    ``months`` months (a stacked bar chart, :mod:`datapass.charts`) and every month's
+    figures (the table)."""
+    from datapass import charts, formatting
+
+    series = [
+        charts.Series(f"b{i}", "décision", "décisions", tone, label)
+        for i, (_limit, tone, label) in enumerate(DECISION_BUCKETS)
+    ]
+    window = _months_back(months)
+    by_api: dict[str, dict[str, DecisionStats]] = defaultdict(dict)
+    for stat in stats:
+        by_api[stat.api_name][stat.month] = stat
+    result = []
+    for api_name in sorted(by_api):
+        per_month = by_api[api_name]
+        points = []
+        for month in window:
+            stat = per_month.get(month)
+            values = {f"b{i}": (stat.buckets[i] if stat else 0) for i in range(len(series))}
+            points.append(
+                charts.Point(
+                    label=formatting.month_short(month),
+                    title=formatting.month(month),
+                    values=values,
+                    attrs={"month": month, "decisions": stat.decisions if stat else 0},
+                )
+            )
+        result.append(
+            {
+                "api": api_name,
+                "chart": charts.bar_chart(points, series, label_every=1),
+                "rows": [per_month[m] for m in sorted(per_month, reverse=True)],
+                "series": series,
+            }
+        )
+    return result
 
 
 def _p90(values: list[float]) -> float:

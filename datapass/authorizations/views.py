@@ -90,6 +90,11 @@ def new_request():
     apis = catalogue_service.list_apis(active_only=True)
     form = forms.NewRequestForm()
     form.api_id.choices = [(api.id, api.name) for api in apis]
+    if request.method == "GET":
+        # "Demander l'accès" on an API's page of the catalogue preselects that API.
+        wanted = request.args.get("api", type=int)
+        if any(api.id == wanted for api in apis):
+            form.api_id.data = wanted
     if form.validate_on_submit():
         api = next(api for api in apis if api.id == form.api_id.data)
         try:
@@ -201,7 +206,7 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
     templates = []
     if states.Role.INSTRUCTOR in roles:
         templates = service.templates_for(current_user, found.api_id)
-        chosen = request.args.get("modele", type=int)
+        chosen = web.query_int("modele")
         template = next((t for t in templates if t.id == chosen), None)
         if template is not None and not reason_form.text.data:
             reason_form.text.data = template.body
@@ -367,10 +372,10 @@ def _filters() -> service.QueueFilters:
         state = RequestState.SUBMITTED.value
     return service.QueueFilters(
         state=state,
-        api_id=args.get("api", type=int),
+        api_id=web.query_int("api"),
         organisation=args.get("organisation", "")[:200],
         text=args.get("q", "")[:200],
-        page=max(1, args.get("page", 1, type=int)),
+        page=web.query_int("page", 1, minimum=1),
     )
 
 
@@ -422,8 +427,12 @@ def export_xlsx():
 @bp.route("/instruction/statistiques")
 @access.role_required("instructor")
 def statistics():
+    stats = service.decision_statistics(current_user)
     return render_template(
-        "authorizations/statistics.html", stats=service.decision_statistics(current_user)
+        "authorizations/statistics.html",
+        stats=stats,
+        per_api=service.decision_charts(stats),
+        buckets=service.DECISION_BUCKETS,
     )
 
 

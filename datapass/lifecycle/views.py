@@ -18,7 +18,7 @@ from flask_login import current_user
 from datapass import access, clock, web
 from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
-from datapass.lifecycle import forms, service
+from datapass.lifecycle import forms, service, trends
 from datapass.lifecycle.service import DashboardFilters, LifecycleError, RenewalAnswers
 
 bp = Blueprint("lifecycle", __name__)
@@ -194,7 +194,7 @@ def decide(renewal_id: int):
 
 
 def _filters() -> DashboardFilters:
-    api_id = request.args.get("api", type=int)
+    api_id = web.query_int("api")
     organisation = (request.args.get("organisation") or "").strip()[:200]
     return DashboardFilters(api_id=api_id, organisation=organisation)
 
@@ -203,8 +203,14 @@ def _filters() -> DashboardFilters:
 @access.role_required("security_officer")
 def dashboard():
     filters = _filters()
+    weeks = trends.expiries_per_week(filters)
+    stages = trends.unused_by_stage(filters)
     return render_template(
         "lifecycle/dashboard.html",
+        weeks=weeks,
+        expiries_chart=trends.expiries_chart(weeks),
+        stages=stages,
+        stages_chart=trends.stages_chart(stages),
         lists=service.dashboard(filters),
         summary=service.dashboard_by_api(filters),
         filters=filters,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -11,6 +12,7 @@ from wtforms.fields.choices import SelectChoice
 
 from datapass import access
 from datapass.extensions import csrf, db
+from datapass.formatting import plural
 from datapass.notify import service
 
 bp = Blueprint("notify", __name__)
@@ -60,11 +62,18 @@ def dev_mails():
     return render_template("dev/mails.html", mails=mails)
 
 
+_MAIL_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
+
+
 @bp.route("/dev/courriels/<name>")
 @access.development_only
 def dev_mail(name: str):
+    # The file backend's names (stamp-id): anything else names no mail, and a too long name
+    # would make the file system raise.
+    if _MAIL_NAME.fullmatch(name) is None or ".." in name:
+        abort(404)
     path = Path(current_app.config["MAIL_DIR"]) / f"{name}.eml"
-    if "/" in name or ".." in name or not path.is_file():
+    if not path.is_file():
         abort(404)
     message = _parse(path)
     body = message.get_body(preferencelist=("plain",))
@@ -305,10 +314,12 @@ def admin_outbox_replay_all():
         abort(400)
     replayed = service.replay_all(access.current_actor())
     db.session.commit()
+    failed = plural(replayed["failed"], "courriel abandonné remis", "courriels abandonnés remis")
+    waiting = plural(
+        replayed["waiting"], "courriel en attente avancé", "courriels en attente avancés"
+    )
     flash(
-        f"{replayed['failed']} courriel(s) abandonné(s) remis en file et "
-        f"{replayed['waiting']} courriel(s) en attente avancé(s) : "
-        "ils partent au prochain passage.",
+        f"{failed} en file et {waiting} : ils partent au prochain passage.",
         "success",
     )
     return redirect(url_for("notify.admin_outbox"))

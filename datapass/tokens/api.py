@@ -112,7 +112,7 @@ def introspect():
         return _missing_token()
     body, wrote = service.introspect(raw, g.machine_client.provider_id, access.client_ip())
     if wrote:
-        db.session.commit()  # the use buffer was written (once a minute, or every 5,000 calls)
+        db.session.commit()  # the use buffer was written here (USAGE_FLUSH_SECONDS = 0)
     return current_app.response_class(body, mimetype="application/json")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import secrets
 import threading
 import time
@@ -28,7 +29,8 @@ from datapass import clock, vault
 from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 from datapass.audit.service import Actor
-from datapass.extensions import adopt, db, sqlite_read_snapshot
+from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
+from datapass.tokens import flusher as flushing
 from datapass.tokens import states
 from datapass.tokens.models import AccessToken, KeyState, KeyUsage, SigningKey, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
@@ -719,15 +721,17 @@ def consume_link(link: TokenLink, actor: Actor) -> str:
     return reveal(link.token, actor)
 
 
-# --- usage: written at most once a minute per token, never on every call ------------------
+# --- usage: every introspection is counted, from an in-process buffer ----------------------
+# Each introspection call is noted here, then written as consumption (daily counts, last
+# calls, last use) by a flush: every USAGE_FLUSH_SECONDS by the process's background flusher
+# (datapass.tokens.flusher), never inside a request. With USAGE_FLUSH_SECONDS = 0 (tests)
+# there is no thread: the request that finds the buffer due writes it (its caller commits).
 
-_USE_BUFFER: dict[str, tuple[datetime, str | None]] = {}
-# Every introspection call since the last flush, counted as consumption at the flush. The
-# buffer is flushed once it holds this many calls too, so that each flush stays a small batch
-# (a few milliseconds) instead of a minute of calls written inside one unlucky request.
 _USE_CALLS: list[tuple[str, datetime, str | None]] = []
+# A buffer that holds this many calls is written at once (by the flusher, woken), so that a
+# flush stays a small batch.
 MAX_BUFFERED_CALLS = 5000
-_USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest
+_USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest (inline mode)
 _USE_LOCK = threading.Lock()
 _last_flush: list[datetime | None] = [None]
 
@@ -739,12 +743,23 @@ def record_use(
     last_written: datetime | None,
     interval: timedelta,
 ) -> bool:
-    """Note one use of a token (an introspection, or a provider's report). The buffer is
-    flushed when this token's last written use (stored, or written by this process), or the
-    buffer itself, is older than ``TOKEN_USE_FLUSH_SECONDS`` (``interval``). Returns True
-    when it wrote (the caller commits)."""
+    """Note one introspection of a token. With a background flusher (``USAGE_FLUSH_SECONDS``
+    > 0) that is all: returns False. Inline (0), the buffer is written here when this token's
+    last written use (stored, or written by this process), or the buffer itself, is older
+    than ``TOKEN_USE_FLUSH_SECONDS`` (``interval``), or when it is full: returns True when it
+    wrote (the caller commits)."""
+    every = current_app.config.get("USAGE_FLUSH_SECONDS", 1.0)
+    if every > 0:
+        with _USE_LOCK:
+            _USE_CALLS.append((digest, at, ip))
+            full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
+        flusher = flushing.active or flushing.ensure_started(
+            current_app._get_current_object(), every
+        )
+        if full:
+            flusher.wakeup.set()
+        return False
     with _USE_LOCK:
-        _USE_BUFFER[digest] = (at, ip)
         _USE_CALLS.append((digest, at, ip))
         mine = _USE_WRITTEN.get(digest)
         if mine is not None and (last_written is None or mine > last_written):
@@ -757,52 +772,79 @@ def record_use(
     return False
 
 
-def flush_usage(at: datetime | None = None) -> int:
-    """Write the buffered uses in one statement (each token at most once a minute)."""
-    at = at or clock.now()
-    interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
+def buffered_calls() -> int:
+    """How many introspection calls this process holds, not yet written."""
+    return len(_USE_CALLS)
+
+
+def _take_calls(at: datetime) -> list[tuple[str, datetime, str | None]]:
     with _USE_LOCK:
-        pending = dict(_USE_BUFFER)
-        _USE_BUFFER.clear()
-        calls = list(_USE_CALLS)
+        calls = _USE_CALLS[:]
         _USE_CALLS.clear()
         _last_flush[0] = at
-        if len(_USE_WRITTEN) > 100_000:
-            _USE_WRITTEN.clear()
-        for digest, (used_at, _ip) in pending.items():
-            _USE_WRITTEN[digest] = used_at
-    if not pending:
-        return 0
-    table = AccessToken.__table__
-    statement = (
-        update(table)
-        .where(
-            table.c.digest == _bindparam("d"),
-            or_(table.c.last_used_at.is_(None), table.c.last_used_at <= _bindparam("threshold")),
-        )
-        .values(last_used_at=_bindparam("at"), last_used_ip=_bindparam("ip"))
-    )
-    rows = [
-        {"d": digest, "at": used_at, "ip": ip, "threshold": used_at - interval}
-        for digest, (used_at, ip) in pending.items()
-    ]
-    db.session.execute(statement, rows)
+    return calls
+
+
+def _give_back(calls: list[tuple[str, datetime, str | None]]) -> None:
+    """A failed flush's calls return to the buffer, before the calls noted meanwhile."""
+    with _USE_LOCK:
+        _USE_CALLS[:0] = calls
+
+
+def _write_calls(calls: list[tuple[str, datetime, str | None]]) -> None:
     from datapass.audit import consumption
 
+    interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
     consumption.record_introspection_uses(
-        {"digest": digest, "at": used_at, "ip": ip} for digest, used_at, ip in calls
+        ({"digest": digest, "at": used_at, "ip": ip} for digest, used_at, ip in calls),
+        use_interval=interval,
     )
-    return len(rows)
+    with _USE_LOCK:
+        if len(_USE_WRITTEN) > 100_000:
+            _USE_WRITTEN.clear()
+        for digest, used_at, _ip in calls:
+            _USE_WRITTEN[digest] = used_at
 
 
-def _bindparam(name: str):
-    from sqlalchemy import bindparam
+def flush_usage(at: datetime | None = None) -> int:
+    """Write the buffered calls as consumption in the session (flushes, never commits: the
+    caller commits). If writing fails, the calls go back to the buffer. Returns how many
+    calls were written."""
+    calls = _take_calls(at or clock.now())
+    if not calls:
+        return 0
+    try:
+        _write_calls(calls)
+    except BaseException:
+        _give_back(calls)
+        raise
+    return len(calls)
 
-    if name in {"at", "threshold"}:
-        from datapass.extensions import UTCDateTime
 
-        return bindparam(name, type_=UTCDateTime())
-    return bindparam(name)
+def flush_usage_committed(attempts: int = 3) -> int:
+    """Write the buffered calls in a transaction of their own and commit it, redone on a
+    deadlock or a serialization failure; on failure (commit included) the calls go back to
+    the buffer and the error propagates. What the background flusher runs."""
+    calls = _take_calls(clock.now())
+    if not calls:
+        return 0
+    try:
+        retryable(lambda: _write_calls(calls), attempts=attempts)
+    except BaseException:
+        _give_back(calls)
+        raise
+    return len(calls)
+
+
+def _forget_buffer_in_child() -> None:
+    # A forked child holds a copy of its parent's calls, which the parent writes: not its own.
+    global _USE_LOCK
+    _USE_LOCK = threading.Lock()
+    _USE_CALLS.clear()
+    _last_flush[0] = None
+
+
+os.register_at_fork(after_in_child=_forget_buffer_in_child)
 
 
 # --- introspection (the hot path) ---------------------------------------------------------

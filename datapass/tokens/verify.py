@@ -358,7 +358,8 @@ class Verifier:
             return self._verify(token)
         except InvalidToken as exc:
             # An unknown kid may be a key published after our last fetch: fetch once more.
-            if "kid" in str(exc) and time.monotonic() - self._fetched_at > 30:
+            unknown_kid = not isinstance(exc, MalformedToken) and "kid" in str(exc)
+            if unknown_kid and time.monotonic() - self._fetched_at > 30:
                 self.refresh()
                 return self._verify(token)
             raise

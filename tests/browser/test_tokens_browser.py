@@ -27,7 +27,7 @@ def test_reveal_once_then_rotate(page, committed_app):
 
     sign_in(page, email, home=False)
     page.goto("/jetons/")
-    page.get_by_role("link", name="Voir").first.click()
+    page.get_by_role("link", name="Jeton du").first.click()
     assert page.locator("#statut-jeton").text_content().strip() == "Actif"
     assert "jours restants" in page.locator("#jours-restants").inner_text()
 

@@ -10,6 +10,7 @@ reported on an endpoint of that name; and one audit export per format.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import SimpleNamespace
@@ -44,6 +45,15 @@ class World:
     export_ids: dict[str, int] = field(default_factory=dict)  # format → audit export id
     client_id: str = ""
     client_secret: str = ""
+    texts: dict[tuple[str, str], str] = field(default_factory=dict)  # (endpoint, param) → text
+    victim_id: int = 0  # a user the admin routes may deactivate, strip of roles…
+    victim_client_id: int = 0  # a machine client the admin routes may revoke
+
+    @property
+    def basic(self) -> str:
+        """The demo machine client's HTTP Basic credentials."""
+        pair = f"{self.client_id}:{self.client_secret}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
 
     def client(self, app, role: str | None):
         """A test client signed in as ``role`` (None: anonymous)."""
@@ -130,7 +140,19 @@ def _seed() -> World:
     for fmt in exports.FORMATS:
         world.export_ids[fmt] = exports.create_export(AuditFilter(), fmt, officer).id
     db.session.flush()
+    victim = factories.staff("instructor", api=api, full_name="Victime des routes d'admin")
+    world.victim_id = victim.id
+    from datapass.catalogue import service as catalogue_service
+
+    world.victim_client_id = catalogue_service.create_client(api.provider, "Victime")[0].id
+    db.session.flush()
     world.ids = _ids(world)
+    world.texts = {
+        ("catalogue.api_detail", "slug"): api.slug,
+        ("authorizations.act", "event"): "submit",
+        ("authorizations.edit_section", "section"): "projet",
+        ("lifecycle.dashboard_csv", "name"): "expiring-30",
+    }
     return world
 
 
@@ -144,7 +166,7 @@ def _ids(world: World) -> dict[str, int]:
         Habilitation,
         MessageTemplate,
     )
-    from datapass.catalogue.models import MachineClient, Provider, Scope
+    from datapass.catalogue.models import Provider, Scope
     from datapass.lifecycle.models import Renewal
     from datapass.notify.models import OutboxMail, WebhookDelivery, WebhookEndpoint
     from datapass.tokens.models import AccessToken
@@ -160,11 +182,11 @@ def _ids(world: World) -> dict[str, int]:
         "document_id": first(Document.id),
         "habilitation_id": first(Habilitation.id, Habilitation.organisation_id == demo_org),
         "token_id": first(AccessToken.id, AccessToken.organisation_id == demo_org),
-        "user_id": world.user_ids["applicant"],
-        "grant_id": first(RoleGrant.id),
+        "user_id": world.victim_id,
+        "grant_id": first(RoleGrant.id, RoleGrant.user_id == world.victim_id),
         "organisation_id": demo_org or first(Organisation.id),
         "provider_id": first(Provider.id),
-        "client_id": first(MachineClient.id),
+        "client_id": world.victim_client_id,
         "scope_id": first(Scope.id),
         "mail_id": first(OutboxMail.id),
         "endpoint_id": first(WebhookEndpoint.id),
