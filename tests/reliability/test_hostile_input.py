@@ -28,7 +28,7 @@ from werkzeug.routing import IntegerConverter
 
 from datapass.access import MACHINE_PREFIXES, policy_of
 from datapass.extensions import db
-from datapass.web import NUL_REFUSED, TITLES
+from datapass.web import FLAT_JSON_REQUIRED, INVALID_JSON, NUL_REFUSED, TITLES
 from tests.reliability import hostile_world
 
 ROLES = (None, "applicant", "member", "instructor", "security_officer", "admin")
@@ -362,25 +362,40 @@ def test_hostile_query_parameters(walker):
     assert tried
 
 
+def _bodies(form: Form):
+    """Each hostile body for ``form``: (kind, request arguments, the 400 message expected)."""
+    for kind, bad in FORM_TEXTS.items():
+        expected = NUL_REFUSED if kind == "nul" else None
+        yield kind, {"data": {k: bad for k in form.fields}}, expected
+    # a list where one value is expected
+    yield (
+        "list",
+        {"data": MultiDict([(k, v) for k, v in form.fields.items() for _ in (0, 1)])},
+        None,
+    )
+    # JSON (Flask-WTF reads it as the form): nested where flat is expected, or not JSON
+    nested = {k: {"objet": ["imbriqué", 1]} for k in form.fields}
+    yield "json", {"json": nested}, FLAT_JSON_REQUIRED
+    yield "bad-json", {"data": "{pas du json", "content_type": "application/json"}, INVALID_JSON
+
+
 def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
-    """Every form the pages show, posted with every field set to each hostile value (and with
-    every field repeated: a list where one value is expected)."""
+    """Every form the pages show, posted with every field set to each hostile value, with
+    every field repeated, and as nested or invalid JSON."""
     assert walker.forms
-    for (endpoint, _fields), form in sorted(walker.forms.items()):
+    checked = ("nul", "digits30", "negative", "json")  # the database compared before/after
+    for (_endpoint, _fields), form in sorted(walker.forms.items()):
         role, action = form.role, form.action
-        for kind, bad in [*FORM_TEXTS.items(), ("list", None)]:
-            if kind == "list":
-                data = MultiDict([(k, v) for k, v in form.fields.items() for _ in (0, 1)])
-            else:
-                data = {k: bad for k in form.fields}
-            before = walker.digest() if kind in ("nul", "digits30", "negative") else None
+        for kind, body, expected in _bodies(form):
+            before = walker.digest() if kind in checked else None
             if before is not None:
                 with walker.client(role).session_transaction() as session:
                     session.pop("_flashes", None)  # left by earlier redirects
-            response, body = walker.request(role, "POST", form.action, data=data)
+            response, text = walker.request(role, "POST", form.action, **body)
             where = f"POST {action} ({kind}) as {role}"
-            if kind == "nul":
-                assert response.status_code == 400 and NUL_REFUSED in body, where
+            if expected is not None:
+                assert response.status_code == 400, where
+                assert expected in text.replace("&#39;", "'"), where
             if before is not None and _refused(walker, role, response):
                 walker.assert_unchanged(before, where)
 
