@@ -63,6 +63,12 @@ def _page_number() -> int:
 # person's roles allow it.
 CARDS = [
     (
+        "catalogue.index",
+        "Catalogue des API",
+        "Découvrir les API de données de l'État, leurs données et demander l'accès.",
+        "any",
+    ),
+    (
         "authorizations.applicant_index",
         "Mes demandes d'habilitation",
         "Demander l'accès à une API, suivre vos demandes et celles de votre organisation.",
@@ -106,7 +112,7 @@ CARDS = [
     ),
     (
         "catalogue.admin_index",
-        "Catalogue des API",
+        "Gestion du catalogue",
         "Fournisseurs, API, périmètres de données et clients machine.",
         Role.ADMIN,
     ),

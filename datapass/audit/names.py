@@ -186,6 +186,21 @@ class Names:
             return "—"
         return self.name("apis", ident) or f"API n° {ident} (supprimée)"
 
+    @staticmethod
+    def actor(event) -> str:
+        """Who acted, in words: the person's address, « Client machine Passerelle »,
+        « Datapass (tâche lifecycle_sweep) », « Anonyme »."""
+        label = event.actor_label
+        if event.actor_type == "user":
+            return label or f"Personne n° {event.actor_id}"
+        if event.actor_type == "machine":
+            return f"Client machine {label or event.actor_id}"
+        if event.actor_type == "system":
+            return f"Datapass (tâche {label})" if label else "Datapass (tâche automatique)"
+        if event.actor_type == "anonymous":
+            return f"Anonyme ({label})" if label else "Anonyme"
+        return label or event.actor_type or "—"
+
     def subject(self, event) -> str:
         """« Jeton n° 28 — Commune de Dunkerque, API Entreprise », « Demande DP-000012 —
         Cantine », « Journée de consommation du 27/11/2026 »; ``—`` for none."""

@@ -1206,6 +1206,19 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         )
         return RenewalOutcome(renewal)
     new, raw = complete(renewal, actor, reveal=True)
+    # The technical contact installs tokens: tell them a new one exists and when the old
+    # one stops (the token itself is never mailed).
+    _mail(
+        [habilitation.technical_contact_email or habilitation.requester.email],
+        "renewal_completed",
+        _context(
+            token,
+            token.api,
+            renewal=renewal,
+            new_token=new,
+            requester_name=actor.user.display_name if actor.user is not None else "Datapass",
+        ),
+    )
     return RenewalOutcome(renewal, new, raw)
 
 

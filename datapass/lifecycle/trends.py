@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, false, func, select
+from sqlalchemy import and_, case, func, or_, select
 
 from datapass import charts, clock, formatting
 from datapass.extensions import db
@@ -85,78 +85,61 @@ def _idle_since():
     return func.greatest(*parts)
 
 
-def _cutoffs(now) -> tuple[dict[int, Any], dict[int, Any]]:
-    """API id → the moment before which a token has crossed the API's first warning for a
-    token never used, and its warning for an idle one (one query; APIs where a step is off
-    are left out of its map)."""
-    from datapass.catalogue.models import Api
-
-    never_used, idle = {}, {}
-    for api_id, never_days, warn_days in db.session.execute(
-        select(Api.id, Api.unused_never_used_warning_days, Api.unused_warning_days)
-    ):
-        if never_days and int(never_days) > 0:
-            never_used[api_id] = now - timedelta(days=int(never_days))
-        if warn_days and int(warn_days) > 0:
-            idle[api_id] = now - timedelta(days=int(warn_days))
-    return never_used, idle
+# The acts of the unused-access policy, by stage (the rank orders them: a token at several
+# stages is counted at the furthest).
+STAGE_ACTS = {
+    "never_used": ("never_used", 1),
+    "warned": ("unused_warning", 2),
+    "suspended": ("unused_suspend", 3),
+    "revoked": ("unused_revoke", 4),
+}
 
 
 def unused_by_stage(filters: DashboardFilters) -> list[dict[str, Any]]:
-    """How many tokens stand at each stage of the unused-access policy, by each API's own
-    thresholds: active and never used past the first warning, active and idle past the
-    warning, suspended by the policy, revoked by it lately. ``[{stage, label, count}]``."""
+    """How many tokens stand at each stage of the unused-access policy, from what the
+    policy did (its acts): warned (never used, or idle) and not used since, suspended by it
+    and still suspended, revoked by it in the last 90 days. ``[{stage, label, count}]``.
+
+    Driven by the acts (an index on kind and moment), not by the tokens: its cost follows
+    the tokens the policy touched, not the size of the table."""
     now = clock.now()
-    idle = _idle_since()
-    never_cut, warn_cut = _cutoffs(now)
-    active = AccessToken.status == TokenStatus.ACTIVE
-    warned = idle <= case(warn_cut, value=AccessToken.api_id, else_=None) if warn_cut else false()
-    never_used = (
+    rank = {kind: number for kind, number in STAGE_ACTS.values()}
+    act_rank = case(rank, value=LifecycleAct.kind, else_=0)
+    current = or_(
         and_(
-            AccessToken.last_used_at.is_(None),
-            AccessToken.reactivated_at.is_(None),
-            AccessToken.issued_at <= case(never_cut, value=AccessToken.api_id, else_=None),
-        )
-        if never_cut
-        else false()
+            LifecycleAct.kind.in_(["never_used", "unused_warning"]),
+            AccessToken.status == TokenStatus.ACTIVE,
+            LifecycleAct.at >= _idle_since(),  # not used since the warning
+        ),
+        and_(
+            LifecycleAct.kind == "unused_suspend",
+            AccessToken.status == TokenStatus.SUSPENDED,
+            LifecycleAct.at >= func.coalesce(AccessToken.reactivated_at, AccessToken.issued_at),
+        ),
+        and_(
+            LifecycleAct.kind == "unused_revoke",
+            AccessToken.status == TokenStatus.REVOKED,
+            LifecycleAct.at >= now - timedelta(days=REVOKED_WINDOW_DAYS),
+        ),
     )
-
-    def by_policy(kind: str):
-        return AccessToken.id.in_(
-            select(LifecycleAct.token_id).where(
-                LifecycleAct.kind == kind, LifecycleAct.outcome == "done"
-            )
-        )
-
-    stage = case(
-        (and_(active, warned), "warned"),
-        (and_(active, never_used), "never_used"),
-        (
-            and_(AccessToken.status == TokenStatus.SUSPENDED, by_policy("unused_suspend")),
-            "suspended",
-        ),
-        (
-            and_(
-                AccessToken.status == TokenStatus.REVOKED,
-                AccessToken.revoked_at >= now - timedelta(days=REVOKED_WINDOW_DAYS),
-                by_policy("unused_revoke"),
-            ),
-            "revoked",
-        ),
-        else_=None,
-    ).label("stage")
-    query = (
-        select(stage, func.count())
+    per_token = (
+        select(LifecycleAct.token_id, func.max(act_rank).label("rank"))
+        .join(AccessToken, AccessToken.id == LifecycleAct.token_id)
         .where(
-            AccessToken.status.in_(
-                [TokenStatus.ACTIVE, TokenStatus.SUSPENDED, TokenStatus.REVOKED]
-            ),
-            AccessToken.expires_at > now - timedelta(days=REVOKED_WINDOW_DAYS),
+            LifecycleAct.kind.in_(list(rank)),
+            LifecycleAct.outcome == "done",
+            current,
         )
-        .group_by(stage)
+        .group_by(LifecycleAct.token_id)
     )
-    counts = {name: int(n) for name, n in db.session.execute(_filtered(query, filters)) if name}
-    return [{"stage": name, "label": label, "count": counts.get(name, 0)} for name, label in STAGES]
+    per_token = _filtered(per_token, filters).subquery()
+    counts = dict(
+        db.session.execute(select(per_token.c.rank, func.count()).group_by(per_token.c.rank)).all()
+    )
+    return [
+        {"stage": name, "label": label, "count": int(counts.get(STAGE_ACTS[name][1], 0))}
+        for name, label in STAGES
+    ]
 
 
 EXPIRY_SERIES = (charts.Series("count", "jeton", "jetons", "calls", "jetons qui expirent"),)

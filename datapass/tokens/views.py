@@ -4,11 +4,15 @@ contact."""
 
 from __future__ import annotations
 
+from itertools import groupby
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from datapass import access, formatting, web
+from datapass.authorizations import service as authorizations_service
+from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
 from datapass.tokens import forms, service
 from datapass.tokens.models import AccessToken
@@ -53,6 +57,8 @@ def _render_show(token: AccessToken, status: int = 200, **forms_):
         token=token,
         api=token.api,
         habilitation=token.habilitation,
+        habilitation_visible=authorizations_service.get_habilitation(token.habilitation_id, user)
+        is not None,
         successor=successor
         if successor is not None and service.get_visible(user, successor.id)
         else None,
@@ -64,10 +70,26 @@ def _render_show(token: AccessToken, status: int = 200, **forms_):
 @bp.route("/")
 @access.signed_in
 def applicant_index():
-    query = service.organisation_tokens_query(_me()).order_by(AccessToken.issued_at.desc())
+    # Grouped by habilitation (newest first), each group's tokens newest first: the template
+    # starts a group whenever the habilitation changes.
+    query = (
+        service.organisation_tokens_query(_me())
+        .join(Habilitation, Habilitation.id == AccessToken.habilitation_id)
+        .order_by(
+            Habilitation.created_at.desc(), Habilitation.id.desc(), AccessToken.issued_at.desc()
+        )
+    )
     pagination = db.paginate(query, page=_page(), per_page=PER_PAGE, error_out=False)
+    groups = [
+        (habilitation, list(tokens))
+        for habilitation, tokens in groupby(pagination.items, key=lambda t: t.habilitation)
+    ]
     return render_template(
-        "tokens/index.html", pagination=pagination, tokens=pagination.items, supervision=False
+        "tokens/index.html",
+        pagination=pagination,
+        tokens=pagination.items,
+        groups=groups,
+        supervision=False,
     )
 
 
@@ -88,6 +110,16 @@ def supervision():
         statuses=list(TokenStatus),
         status=status,
     )
+
+
+@bp.app_template_global()
+def habilitation_tokens(habilitation) -> list[AccessToken]:
+    """The tokens of a habilitation that the current user may see, newest first (the
+    habilitation's page lists them; the authorizations domain does not know tokens)."""
+    query = service.visible_tokens_query(_me()).where(
+        AccessToken.habilitation_id == habilitation.id
+    )
+    return list(db.session.scalars(query.order_by(AccessToken.issued_at.desc())))
 
 
 @bp.route("/<int:token_id>")

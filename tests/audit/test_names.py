@@ -170,3 +170,14 @@ def test_export_criteria_read_as_words(app, client, login_as):
     assert "organisation_id" not in page and "api_id =" not in page
     assert "Organisation : Commune de Dunkerque" in page
     assert "API : API Particulier — Quotient familial" in page
+
+
+def test_actors_are_named_in_words():
+    def event(actor_type, label=None, actor_id=None):
+        return AuditEvent(actor_type=actor_type, actor_label=label, actor_id=actor_id)
+
+    names = audit_names.Names()
+    assert names.actor(event("user", "a@b.fr", "3")) == "a@b.fr"
+    assert names.actor(event("machine", "Passerelle", "cli_1")) == "Client machine Passerelle"
+    assert names.actor(event("system", "lifecycle_sweep")) == "Datapass (tâche lifecycle_sweep)"
+    assert names.actor(event("anonymous")) == "Anonyme"

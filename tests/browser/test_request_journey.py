@@ -54,7 +54,7 @@ def _continue(page) -> None:
     page.get_by_role("button", name="Enregistrer et continuer").click()
 
 
-def test_request_journey(page, chromium, live_server, committed_app, smtp):
+def test_request_journey(page, new_page, committed_app, smtp):
     with committed_app.app_context():
         apis = factories.catalogue()
         api = apis["quotient-familial"]
@@ -117,7 +117,7 @@ def test_request_journey(page, chromium, live_server, committed_app, smtp):
     sign_out(page, home=False)
 
     # --- the instructor asks for a change ---------------------------------------------------
-    staff = chromium.new_context(base_url=live_server, locale="fr-FR").new_page()
+    staff = new_page()
     sign_in(staff, instructor_email)
     staff.goto("/instruction")
     staff.get_by_role("link", name="DP-").first.click()

@@ -71,6 +71,23 @@ def test_nothing_changed_renews_at_once_with_a_new_token_and_a_grace_period(app)
     assert token.status == "revoked" and new.status == "active"
 
 
+def test_an_automatic_renewal_tells_the_technical_contact_when_the_old_token_stops(app):
+    api = make_listening_api()
+    token = expiring_token(api, days_left=60)
+    requester = token.habilitation.requester
+    technical = token.habilitation.technical_contact_email
+    assert technical and technical != requester.email
+    outcome = service.renew(token, Actor.for_user(requester), answers_for(token))
+    (mail,) = mails("renewal_completed")
+    assert mail.recipient == technical
+    grace_day = clock.local(outcome.renewal.grace_ends_at).strftime("%d/%m/%Y")
+    assert grace_day in mail.subject
+    body = mail.body_text
+    assert f"L’ancien jeton reste valable jusqu’au {grace_day}" in body
+    assert f"/jetons/{outcome.new_token.id}" in body
+    assert outcome.raw not in body  # the token itself is never mailed
+
+
 def test_grace_is_configurable_and_capped_at_90_days(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=80)

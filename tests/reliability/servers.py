@@ -64,6 +64,8 @@ def environment(database_url: str, **settings: Any) -> dict[str, str]:
             "DATAPASS_BASE_URL": config["BASE_URL"],
             "DATAPASS_MAIL_BACKEND": "file",
             "DATAPASS_MAIL_DIR": f"{folder}/mail",
+            "DATAPASS_ARGON2_TIME_COST": str(config["ARGON2_TIME_COST"]),
+            "DATAPASS_ARGON2_MEMORY_KIB": str(config["ARGON2_MEMORY_KIB"]),
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }

@@ -8,8 +8,11 @@ Threads share one process and the frozen clock; the servers are real gunicorn wo
 
 from __future__ import annotations
 
+import http.client
 import itertools
+import json
 import random
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -21,10 +24,10 @@ from sqlalchemy import func, select, text
 from datapass import clock, demo
 from datapass.audit import consumption, verification
 from datapass.audit.models import UsageDaily, UsageEvent
-from datapass.extensions import db, retryable
+from datapass.extensions import db, retryable, sqlite_read_snapshot
 from datapass.tokens import service as tokens_service
 from tests.audit.conftest import issue_token
-from tests.reliability.servers import basic, wait_for
+from tests.reliability.servers import Gunicorn, basic, environment, flask_command, wait_for
 from tests.tokens.conftest import make_api, make_client, make_provider
 
 DAY = date(2026, 11, 27)  # yesterday in Paris at the frozen time: sealable
@@ -97,18 +100,22 @@ def _at(day: date, minute: int = 0) -> datetime:
 
 def _verify_ok() -> None:
     db.session.rollback()
-    result = verification.verify_all()
+    with sqlite_read_snapshot():  # SQLite: no write lock held while servers write
+        result = verification.verify_all()
     assert result.ok, result.lines()
 
 
 def _calls(token_ids, endpoint: str | None = None) -> int:
-    db.session.rollback()  # a fresh snapshot (SQLite keeps the old one in a transaction)
+    """Calls counted for these tokens, read in a transaction of its own that ends at once:
+    on SQLite an open one would hold the write lock and stall the servers' flushes."""
+    db.session.rollback()
     query = select(func.coalesce(func.sum(UsageDaily.calls), 0)).where(
         UsageDaily.token_id.in_(token_ids)
     )
     if endpoint is not None:
         query = query.where(UsageDaily.endpoint == endpoint)
-    return db.session.scalar(query)
+    with sqlite_read_snapshot():
+        return db.session.scalar(query)
 
 
 def _advisory_waiters() -> int:
@@ -319,3 +326,232 @@ def test_a_failed_flush_keeps_its_calls_and_a_deadlock_is_retried(
     assert tokens_service.flush_usage_committed() == 2
     assert tokens_service.buffered_calls() == 0
     assert _calls(world.token_ids) == 2
+
+
+# --- point 2: every introspection answered is counted (real gunicorn workers) -------------
+
+FLUSH_SECONDS = 1.0  # the default USAGE_FLUSH_SECONDS
+# What a SIGKILL may lose, as calls answered in this window before the kill: the flush
+# interval, plus the flush in flight and a loaded CI machine's scheduling delays.
+KILL_BOUND_SECONDS = FLUSH_SECONDS + 1.0
+
+
+@pytest.fixture(scope="module")
+def gunicorn(backend, app_for_backend):
+    """This module's server (2 workers, default flush interval), started again if a test
+    killed it; killed at teardown."""
+    url = app_for_backend(backend).config["DATABASE_URL"]
+    holder: dict[str, Gunicorn] = {}
+
+    def running() -> Gunicorn:
+        server = holder.get("server")
+        if server is None or not server.alive():
+            if server is not None:
+                server.kill()
+            holder["server"] = server = Gunicorn(environment(url)).wait_ready()
+        return server
+
+    yield running
+    if "server" in holder:
+        holder["server"].kill()
+
+
+class Load:
+    """Client threads introspecting the world's tokens in a random order until stopped;
+    every answer (200, active) is noted with the moment it arrived."""
+
+    def __init__(self, server: Gunicorn, world: World, threads: int = 4):
+        self.port = server.port
+        self.world = world
+        self.answered: list[float] = []
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
+        ]
+        self.headers = {
+            "Authorization": basic(world.client_id, world.secret),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+
+    def start(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def _run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self.stopping.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                connection.request(
+                    "POST",
+                    "/api/v1/introspect",
+                    body=f"token={rng.choice(self.world.raws)}",
+                    headers=self.headers,
+                )
+                response = connection.getresponse()
+                body = response.read()
+            except (OSError, http.client.HTTPException):
+                continue  # the server is stopping or gone: nothing was answered
+            finally:
+                connection.close()
+            with self.lock:
+                if response.status == 200 and b'"active":true' in body:
+                    self.answered.append(time.monotonic())
+                else:
+                    self.failures.append(f"{response.status} {body[:200]!r}")
+
+    def count(self) -> int:
+        return len(self.answered)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(15)
+
+
+def _introspected(world: World) -> int:
+    return _calls(world.token_ids, consumption.INTROSPECT_ENDPOINT)
+
+
+def _real_days_back(*offsets: int) -> list[date]:
+    """Paris days before the real today (the servers run on the real clock)."""
+    today = datetime.now(UTC).astimezone(clock.PARIS).date()
+    return [today - timedelta(days=offset) for offset in offsets]
+
+
+def test_reports_flushes_two_sweeps_and_the_demo_racing_keep_every_seal(
+    backend, committed_app, world, gunicorn
+):
+    """Late usage reports over HTTP and two workers flushing introspections, while two
+    `flask datapass sweep` processes seal the finished days and then `datapass demo` runs:
+    every event is counted in its seal or refused as late, and `audit verify` passes."""
+    server = gunicorn()
+    days = _real_days_back(8, 7, 6, 5, 4, 3, 2)  # sealable whatever the hour
+    sent, accepted, refused = [0], [0], []
+    stopping = threading.Event()
+    batches = [0]
+
+    def report():
+        rng = random.Random(7)
+        ids = itertools.count()
+        headers = {
+            "Authorization": basic(world.client_id, world.secret),
+            "Content-Type": "application/json",
+        }
+        while not stopping.is_set():
+            events = [
+                _event(f"late-{next(ids)}", rng.choice(world.jtis), _at(rng.choice(days), n))
+                for n in range(rng.randint(1, 50))
+            ]
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                connection.request(
+                    "POST", "/api/v1/usage", body=json.dumps({"events": events}), headers=headers
+                )
+                response = connection.getresponse()
+                body = json.loads(response.read())
+            finally:
+                connection.close()
+            assert response.status == 200, body
+            sent[0] += len(events)
+            accepted[0] += body["accepted"]
+            refused.extend(body["refused"])
+            batches[0] += 1
+
+    load = Load(server, world, threads=2).start()
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    sweeps = []
+    try:
+        wait_for(lambda: batches[0] >= 5 and load.count() >= 50, 30, what="trafic établi")
+        env = environment(committed_app.config["DATABASE_URL"])
+        sweeps = [flask_command(env, "sweep"), flask_command(env, "sweep")]
+        sweeps.append(flask_command(env, "demo"))  # at the same time: it writes consumption
+        for process in sweeps:
+            assert process.wait(90) == 0, process.output()
+        seen = batches[0]
+        wait_for(lambda: batches[0] >= seen + 3, 30, what="rapports après le sceau")
+    finally:
+        stopping.set()
+        reporter.join(30)
+        load.stop()
+        for process in sweeps:
+            process.kill()
+    assert not reporter.is_alive()
+    assert load.failures == []
+    assert refused, "the reports sent after the seal are refused"
+    assert {r["reason"] for r in refused} == {consumption.REFUSED_SEALED}
+    assert accepted[0] + len(refused) == sent[0]
+    reported = select(func.count()).where(UsageEvent.provider_id == world.provider_id)
+    with sqlite_read_snapshot():
+        assert db.session.scalar(reported) == accepted[0]
+        assert consumption.last_sealed_day() >= days[-1]
+    _verify_ok()
+
+
+def test_idle_workers_flush_within_a_second_and_a_kill_loses_at_most_that(
+    backend, committed_app, world, gunicorn
+):
+    """Two workers under load: once the load stops, every answered call is counted within
+    a few flush intervals without any further request (idle workers flush too); then a
+    SIGKILL of the whole server under load loses only calls of its last interval."""
+    server = gunicorn()
+    load = Load(server, world).start()
+    try:
+        wait_for(lambda: load.count() >= 300, 30, what="300 appels")
+    finally:
+        load.stop()
+    answered = load.count()
+    started = time.monotonic()
+    wait_for(lambda: _introspected(world) == answered, 10, what="tout compté, sans requête")
+    idle_flush = time.monotonic() - started
+    assert load.failures == []
+
+    load = Load(server, world).start()
+    try:
+        # Several flush intervals of load, so that flushes ran under it.
+        loaded = time.monotonic() + 2.5 * FLUSH_SECONDS
+        wait_for(lambda: time.monotonic() > loaded and load.count() >= 300, 60, what="charge")
+        killed_at = time.monotonic()
+        server.signal(signal.SIGKILL)
+        server.wait(10)
+    finally:
+        load.stop()
+    output = server.output()
+    server.kill()
+    assert load.failures == []
+    assert "Traceback" not in output and "deadlock" not in output, output[-3000:]
+    total = answered + load.count()
+    counted = _introspected(world)
+    lost = total - counted
+    last_second = sum(1 for t in load.answered if killed_at - 1.0 < t <= killed_at)
+    window = sum(1 for t in load.answered if t > killed_at - KILL_BOUND_SECONDS)
+    print(
+        f"\n[{backend}] SIGKILL sous charge : {load.count()} appels répondus, {lost} perdus "
+        f"(≈ {1000 * lost / max(last_second, 1):.0f} ms de trafic à {last_second} appels/s) ; "
+        f"écriture des processus inactifs en {idle_flush:.2f} s"
+    )
+    assert 0 <= lost <= window, (lost, window)
+
+
+def test_sigterm_under_load_counts_every_answered_call(backend, committed_app, world):
+    """gunicorn (2 workers) stopped by SIGTERM under load: every call answered is counted.
+    With a flush interval of a minute, only the exit flush can have written them."""
+    url = committed_app.config["DATABASE_URL"]
+    server = Gunicorn(environment(url, USAGE_FLUSH_SECONDS=60)).wait_ready()
+    load = Load(server, world).start()
+    try:
+        wait_for(lambda: load.count() >= 400, 30, what="400 appels")
+        assert _introspected(world) == 0  # nothing written yet: all in the workers' buffers
+        server.signal(signal.SIGTERM)  # the master and every worker, as systemd does
+        assert server.wait(30) == 0, server.output()
+    finally:
+        load.stop()
+        server.kill()
+    assert load.failures == []
+    counted = _introspected(world)
+    print(f"\n[{backend}] SIGTERM sous charge : {load.count()} répondus, {counted} comptés")
+    assert counted == load.count()
