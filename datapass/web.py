@@ -189,6 +189,11 @@ NUL_REFUSED = (
     "La requête contient un caractère nul (octet 0), refusé dans tous les champs : "
     "retirez-le et recommencez."
 )
+FLAT_JSON_REQUIRED = (
+    "Le corps JSON d'un formulaire doit être un objet à plat dont chaque valeur est un texte "
+    "(ni objet, ni liste, ni nombre) : corrigez-le et recommencez."
+)
+INVALID_JSON = "Le corps de la requête n'est pas un JSON valide."
 # The machine API bounds its bodies itself (413) after this hook: a body larger than this is
 # left to it rather than parsed here.
 _MACHINE_FORM_CHECKED = 64 * 1024
@@ -231,25 +236,39 @@ def query_int(
     return value if minimum <= value <= maximum else default
 
 
-def refuse_nul():
+def refuse_hostile_input():
     """``before_request``: a NUL byte in the path, the query string or a form value (or name)
     is refused with a clear 400 before any view sees it. No field of Datapass accepts one,
     and PostgreSQL refuses it in text (a 500 deep in a search otherwise). Uploaded files are
-    not form values: a PDF may hold NUL bytes."""
+    not form values: a PDF may hold NUL bytes.
+
+    The pages' forms also read a JSON body (Flask-WTF), as form fields: one that is not a
+    flat object of texts (nested objects, lists, numbers) is refused here with a 400, as is
+    invalid JSON. The machine API (``/api/``) validates its own JSON (problem documents)."""
     req = request._get_current_object()
     environ = req.environ
     if "\x00" in req.path or b"%00" in req.query_string or b"\x00" in req.query_string:
         abort(400, NUL_REFUSED)
-    if req.method in ("POST", "PUT", "PATCH") and environ.get("CONTENT_TYPE", "").startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
-        if req.path.startswith(MACHINE_PREFIXES):
+    if req.method not in ("POST", "PUT", "PATCH"):
+        return None
+    content_type = environ.get("CONTENT_TYPE", "")
+    machine = req.path.startswith(MACHINE_PREFIXES)
+    if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        if machine:
             length = environ.get("CONTENT_LENGTH", "")
             if not length.isascii() or not length.isdigit() or int(length) > _MACHINE_FORM_CHECKED:
                 return None
         for key, values in req.form.lists():
             if "\x00" in key or any("\x00" in value for value in values):
                 abort(400, NUL_REFUSED)
+    elif req.is_json and not machine:
+        body = req.get_json(silent=True)
+        if body is None and req.get_data().strip() != b"null":
+            abort(400, INVALID_JSON)
+        if not isinstance(body, dict) or not all(type(v) is str for v in body.values()):
+            abort(400, FLAT_JSON_REQUIRED)
+        if any("\x00" in key or "\x00" in value for key, value in body.items()):
+            abort(400, NUL_REFUSED)
     return None
 
 
@@ -344,6 +363,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
     # First of the hooks: nothing else reads a value carrying a NUL byte.
-    app.before_request_funcs.setdefault(None, []).insert(0, refuse_nul)
+    app.before_request_funcs.setdefault(None, []).insert(0, refuse_hostile_input)
     formatting.init_app(app)
     app.jinja_env.globals["now"] = clock.now

@@ -28,7 +28,7 @@ from werkzeug.routing import IntegerConverter
 
 from datapass.access import MACHINE_PREFIXES, policy_of
 from datapass.extensions import db
-from datapass.web import NUL_REFUSED, TITLES
+from datapass.web import FLAT_JSON_REQUIRED, INVALID_JSON, NUL_REFUSED, TITLES
 from tests.reliability import hostile_world
 
 ROLES = (None, "applicant", "member", "instructor", "security_officer", "admin")
@@ -139,6 +139,10 @@ class Walker:
         self.adapter = app.url_map.bind("datapass.test")
         self.requests = 0
         self.digests = 0
+        self.cached = None
+        with app.app_context():
+            sqlite = db.engine.dialect.name == "sqlite"
+            self.watch = db.engine.raw_connection() if sqlite else None
         self.rules = [r for r in app.url_map.iter_rules() if r.endpoint not in SKIPPED | LAST]
 
     # who may call a route
@@ -204,7 +208,13 @@ class Walker:
 
     def digest(self) -> tuple[str, int]:
         """A digest of every table but the evidence of failed authentications, and the
-        audit log's last sequence number."""
+        audit log's last sequence number. On SQLite, computed again only when some
+        connection has written since (``PRAGMA data_version`` of a connection kept open)."""
+        version = None
+        if self.watch is not None:
+            version = self.watch.execute("PRAGMA data_version").fetchone()[0]
+            if self.cached is not None and self.cached[0] == version:
+                return self.cached[1]
         self.digests += 1
         with self.app.app_context():
             h = hashlib.sha256()
@@ -228,7 +238,9 @@ class Walker:
                         rows = connection.exec_driver_sql(f"SELECT * FROM {name}").all()
                         h.update(repr(sorted(map(repr, rows))).encode())
                 last = connection.exec_driver_sql("SELECT max(seq) FROM audit_events").scalar()
-        return h.hexdigest(), last or 0
+        result = h.hexdigest(), last or 0
+        self.cached = (version, result)
+        return result
 
     def assert_unchanged(self, before, where: str) -> None:
         from datapass.audit.models import AuditEvent
@@ -267,6 +279,7 @@ def walker(backend, app_for_backend):
     app = app_for_backend(backend)
     world = hostile_world.build(app)
     request_class = app.request_class
+    walker = None
     app.request_class = type(
         "Recording", (request_class,), {"parameter_storage_class": RecordingArgs}
     )
@@ -276,6 +289,8 @@ def walker(backend, app_for_backend):
         yield walker
     finally:
         app.request_class = request_class
+        if walker is not None and walker.watch is not None:
+            walker.watch.close()
         hostile_world.destroy(app)
 
 
@@ -341,46 +356,73 @@ def test_hostile_path_segments(walker):
                     assert response.status_code in (400, 404), url
 
 
+# Refused by the guard whatever the parameter, or read as text by every view: sent in every
+# parameter at once (one request per page); the others in one parameter at a time.
+ALL_AT_ONCE = ("nul", "huge")
+
+
 def test_hostile_query_parameters(walker):
     """Every query parameter a view reads, given each hostile value in turn."""
     tried = 0
     for rule in walker.rules:
         values = walker.defaults(rule)
-        names = walker.args.get(rule.endpoint)
+        names = sorted(walker.args.get(rule.endpoint, ()))
         if values is None or not names or "GET" not in rule.methods:
             continue
         role = walker.allowed_role(rule)
         url = walker.path(rule, values)
-        for name in sorted(names):
+        for kind in ALL_AT_ONCE:
+            response, body = walker.request(
+                role, "GET", url, query_string={name: TEXTS[kind] for name in names}
+            )
+            if kind == "nul":
+                assert response.status_code == 400 and NUL_REFUSED in body, url
+        # a list where one value is expected
+        walker.request(
+            role, "GET", url, query_string=urlencode([(n, v) for n in names for v in "12"])
+        )
+        for name in names:
             for kind, bad in TEXTS.items():
-                response, body = walker.request(role, "GET", url, query_string={name: bad})
-                tried += 1
-                if kind == "nul":
-                    assert response.status_code == 400 and NUL_REFUSED in body, url
-            # a list where one value is expected
-            walker.request(role, "GET", url, query_string=urlencode([(name, "1"), (name, "2")]))
+                if kind not in ALL_AT_ONCE:
+                    walker.request(role, "GET", url, query_string={name: bad})
+                    tried += 1
     assert tried
 
 
+def _bodies(form: Form):
+    """Each hostile body for ``form``: (kind, request arguments, the 400 message expected)."""
+    for kind, bad in FORM_TEXTS.items():
+        expected = NUL_REFUSED if kind == "nul" else None
+        yield kind, {"data": {k: bad for k in form.fields}}, expected
+    # a list where one value is expected
+    yield (
+        "list",
+        {"data": MultiDict([(k, v) for k, v in form.fields.items() for _ in (0, 1)])},
+        None,
+    )
+    # JSON (Flask-WTF reads it as the form): nested where flat is expected, or not JSON
+    nested = {k: {"objet": ["imbriqué", 1]} for k in form.fields}
+    yield "json", {"json": nested}, FLAT_JSON_REQUIRED
+    yield "bad-json", {"data": "{pas du json", "content_type": "application/json"}, INVALID_JSON
+
+
 def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
-    """Every form the pages show, posted with every field set to each hostile value (and with
-    every field repeated: a list where one value is expected)."""
+    """Every form the pages show, posted with every field set to each hostile value, with
+    every field repeated, and as nested or invalid JSON."""
     assert walker.forms
-    for (endpoint, _fields), form in sorted(walker.forms.items()):
+    checked = ("nul", "digits30", "json")  # the database compared before and after
+    for (_endpoint, _fields), form in sorted(walker.forms.items()):
         role, action = form.role, form.action
-        for kind, bad in [*FORM_TEXTS.items(), ("list", None)]:
-            if kind == "list":
-                data = MultiDict([(k, v) for k, v in form.fields.items() for _ in (0, 1)])
-            else:
-                data = {k: bad for k in form.fields}
-            before = walker.digest() if kind in ("nul", "digits30", "negative") else None
+        for kind, body, expected in _bodies(form):
+            before = walker.digest() if kind in checked else None
             if before is not None:
                 with walker.client(role).session_transaction() as session:
                     session.pop("_flashes", None)  # left by earlier redirects
-            response, body = walker.request(role, "POST", form.action, data=data)
+            response, text = walker.request(role, "POST", form.action, **body)
             where = f"POST {action} ({kind}) as {role}"
-            if kind == "nul":
-                assert response.status_code == 400 and NUL_REFUSED in body, where
+            if expected is not None:
+                assert response.status_code == 400, where
+                assert expected in text.replace("&#39;", "'"), where
             if before is not None and _refused(walker, role, response):
                 walker.assert_unchanged(before, where)
 
