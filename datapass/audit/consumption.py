@@ -6,7 +6,10 @@ accepted event is kept for the retention period (12 months by default) and added
 per-token, per-day, per-endpoint counts (5 years).
 Each finished day is then sealed into the audit chain (counts and digests of its events and
 counts), so consumption history cannot be rewritten unnoticed; late events for a sealed day
-are refused.
+are refused and counted as refused (:data:`REFUSED_LATE`). Whoever writes consumption (the
+ingest, the introspection flush, the demo) checks the last sealed day under the seal's own
+lock (:func:`lock_for_writing`), and takes rows table by table in key order, so that writers
+never wait on each other in a cycle (a deadlock left is retried by the caller).
 
 The ingest path is built for throughput, no ORM objects: a validation pass that builds
 nothing for a well-formed event (UTC times are checked by the parser and sliced into their
@@ -59,8 +62,9 @@ RECENT_CALLS = 10  # the last calls kept per token (token page, unused-access ev
 # PostgreSQL advisory lock that keeps consumption out of sealed days: every writer of
 # consumption holds it shared for its transaction and reads the last sealed day under it;
 # the seal holds it exclusive (after the chain's head), so it waits for writers in flight and
-# they wait for it. On SQLite every transaction holds the write lock from its start
-# (``BEGIN IMMEDIATE``), which already serialises them.
+# they wait for it. On SQLite every transaction that may write holds the write lock
+# from its start (``BEGIN IMMEDIATE``; read snapshots write nothing), which already
+# serialises them.
 SEAL_LOCK_ID = int.from_bytes(b"dp:usage", "big")
 
 log = logging.getLogger("datapass.consumption")

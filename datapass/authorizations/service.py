@@ -1168,6 +1168,35 @@ def _iso_local(moment: datetime | None) -> str:
     return local.strftime("%Y-%m-%d %H:%M") if local is not None else ""
 
 
+@dataclass(frozen=True)
+class InstructorAsks:
+    """What the instructors asked that the organisation has not answered yet."""
+
+    change_request: RequestEvent | None  # the latest, while the request waits for changes
+    messages: list[RequestEvent]  # instructors' messages since the organisation last spoke
+
+    def __bool__(self) -> bool:
+        return self.change_request is not None or bool(self.messages)
+
+
+def instructor_asks(request: AuthorizationRequest) -> InstructorAsks:
+    """The top of the applicant's page: the latest change request (while the request is in
+    changes_requested) and the instructors' messages written after the organisation's last
+    message or submission, oldest first."""
+    change_request = None
+    if request.state == RequestState.CHANGES_REQUESTED:
+        change_request = next(
+            (e for e in reversed(request.events) if e.kind == Event.REQUEST_CHANGES), None
+        )
+    messages: list[RequestEvent] = []
+    for entry in reversed(request.events):
+        if entry.kind == Event.SUBMIT or (entry.kind == "message" and entry.side == "applicant"):
+            break
+        if entry.kind == "message" and entry.side == "instructor":
+            messages.append(entry)
+    return InstructorAsks(change_request, messages[::-1])
+
+
 def waiting_days(request: AuthorizationRequest) -> int:
     return (clock.now() - clock.as_utc(request.state_changed_at)).days
 

@@ -199,7 +199,14 @@ def show(request_id: int):
     return _render_show(found)
 
 
-def _render_show(found, status: int = 200, submit_errors=None, reason_form=None, message_form=None):
+def _render_show(
+    found,
+    status: int = 200,
+    submit_errors=None,
+    reason_form=None,
+    message_form=None,
+    reason_event: Event | None = None,
+):
     roles = states.roles_of(current_user, found)
     reason_form = reason_form or forms.ReasonForm()
     message_form = message_form or forms.MessageForm()
@@ -224,6 +231,8 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
         flat=service.flat_fields(snap, found.api.scope_labels()),
         documents=service.document_ids(snap),
         reason_form=reason_form,
+        # The decision whose form was sent back: its text and its error only under it.
+        reason_event=reason_event,
         message_form=message_form,
         templates=templates,
         events=Event,
@@ -233,6 +242,7 @@ def _render_show(found, status: int = 200, submit_errors=None, reason_form=None,
         can_transfer=states.can_transfer(found, current_user),
         reopening=states.is_reopening(found),
         waiting_days=service.waiting_days(found),
+        asks=service.instructor_asks(found) if states.Role.APPLICANT in roles else None,
     ), status
 
 
@@ -245,7 +255,7 @@ def act(request_id: int, event: str):
     event = Event(event)
     form = forms.ReasonForm()
     if not form.validate_on_submit():
-        return _render_show(found, 422, reason_form=form)
+        return _render_show(found, 422, reason_form=form, reason_event=event)
     try:
         service.transition(found, event, access.current_actor(), form.text.data)
     except service.InvalidRequest as exc:
@@ -255,7 +265,7 @@ def act(request_id: int, event: str):
     except states.ReasonRequired as exc:
         db.session.rollback()
         form.text.errors = [exc.message]
-        return _render_show(found, 422, reason_form=form)
+        return _render_show(found, 422, reason_form=form, reason_event=event)
     except states.TransitionError as exc:
         return _refused(exc)
     db.session.commit()

@@ -115,3 +115,67 @@ def test_habilitations_and_tokens_lead_to_each_other(page, committed_app):
     assert crumbs(page)[:2] == ["Accueil", "Mes jetons"]
     page.locator("#lien-habilitation").click()
     page.wait_for_url(f"**/habilitations/{first_id}")
+
+
+def test_decision_errors_by_keyboard_then_the_applicant_sees_what_was_asked(
+    page, new_page, committed_app
+):
+    from datapass.authorizations import service as authorizations
+
+    with committed_app.app_context():
+        api = factories.catalogue()["quotient-familial"]
+        applicant = factories.user(organisation=factories.organisation())
+        instructor = factories.user(roles=("instructor",), api=api, is_demo=True)
+        request = factories.filled_request(api, requester=applicant)
+        authorizations.submit(request, Actor.for_user(applicant))
+        db.session.commit()
+        request_id, applicant_email, instructor_email = (
+            request.id,
+            applicant.email,
+            instructor.email,
+        )
+
+    # The instructor asks for changes without a motive, by keyboard only.
+    staff = new_page()
+    sign_in(staff, instructor_email)
+    staff.goto(f"/demandes/{request_id}")
+    tab_to(staff, "#action-request_changes")
+    with staff.expect_navigation():
+        staff.keyboard.press("Enter")
+    # The error summary is focused and links to the one field in error.
+    assert staff.evaluate("document.activeElement.id") == "resume-erreurs"
+    summary = staff.locator("#resume-erreurs")
+    assert summary.get_by_role("link").count() == 1
+    decision = staff.locator("aside")
+    assert decision.locator(".fr-error-text").count() == 1
+    motive = staff.locator("#text-request_changes")
+    assert motive.get_attribute("aria-invalid") == "true"
+    message = staff.locator(f"#{motive.get_attribute('aria-describedby')}")
+    assert "Indiquez un motif" in message.inner_text()
+    assert staff.locator("#text-approve").get_attribute("aria-invalid") is None
+    # The summary's link takes the focus to the field; the motive is typed and sent.
+    tab_to(staff, "#resume-erreurs a")
+    staff.keyboard.press("Enter")
+    assert staff.evaluate("document.activeElement.id") == "text-request_changes"
+    staff.keyboard.type("Une conservation de 24 mois est attendue.")
+    tab_to(staff, "#action-request_changes")
+    with staff.expect_navigation():
+        staff.keyboard.press("Enter")
+    assert "Les modifications ont été demandées" in staff.content()
+    staff.fill("#body", "Et quel volume exact par jour ?")
+    staff.get_by_role("button", name="Envoyer le message").click()
+    staff.wait_for_url("**/demandes/*")
+
+    # The applicant sees both at the top of the request, above the summary.
+    sign_in(page, applicant_email)
+    page.goto(f"/demandes/{request_id}")
+    callout = page.locator("#demande-instructeur")
+    assert "Une conservation de 24 mois est attendue." in callout.inner_text()
+    assert "Et quel volume exact par jour ?" in callout.inner_text()
+    above = page.evaluate(
+        "() => !!(document.querySelector('#demande-instructeur').compareDocumentPosition("
+        "document.querySelector('#section-projet')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    assert above
+    callout.get_by_role("link", name="Corriger la demande").click()
+    page.wait_for_url("**/etapes/projet")

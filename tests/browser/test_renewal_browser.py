@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from datapass.extensions import db
-from tests.browser.steps import sign_in
+from tests.browser.steps import sign_in, tab_to
 from tests.lifecycle.conftest import expiring_token, make_listening_api
 
 pytestmark = pytest.mark.browser
@@ -33,10 +33,21 @@ def test_renewal_with_nothing_changed_shows_the_new_token_once(page, committed_a
     assert "Échéances" in page.locator("#cycle-de-vie").inner_text()
     page.locator("#renouveler").click()
     page.wait_for_url(f"**/jetons/{token_id}/renouvellement")
-    _answer_yes(page)
-    page.get_by_role("button", name="Renouveler").click()
+    # The wizard by keyboard only: Tab into each yes/no group, Space picks "yes", Enter sends.
+    for name in ("same_person", "purpose_unchanged", "legal_basis_holds"):
+        tab_to(page, f"#{name}-0")
+        page.keyboard.press("Space")
+        assert page.locator(f"#{name}-0").is_checked()
+    tab_to(page, "#formulaire-renouvellement button[type=submit]")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     secret = page.locator("#nouveau-jeton").inner_text().strip()
     assert secret.count(".") == 2  # a JWT
+    # It wraps (the audit of every page checks the width) and copies like the reveal page.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("#copier-jeton").click()
+    assert page.locator("#copier-jeton").inner_text() == "Copié"
+    assert page.evaluate("navigator.clipboard.readText()") == secret
     grace = page.locator("#fin-de-grace").inner_text()
     assert "L'ancien jeton reste valable jusqu'au" in grace
     # The old token's page shows it is replaced and valid until its grace end.

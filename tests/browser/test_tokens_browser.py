@@ -9,7 +9,7 @@ from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 from tests import factories
-from tests.browser.steps import sign_in
+from tests.browser.steps import sign_in, tab_to
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,10 @@ def test_reveal_once_then_rotate(page, committed_app):
     assert page.locator("#statut-jeton").text_content().strip() == "Actif"
     assert "jours restants" in page.locator("#jours-restants").inner_text()
 
-    page.locator("#afficher-jeton").click()
+    # The reveal by keyboard only.
+    tab_to(page, "#afficher-jeton")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
     assert page.locator("#jeton-brut").inner_text().strip() == raw
     page.get_by_role("link", name="Retour au jeton").click()
     assert page.locator("#afficher-jeton").count() == 0
