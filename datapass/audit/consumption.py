@@ -59,8 +59,9 @@ RECENT_CALLS = 10  # the last calls kept per token (token page, unused-access ev
 # PostgreSQL advisory lock that keeps consumption out of sealed days: every writer of
 # consumption holds it shared for its transaction and reads the last sealed day under it;
 # the seal holds it exclusive (after the chain's head), so it waits for writers in flight and
-# they wait for it. On SQLite every transaction holds the write lock from its start
-# (``BEGIN IMMEDIATE``), which already serialises them.
+# they wait for it. On SQLite every transaction that may write holds the write lock
+# from its start (``BEGIN IMMEDIATE``; read snapshots write nothing), which already
+# serialises them.
 SEAL_LOCK_ID = int.from_bytes(b"dp:usage", "big")
 
 log = logging.getLogger("datapass.consumption")

@@ -171,8 +171,9 @@ def _partitions(cursor) -> Iterator[list[tuple]]:
 
 def _sqlite_autocommit_rows(engine: Engine, query) -> Iterator[list[tuple]]:
     """SQLite: a long export must not hold the database's write lock (every transaction of
-    the application starts with ``BEGIN IMMEDIATE``), so it reads from a pooled connection in
-    autocommit mode: one statement, one consistent snapshot (WAL), writers not blocked."""
+    the application that may write starts with ``BEGIN IMMEDIATE``), so it reads from a
+    pooled connection in autocommit mode: one statement, one consistent snapshot (WAL),
+    writers not blocked."""
     compiled = query.compile(dialect=engine.dialect)
     params = compiled.construct_params()
     values = []

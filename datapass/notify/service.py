@@ -1114,8 +1114,10 @@ _MAIL_COLUMNS = (
 def reserve_ids(table: str, count: int) -> list[int] | range:
     """``count`` new primary keys of ``table``, for a bulk insert that must know its ids.
     PostgreSQL: from the table's sequence (as concurrent inserts do). SQLite: after the
-    largest id, which is safe because every transaction there takes the write lock when it
-    begins (``BEGIN IMMEDIATE``): no other writer can take the same ids meanwhile."""
+    largest id, which is safe because every transaction there that may write takes the write
+    lock when it begins (``BEGIN IMMEDIATE``; only :func:`~datapass.extensions.
+    sqlite_read_snapshot` blocks, which write nothing, do not): no other writer can take the
+    same ids meanwhile."""
     if count <= 0:
         return []
     connection = db.session.connection()

@@ -510,3 +510,41 @@ def test_sqlite_introspection_does_not_wait_for_the_write_lock(committed_app):
         writer.execute("ROLLBACK")
         writer.close()
         committed_app.config.update(saved)
+
+
+def test_two_workers_never_send_the_same_mail(committed_app, smtp):
+    """Two delivery workers at once (two schedulers, or a run that overlaps the next): each
+    mail is claimed by one of them (SKIP LOCKED on PostgreSQL, the write lock on SQLite)."""
+    from datapass.notify import tasks
+
+    smtp.messages.clear()
+    smtp.delay, smtp.refuse = 0.005, None
+    total = 30
+    notify.queue_mails(
+        [([f"agent{i}@mairie.fr"], "test_message", {"name": "C"}) for i in range(total)]
+    )
+    db.session.commit()
+    db.session.remove()
+    committed_app.config.update(MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port)
+    sent: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with committed_app.app_context():
+                sent.append(tasks.deliver_mails()["sent"])
+                db.session.remove()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        committed_app.config.update(MAIL_BACKEND="file", SMTP_HOST="localhost", SMTP_PORT=25)
+    assert not errors and sum(sent) == total
+    ids = smtp.message_ids()
+    assert len(ids) == len(set(ids)) == total
