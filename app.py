@@ -9,7 +9,14 @@ from datapass import create_app
 app = create_app()
 
 if __name__ == "__main__":
+    import signal
+    import sys
+
     from datapass.lifecycle import scheduler
+
+    # SIGTERM ends the dev server like Ctrl-C does, through the exit handlers (the
+    # introspection calls not yet counted are written then).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     scheduler.start_background(app)
     app.run(

@@ -6,7 +6,10 @@ accepted event is kept for the retention period (12 months by default) and added
 per-token, per-day, per-endpoint counts (5 years).
 Each finished day is then sealed into the audit chain (counts and digests of its events and
 counts), so consumption history cannot be rewritten unnoticed; late events for a sealed day
-are refused.
+are refused and counted as refused (:data:`REFUSED_LATE`). Whoever writes consumption (the
+ingest, the introspection flush, the demo) checks the last sealed day under the seal's own
+lock (:func:`lock_for_writing`), and takes rows table by table in key order, so that writers
+never wait on each other in a cycle (a deadlock left is retried by the caller).
 
 The ingest path is built for throughput, no ORM objects: a validation pass that builds
 nothing for a well-formed event (UTC times are checked by the parser and sliced into their
