@@ -192,6 +192,16 @@ def test_decision_errors_by_keyboard_then_the_applicant_sees_what_was_asked(
     assert above
     callout.get_by_role("link", name="Corriger la demande").click()
     page.wait_for_url("**/etapes/projet")
+    # A section sent back with an error: the same pattern, by keyboard.
+    page.fill("#title", "")
+    tab_to(page, "button[type=submit]:not([name])")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "resume-erreurs"
+    assert page.locator("#title").get_attribute("aria-describedby") == "title-error"
+    tab_to(page, "#resume-erreurs a")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "title"
 
 
 # --- every role's main pages, audited (axe, 320 and 1,280 px) ------------------------------
