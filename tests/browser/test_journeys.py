@@ -9,6 +9,9 @@ audited by axe-core and must fit 320 and 1,280 px: tests/browser/conftest.py):
 
 from __future__ import annotations
 
+import re
+import time
+
 import pytest
 
 from datapass.audit.service import Actor
@@ -23,6 +26,16 @@ pytestmark = pytest.mark.browser
 # The journey budgets, in pages loaded (benchmarks/README.md, "Parcours"): a journey that
 # grows longer fails here and must be discussed.
 CATALOGUE_TO_SUBMITTED = 12
+REMINDER_TO_RENEWED = 3
+DASHBOARD_TO_VERIFIED_EXPORT = 2
+
+
+@pytest.fixture(scope="session", params=["sqlite"])
+def backend(request) -> str:
+    """These journeys run on SQLite only: the browser is what they test, and on PostgreSQL
+    they would double the time for no page that differs (the pages' queries are tested on
+    both databases elsewhere)."""
+    return request.param
 
 
 def crumbs(page) -> list[str]:
@@ -179,3 +192,128 @@ def test_decision_errors_by_keyboard_then_the_applicant_sees_what_was_asked(
     assert above
     callout.get_by_role("link", name="Corriger la demande").click()
     page.wait_for_url("**/etapes/projet")
+    # A section sent back with an error: the same pattern, by keyboard.
+    page.fill("#title", "")
+    tab_to(page, "button[type=submit]:not([name])")
+    with page.expect_navigation():
+        page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "resume-erreurs"
+    assert page.locator("#title").get_attribute("aria-describedby") == "title-error"
+    tab_to(page, "#resume-erreurs a")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "title"
+
+
+# --- every role's main pages, audited (axe, 320 and 1,280 px) ------------------------------
+
+DETAIL = re.compile(r"^/[a-z/-]+/\d+$")
+
+
+def _tour(page, limit: int) -> list[str]:
+    """The menu's pages, then the first detail page (…/<id>) of each kind linked from them."""
+    menu = page.locator("#navigation-principale a").evaluate_all(
+        "links => links.map(a => a.getAttribute('href'))"
+    )
+    seen, visited = set(), []
+    queue = list(menu)
+    while queue and len(visited) < limit:
+        href = queue.pop(0)
+        kind = re.sub(r"\d+", "N", href)
+        if kind in seen:
+            continue
+        seen.add(kind)
+        page.goto(href)
+        visited.append(href)
+        if href in menu:
+            links = page.locator("main a[href^='/']").evaluate_all(
+                "links => links.map(a => a.getAttribute('href').split('#')[0])"
+            )
+            queue.extend(h for h in links if DETAIL.match(h))
+    return visited
+
+
+def test_each_role_walks_its_main_pages(new_page, committed_app, auditor):
+    from datapass import demo
+
+    with committed_app.app_context():
+        accounts = demo.run_demo()["accounts"]
+        db.session.commit()
+    before = auditor.pages
+    started = time.perf_counter()
+    for role, limit in (
+        ("applicant", 7),
+        ("instructor", 7),
+        ("security_officer", 5),
+        ("admin", 7),
+    ):
+        page = new_page()
+        sign_in(page, accounts[role]["email"], accounts[role]["password"])
+        visited = _tour(page, limit)
+        assert len(visited) >= 4, (role, visited)
+        page.audit_now()
+    print(f"\nPages auditées : {auditor.pages - before} en {time.perf_counter() - started:.1f} s")
+
+
+# --- the journey budgets (benchmarks/README.md, "Parcours") -------------------------------
+
+
+def test_from_a_reminder_mail_to_a_renewed_token(page, committed_app):
+    from datapass.lifecycle import service as lifecycle
+    from tests.lifecycle.conftest import expiring_token, mails, make_listening_api
+
+    with committed_app.app_context():
+        token = expiring_token(make_listening_api(name="API Quotient familial"), days_left=30)
+        email = token.habilitation.requester.email
+        db.session.commit()
+        lifecycle.sweep_tokens()
+        db.session.commit()
+        (reminder,) = [m for m in mails("reminder_expiry") if m.recipient == email]
+        link = re.search(r"https?://\S+/renouvellement", reminder.body_text).group(0)
+
+    # Signed out, as one is when reading mail: the link, the sign-in, the wizard, the result.
+    start = len(page.visited)
+    page.goto(link)
+    page.fill("#email", email)
+    page.fill("#password", factories.PASSWORD)
+    page.get_by_role("button", name="Se connecter", exact=True).click()
+    page.wait_for_url("**/renouvellement")
+    for name in ("same_person", "purpose_unchanged", "legal_basis_holds"):
+        page.locator(f"label[for='{name}-0']").click()
+    page.get_by_role("button", name="Renouveler").click()
+    page.locator("#nouveau-jeton").wait_for()
+    pages = len(page.visited) - start
+    print(f"\nParcours courriel de rappel → jeton renouvelé : {pages} pages")
+    assert pages <= REMINDER_TO_RENEWED, page.visited[start:]
+
+
+def test_from_the_dashboard_to_a_verified_export(page, committed_app, tmp_path):
+    from datapass.audit import checkpoints, exports
+
+    with committed_app.app_context():
+        officer = factories.user(roles=("security_officer",), is_demo=True)
+        db.session.commit()
+        email = officer.email
+
+    sign_in(page, email)
+    start = len(page.visited)
+    page.locator("#navigation-principale").get_by_role(
+        "link", name="Tableau de bord sécurité"
+    ).click()
+    page.wait_for_url("**/securite/tableau-de-bord")
+    # The dashboard exports the journal itself (it took the audit console in between).
+    page.get_by_role("button", name="Exporter le journal d'audit").click()
+    page.wait_for_url(re.compile(r"/audit/exports/\d+$"))
+    files = {}
+    for link, name in (("#telecharger-export", "export.csv"), ("#telecharger-manifeste", "m.jws")):
+        with page.expect_download() as download:
+            page.locator(link).click()
+        files[name] = tmp_path / name
+        download.value.save_as(files[name])
+    pages = len(page.visited) - start
+    with committed_app.app_context():
+        check = exports.verify_export(
+            files["export.csv"], files["m.jws"].read_text(), checkpoints.public_jwks()
+        )
+    assert check.ok, check
+    print(f"\nParcours tableau de bord → export vérifié : {pages} pages")
+    assert pages <= DASHBOARD_TO_VERIFIED_EXPORT, page.visited[start:]
