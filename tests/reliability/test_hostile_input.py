@@ -430,6 +430,20 @@ def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
                 walker.assert_unchanged(before, where)
 
 
+# One field at a time, the others as the page filled them: a value too long for its column,
+# or a number too large for it, must be refused by that field's validation (not by the
+# database, a 500), even when every other field is valid.
+PER_FIELD = ("huge", "digits30")
+
+
+def test_each_field_alone_is_validated(walker):
+    for (_endpoint, _fields), form in sorted(walker.forms.items()):
+        for name in sorted(set(form.fields) - {"csrf_token"}):
+            for kind in PER_FIELD:
+                data = dict(form.fields) | {name: TEXTS[kind]}
+                walker.request(form.role, "POST", form.action, data=data)
+
+
 def _refused(walker, role, response) -> bool:
     if response.status_code >= 400:
         return True
