@@ -657,10 +657,12 @@ def record_introspection_uses(
 ) -> int:
     """Count introspection calls as consumption (called by the tokens domain when it flushes
     its use buffer). Each row: ``token_id`` or ``jti`` or ``digest``, ``at`` (aware),
-    ``ip``, optional ``endpoint`` (default ``"introspect"``) and ``status`` (default 200).
-    Uses of unknown tokens are skipped; uses of a sealed day are refused and counted in
-    :data:`REFUSED_LATE` (``"introspect"``). A token's last use is written when the stored
-    one is older than ``use_interval``. Returns how many were counted.
+    ``ip``, optional ``endpoint`` (default ``"introspect"``), ``status`` (default 200) and
+    ``calls`` (default 1: a row of several calls of that day counts in the daily counts,
+    not among the last calls). Uses of unknown tokens are skipped; uses of a sealed day are
+    refused and counted in :data:`REFUSED_LATE` (``"introspect"``). A token's last use is
+    written when the stored one is older than ``use_interval``. Returns how many were
+    counted.
 
     Datapass saw these calls itself, so there is no provider's event to keep: they go to the
     daily counts (sealed with the day), the token's last calls and its last use, not one
@@ -723,8 +725,9 @@ def record_introspection_uses(
         day = days.get(hour)
         if day is None:
             day = days[hour] = _paris_day(at)
+        calls = row.get("calls", 1)
         if sealed is not None and day <= sealed:
-            late += 1
+            late += calls
             continue
         endpoint = row.get("endpoint") or INTROSPECT_ENDPOINT
         status = int(row.get("status") or 200)
@@ -733,11 +736,12 @@ def record_introspection_uses(
         entry = totals.get(key)
         if entry is None:
             entry = totals[key] = [info[1], info[2], 0, 0, 0]
-        entry[2] += 1
-        entry[3] += status >= 400
-        entry[4] += latency
-        newest.setdefault(info[0], []).append((at, info, day, endpoint, status, latency, row))
-        counted += 1
+        entry[2] += calls
+        entry[3] += (status >= 400) * calls
+        entry[4] += latency * calls
+        if calls == 1:
+            newest.setdefault(info[0], []).append((at, info, day, endpoint, status, latency, row))
+        counted += calls
     _note_refused_late("introspect", late)
     _add_to_daily(totals)
     _remember(

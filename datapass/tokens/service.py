@@ -727,7 +727,9 @@ def consume_link(link: TokenLink, actor: Actor) -> str:
 # (datapass.tokens.flusher), never inside a request. With USAGE_FLUSH_SECONDS = 0 (tests)
 # there is no thread: the request that finds the buffer due writes it (its caller commits).
 
-_USE_CALLS: list[tuple[str, datetime, str | None]] = []
+# A call is ``(digest, at, ip)``; calls of a long database outage are compacted into
+# ``(digest, at, None, count)``: ``count`` calls of that token on ``at``'s Paris day.
+_USE_CALLS: list[tuple] = []
 # A buffer that holds this many calls is written at once (by the flusher, woken), so that a
 # flush stays a small batch.
 MAX_BUFFERED_CALLS = 5000
@@ -772,12 +774,24 @@ def record_use(
     return False
 
 
+# Past this many entries (the flushes have been failing for a while: the database is down),
+# the buffer is compacted: each token keeps its newest calls (its last calls, its last use)
+# and the others become one count per token and day, so that memory stays bounded by the
+# tokens and days, not the calls, until a flush goes through.
+COMPACT_ABOVE = 100_000
+
+
+def _size(calls: list[tuple]) -> int:
+    return sum(call[3] if len(call) > 3 else 1 for call in calls)
+
+
 def buffered_calls() -> int:
     """How many introspection calls this process holds, not yet written."""
-    return len(_USE_CALLS)
+    with _USE_LOCK:
+        return _size(_USE_CALLS)
 
 
-def _take_calls(at: datetime) -> list[tuple[str, datetime, str | None]]:
+def _take_calls(at: datetime) -> list[tuple]:
     with _USE_LOCK:
         calls = _USE_CALLS[:]
         _USE_CALLS.clear()
@@ -785,25 +799,57 @@ def _take_calls(at: datetime) -> list[tuple[str, datetime, str | None]]:
     return calls
 
 
-def _give_back(calls: list[tuple[str, datetime, str | None]]) -> None:
+def _give_back(calls: list[tuple]) -> None:
     """A failed flush's calls return to the buffer, before the calls noted meanwhile."""
     with _USE_LOCK:
         _USE_CALLS[:0] = calls
+        if len(_USE_CALLS) > COMPACT_ABOVE:
+            _USE_CALLS[:] = _compact(_USE_CALLS)
 
 
-def _write_calls(calls: list[tuple[str, datetime, str | None]]) -> None:
+def _compact(calls: list[tuple]) -> list[tuple]:
+    """The same calls as few entries: each token's newest calls as they are, the rest one
+    ``(digest, at, None, count)`` per token and Paris day (``at``: its newest call)."""
+    from datapass.audit.consumption import RECENT_CALLS
+
+    by_digest: dict[str, list[tuple]] = {}
+    for call in calls:
+        by_digest.setdefault(call[0], []).append(call)
+    kept: list[tuple] = []
+    for digest, own in by_digest.items():
+        singles = sorted((c for c in own if len(c) == 3), key=lambda c: c[1], reverse=True)
+        kept += singles[:RECENT_CALLS]
+        days: dict[Any, list] = {}
+        for call in [*singles[RECENT_CALLS:], *(c for c in own if len(c) > 3)]:
+            day = call[1].astimezone(clock.PARIS).date()
+            entry = days.get(day)
+            if entry is None:
+                days[day] = [call[1], call[3] if len(call) > 3 else 1]
+            else:
+                entry[0] = max(entry[0], call[1])
+                entry[1] += call[3] if len(call) > 3 else 1
+        kept += [(digest, at, None, count) for at, count in days.values()]
+    return kept
+
+
+def _write_calls(calls: list[tuple]) -> None:
     from datapass.audit import consumption
 
     interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
     consumption.record_introspection_uses(
-        ({"digest": digest, "at": used_at, "ip": ip} for digest, used_at, ip in calls),
+        (
+            {"digest": call[0], "at": call[1], "ip": call[2]}
+            if len(call) == 3
+            else {"digest": call[0], "at": call[1], "ip": None, "calls": call[3]}
+            for call in calls
+        ),
         use_interval=interval,
     )
     with _USE_LOCK:
         if len(_USE_WRITTEN) > 100_000:
             _USE_WRITTEN.clear()
-        for digest, used_at, _ip in calls:
-            _USE_WRITTEN[digest] = used_at
+        for call in calls:
+            _USE_WRITTEN[call[0]] = call[1]
 
 
 def flush_usage(at: datetime | None = None) -> int:
@@ -818,7 +864,7 @@ def flush_usage(at: datetime | None = None) -> int:
     except BaseException:
         _give_back(calls)
         raise
-    return len(calls)
+    return _size(calls)
 
 
 def flush_usage_committed(attempts: int = 3) -> int:
@@ -833,7 +879,7 @@ def flush_usage_committed(attempts: int = 3) -> int:
     except BaseException:
         _give_back(calls)
         raise
-    return len(calls)
+    return _size(calls)
 
 
 def _forget_buffer_in_child() -> None:

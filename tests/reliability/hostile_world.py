@@ -140,6 +140,7 @@ def _seed() -> World:
     for fmt in exports.FORMATS:
         world.export_ids[fmt] = exports.create_export(AuditFilter(), fmt, officer).id
     db.session.flush()
+    _confirmed_renewal_world(world, officer)
     victim = factories.staff("instructor", api=api, full_name="Victime des routes d'admin")
     world.victim_id = victim.id
     from datapass.catalogue import service as catalogue_service
@@ -154,6 +155,51 @@ def _seed() -> World:
         ("lifecycle.dashboard_csv", "name"): "expiring-30",
     }
     return world
+
+
+def _confirmed_renewal_world(world: World, actor: Actor) -> None:
+    """An API whose renewals an instructor confirms, with one renewal waiting; its provider's
+    webhook endpoint (a name that never resolves: RFC 6761) and deliveries; a message template
+    of the demo instructor."""
+    from datapass import demo, vault
+    from datapass.accounts.models import User
+    from datapass.authorizations import service as authorizations
+    from datapass.lifecycle import service as lifecycle
+    from datapass.notify import service as notify
+    from datapass.notify.models import WebhookEndpoint
+    from tests.lifecycle.conftest import expiring_token
+    from tests.tokens.conftest import make_api, make_provider
+
+    now = clock.now()
+    provider = make_provider()
+    api = make_api(provider, renewal_policy="instructor")
+    db.session.add(
+        WebhookEndpoint(
+            provider_id=provider.id,
+            url="https://crochets.datapass.invalid/datapass",
+            secret_sealed=vault.seal(b"secret-du-crochet", notify.WEBHOOK_SEAL),
+            events=[],
+            state="enabled",
+            verified_at=now,
+            consecutive_failures=0,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    instructor = db.session.get(User, world.user_ids["instructor"])
+    applicant = db.session.get(User, world.user_ids["applicant"])
+    demo.grant_demo_instructor(instructor)
+    organisation = applicant.current_organisation
+    token = expiring_token(api, days_left=40, organisation=organisation, requester=applicant)
+    habilitation = token.habilitation
+    answers = lifecycle.RenewalAnswers(
+        True, True, True, lifecycle.current_contacts(habilitation), list(habilitation.scopes)
+    )
+    lifecycle.renew(token, Actor.for_user(applicant), answers)
+    authorizations.save_template(
+        instructor, Actor.for_user(instructor), api.id, "=Modèle", "Précisez la finalité."
+    )
+    db.session.flush()
 
 
 def _ids(world: World) -> dict[str, int]:

@@ -330,6 +330,45 @@ def test_a_failed_flush_keeps_its_calls_and_a_deadlock_is_retried(
     assert _calls(world.token_ids) == 2
 
 
+def test_a_long_outage_compacts_the_buffer_and_loses_no_call(committed_app, world, monkeypatch):
+    """Flushes failing for long (the database down): the calls kept are compacted to each
+    token's newest calls plus one count per token and day, and all are counted once a flush
+    goes through, with each token's last calls."""
+    from datapass.audit.models import UsageRecent
+
+    monkeypatch.setattr(tokens_service, "COMPACT_ABOVE", 50)
+    start = clock.now() - timedelta(days=1)
+    calls = [
+        (world.digests[n % 2], start + timedelta(minutes=17 * n), "192.0.2.7") for n in range(200)
+    ]
+    tokens_service._give_back(calls[:100])  # a failed flush's calls…
+    tokens_service._give_back(calls[100:])  # …and the next one's: compacted
+    assert tokens_service.buffered_calls() == 200
+    assert len(tokens_service._USE_CALLS) <= 2 * (consumption.RECENT_CALLS + 3)
+    assert tokens_service.flush_usage_committed() == 200
+    db.session.rollback()
+    per_token_day = db.session.execute(
+        select(UsageDaily.token_id, UsageDaily.day, UsageDaily.calls).order_by(
+            UsageDaily.token_id, UsageDaily.day
+        )
+    ).all()
+    expected: dict[tuple, int] = {}
+    for digest, at, _ip in calls:
+        key = (world.token_ids[world.digests.index(digest)], at.astimezone(clock.PARIS).date())
+        expected[key] = expected.get(key, 0) + 1
+    assert {(t, d): c for t, d, c in per_token_day} == expected
+    recent = db.session.execute(
+        select(UsageRecent.token_id, func.max(UsageRecent.occurred_at), func.count())
+        .group_by(UsageRecent.token_id)
+        .order_by(UsageRecent.token_id)
+    ).all()
+    newest = [max(at for d, at, _ in calls if d == digest) for digest in world.digests[:2]]
+    assert [(t, clock.as_utc(at), n) for t, at, n in recent] == [
+        (world.token_ids[0], newest[0], consumption.RECENT_CALLS),
+        (world.token_ids[1], newest[1], consumption.RECENT_CALLS),
+    ]
+
+
 # --- point 2: every introspection answered is counted (real gunicorn workers) -------------
 
 FLUSH_SECONDS = 1.0  # the default USAGE_FLUSH_SECONDS

@@ -548,3 +548,74 @@ def test_two_workers_never_send_the_same_mail(committed_app, smtp):
     assert not errors and sum(sent) == total
     ids = smtp.message_ids()
     assert len(ids) == len(set(ids)) == total
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for ``name`` (its own CA), and its key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{name}.pem", folder / f"{name}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_checks_the_receivers_name_on_the_checked_address(webhook_app, monkeypatch, tmp_path):
+    """HTTPS to the checked address: SNI and the certificate's name are the receiver's (a
+    certificate for another name is refused), the Host header too."""
+    import ssl as ssl_module
+
+    cert, key = _certificate(tmp_path, "hooks.fournisseur.test")
+    peer = HttpPeer()
+    server_context = ssl_module.SSLContext(ssl_module.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    seen_sni: list[str | None] = []
+    server_context.sni_callback = lambda sock, name, ctx: seen_sni.append(name)
+    peer.server.socket = server_context.wrap_socket(peer.server.socket, server_side=True)
+    real_getaddrinfo, real_context = socket.getaddrinfo, ssl_module.create_default_context
+
+    def resolve(host, port, *args, **kwargs):
+        if host.endswith(".fournisseur.test"):
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(
+        ssl_module, "create_default_context", lambda *a, **k: real_context(cafile=str(cert))
+    )
+    try:
+        endpoint, _ = _endpoint(f"https://hooks.fournisseur.test:{peer.port}/recepteur")
+        result = notify.ping_endpoint(endpoint, ADMIN)
+        assert result["success"], result
+        assert seen_sni == ["hooks.fournisseur.test"]
+        assert peer.requests[0]["headers"]["Host"] == f"hooks.fournisseur.test:{peer.port}"
+        other, _ = _endpoint(f"https://autre.fournisseur.test:{peer.port}/recepteur")
+        refused = notify.ping_endpoint(other, ADMIN)
+        assert not refused["success"] and "certificate" in refused["error"].lower()
+        assert len(peer.requests) == 1
+    finally:
+        peer.close()

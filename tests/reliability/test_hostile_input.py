@@ -136,6 +136,7 @@ class Walker:
         self.machine = app.test_client()
         self.args: dict[str, set[str]] = defaultdict(set)  # endpoint → names read
         self.forms: dict[tuple, Form] = {}  # (endpoint, field names) → form
+        self.downloads: set[str] = set()  # endpoints that answered with an attachment
         self.adapter = app.url_map.bind("datapass.test")
         self.requests = 0
         self.digests = 0
@@ -305,6 +306,8 @@ def _visit_everything(walker: Walker) -> None:
         for role in ROLES:
             response, body = walker.request(role, "GET", url)
             walker.args[rule.endpoint] |= _READ
+            if response.headers.get("Content-Disposition", "").startswith("attachment"):
+                walker.downloads.add(rule.endpoint)
             if response.status_code == 200 and response.mimetype == "text/html":
                 parser = FormParser(url, role)
                 parser.feed(body)
@@ -324,6 +327,16 @@ def test_every_route_answers_every_role_without_error(walker):
         for role in ROLES:
             walker.request(role, "POST", walker.path(rule, values), data={})
     assert walker.forms and walker.args, "the walk found forms and query parameters"
+
+
+def test_every_download_is_an_export_tested_with_rows(walker):
+    """Whatever answers with an attachment is downloaded with rows by test_exports (its
+    route pattern found it), or is a stored document returned as uploaded."""
+    from tests.reliability.test_exports import EXPORTS
+
+    documents = {"authorizations.document"}  # the applicant's PDF, as uploaded
+    assert walker.downloads - documents <= set(EXPORTS), "add it to test_exports.EXPORTS"
+    assert walker.downloads & set(EXPORTS), "the walk downloaded exports"
 
 
 def test_out_of_range_and_negative_ids_are_404(walker):
@@ -414,7 +427,10 @@ def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
     for (_endpoint, _fields), form in sorted(walker.forms.items()):
         role, action = form.role, form.action
         for kind, body, expected in _bodies(form):
-            before = walker.digest() if kind in checked else None
+            # A button (no field but the CSRF token) acts whatever the body: its outcome,
+            # not a refusal, decides what it writes.
+            button = not set(form.fields) - {"csrf_token"}
+            before = walker.digest() if kind in checked and not button else None
             if before is not None:
                 with walker.client(role).session_transaction() as session:
                     session.pop("_flashes", None)  # left by earlier redirects
@@ -425,6 +441,20 @@ def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
                 assert expected in text.replace("&#39;", "'"), where
             if before is not None and _refused(walker, role, response):
                 walker.assert_unchanged(before, where)
+
+
+# One field at a time, the others as the page filled them: a value too long for its column,
+# or a number too large for it, must be refused by that field's validation (not by the
+# database, a 500), even when every other field is valid.
+PER_FIELD = ("huge", "digits30")
+
+
+def test_each_field_alone_is_validated(walker):
+    for (_endpoint, _fields), form in sorted(walker.forms.items()):
+        for name in sorted(set(form.fields) - {"csrf_token"}):
+            for kind in PER_FIELD:
+                data = dict(form.fields) | {name: TEXTS[kind]}
+                walker.request(form.role, "POST", form.action, data=data)
 
 
 def _refused(walker, role, response) -> bool:
