@@ -76,7 +76,10 @@ def applicant_index():
         service.organisation_tokens_query(_me())
         .join(Habilitation, Habilitation.id == AccessToken.habilitation_id)
         .order_by(
-            Habilitation.created_at.desc(), Habilitation.id.desc(), AccessToken.issued_at.desc()
+            Habilitation.created_at.desc(),
+            Habilitation.id.desc(),
+            AccessToken.issued_at.desc(),
+            AccessToken.id.desc(),
         )
     )
     pagination = db.paginate(query, page=_page(), per_page=PER_PAGE, error_out=False)
@@ -119,7 +122,8 @@ def habilitation_tokens(habilitation) -> list[AccessToken]:
     query = service.visible_tokens_query(_me()).where(
         AccessToken.habilitation_id == habilitation.id
     )
-    return list(db.session.scalars(query.order_by(AccessToken.issued_at.desc())))
+    order = (AccessToken.issued_at.desc(), AccessToken.id.desc())
+    return list(db.session.scalars(query.order_by(*order)))
 
 
 @bp.route("/<int:token_id>")

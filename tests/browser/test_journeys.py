@@ -295,6 +295,10 @@ def test_from_the_dashboard_to_a_verified_export(page, committed_app, tmp_path):
         email = officer.email
 
     sign_in(page, email)
+    # Bad criteria in the audit console: the linked error summary (audited like every page).
+    page.goto("/audit/?debut=hier&api=abc")
+    assert page.locator("#resume-erreurs a[href='#filtre-debut']").count() == 1
+    assert page.locator("#filtre-api").get_attribute("aria-describedby") == "filtre-api-erreur"
     start = len(page.visited)
     page.locator("#navigation-principale").get_by_role(
         "link", name="Tableau de bord sécurité"

@@ -65,6 +65,10 @@ def test_renewal_with_a_changed_contact_reopens_the_request(page, committed_app)
     token_id, request_id, email = _setup(committed_app)
     sign_in(page, email)
     page.goto(f"/jetons/{token_id}/renouvellement")
+    # Sent unanswered: the error summary links to each question left out.
+    page.get_by_role("button", name="Renouveler").click()
+    page.locator("#resume-erreurs").wait_for()
+    assert page.locator("#resume-erreurs a[href='#same_person']").count() == 1
     _answer_yes(page)
     page.fill("#technical-email", "nouveau.contact@mairie.fr")
     page.get_by_role("button", name="Renouveler").click()

@@ -234,3 +234,23 @@ def test_new_provider_and_api(app, signed_admin):
     )
     assert response.status_code == 302
     assert db.session.scalar(select(Api).where(Api.slug == "droits-assurance-maladie"))
+
+
+def test_the_catalogue_is_linked_and_an_api_page_preselects_its_api(client, login_as, apis):
+    api = apis["quotient-familial"]
+    # Signed out: the menu and the footer lead to the catalogue.
+    home = html(client.get("/"))
+    assert home.count('href="/catalogue"') >= 2
+    detail = html(client.get(f"/catalogue/{api.slug}"))
+    assert f'href="/demandes/nouvelle?api={api.id}"' in detail
+    assert 'class="fr-breadcrumb"' in detail and f'aria-current="page">{api.name}<' in detail
+    applicant = factories.user(organisation=factories.organisation())
+    login_as(applicant)
+    assert 'href="/catalogue"' in html(client.get("/"))  # the home cards too
+    page = html(client.get(f"/demandes/nouvelle?api={api.id}"))
+    assert re.search(rf'id="api-{api.id}"[^>]*checked', page)
+    assert len(re.findall(r'name="api_id"[^>]*checked', page)) == 1
+    assert 'href="/catalogue"' in page
+    # An unknown or inactive API preselects nothing and shows no error.
+    page = html(client.get("/demandes/nouvelle?api=999999"))
+    assert "checked" not in page and "fr-error-text" not in page

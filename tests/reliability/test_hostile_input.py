@@ -136,6 +136,7 @@ class Walker:
         self.machine = app.test_client()
         self.args: dict[str, set[str]] = defaultdict(set)  # endpoint → names read
         self.forms: dict[tuple, Form] = {}  # (endpoint, field names) → form
+        self.downloads: set[str] = set()  # endpoints that answered with an attachment
         self.adapter = app.url_map.bind("datapass.test")
         self.requests = 0
         self.digests = 0
@@ -305,6 +306,8 @@ def _visit_everything(walker: Walker) -> None:
         for role in ROLES:
             response, body = walker.request(role, "GET", url)
             walker.args[rule.endpoint] |= _READ
+            if response.headers.get("Content-Disposition", "").startswith("attachment"):
+                walker.downloads.add(rule.endpoint)
             if response.status_code == 200 and response.mimetype == "text/html":
                 parser = FormParser(url, role)
                 parser.feed(body)
@@ -313,6 +316,26 @@ def _visit_everything(walker: Walker) -> None:
 
 
 # --- the tests --------------------------------------------------------------------------
+
+
+def test_uploaded_files_may_hold_nul_bytes(walker):
+    """The guard reads form values, not uploaded files: a PDF holds binary. (First test of
+    the module: the applicant's draft is still a draft.)"""
+    from io import BytesIO
+
+    pdf = b"%PDF-1.7\n%\x00\xe2\xe3\x00\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n"
+    url = f"/demandes/{walker.world.ids['request_id']}/etapes/cadre-juridique"
+    response, body = walker.request(
+        "applicant",
+        "POST",
+        url,
+        data={
+            "legal_basis_name": "Délibération du 12 mars 2026",
+            "legal_basis_document": (BytesIO(pdf), "deliberation.pdf"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code in (302, 303), f"{url}: refused ({response.status_code})"
 
 
 def test_every_route_answers_every_role_without_error(walker):
@@ -324,6 +347,16 @@ def test_every_route_answers_every_role_without_error(walker):
         for role in ROLES:
             walker.request(role, "POST", walker.path(rule, values), data={})
     assert walker.forms and walker.args, "the walk found forms and query parameters"
+
+
+def test_every_download_is_an_export_tested_with_rows(walker):
+    """Whatever answers with an attachment is downloaded with rows by test_exports (its
+    route pattern found it), or is a stored document returned as uploaded."""
+    from tests.reliability.test_exports import EXPORTS
+
+    documents = {"authorizations.document"}  # the applicant's PDF, as uploaded
+    assert walker.downloads - documents <= set(EXPORTS), "add it to test_exports.EXPORTS"
+    assert walker.downloads & set(EXPORTS), "the walk downloaded exports"
 
 
 def test_out_of_range_and_negative_ids_are_404(walker):
@@ -430,6 +463,20 @@ def test_hostile_forms_are_refused_in_french_and_change_nothing(walker):
                 walker.assert_unchanged(before, where)
 
 
+# One field at a time, the others as the page filled them: a value too long for its column,
+# or a number too large for it, must be refused by that field's validation (not by the
+# database, a 500), even when every other field is valid.
+PER_FIELD = ("huge", "digits30")
+
+
+def test_each_field_alone_is_validated(walker):
+    for (_endpoint, _fields), form in sorted(walker.forms.items()):
+        for name in sorted(set(form.fields) - {"csrf_token"}):
+            for kind in PER_FIELD:
+                data = dict(form.fields) | {name: TEXTS[kind]}
+                walker.request(form.role, "POST", form.action, data=data)
+
+
 def _refused(walker, role, response) -> bool:
     if response.status_code >= 400:
         return True
@@ -462,6 +509,10 @@ def test_machine_api_hostile_bodies(walker):
                 nul_form = isinstance(body.get("data"), dict) and "\x00" in str(body["data"])
                 if nul_form and role == "machine":
                     assert response.status_code == 400, rule.rule
+                if "json" in body or body.get("content_type") == "application/json":
+                    # none of these is a valid JSON body: a problem document, never a 2xx
+                    assert 400 <= response.status_code < 500, (rule.rule, body)
+                    assert response.mimetype == "application/problem+json", rule.rule
 
 
 def test_logout_refuses_hostile_input_too(walker):

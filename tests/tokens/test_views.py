@@ -178,3 +178,32 @@ def test_maintenance_notice_shown_to_holders(login_as, world, token):
     db.session.flush()
     page = login_as(world.requester).get(f"/jetons/{token.id}").get_data(as_text=True)
     assert "Procédure de repli" in page
+
+
+def test_habilitation_and_tokens_link_each_other(login_as, world, token):
+    from tests.tokens.conftest import make_habilitation
+
+    second, _raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    other = make_habilitation(world.api, world.organisation, world.requester)
+    service.issue_for_habilitation(other, Actor.system("test"))
+    client = login_as(world.requester)
+    listing = client.get("/jetons/").get_data(as_text=True)
+    # One section per habilitation, newest habilitation first, linking to it.
+    sections = re.findall(
+        r'<section class="fr-mb-5w" aria-labelledby="habilitation-(\d+)"', listing
+    )
+    assert sections == [str(other.id), str(world.habilitation.id)]
+    assert f'href="/habilitations/{world.habilitation.id}"' in listing
+    assert world.habilitation.title in listing and world.api.name in listing
+    page = client.get(f"/habilitations/{world.habilitation.id}").get_data(as_text=True)
+    listed = re.findall(r'<li><a href="/jetons/(\d+)">', page)
+    assert listed == [str(second.id), str(token.id)]
+    page = client.get(f"/jetons/{token.id}").get_data(as_text=True)
+    assert f'href="/habilitations/{world.habilitation.id}" id="lien-habilitation"' in page
+    # Someone who sees the token but not the habilitation gets its reference, no dead link.
+    officer = factories.user(roles=("security_officer",), mfa_enabled_at=clock.now())
+    client = login_as(officer)
+    page = client.get(f"/jetons/{token.id}").get_data(as_text=True)
+    linked = 'id="lien-habilitation"' in page
+    assert world.habilitation.reference in page
+    assert linked == (client.get(f"/habilitations/{world.habilitation.id}").status_code == 200)
