@@ -318,6 +318,26 @@ def _visit_everything(walker: Walker) -> None:
 # --- the tests --------------------------------------------------------------------------
 
 
+def test_uploaded_files_may_hold_nul_bytes(walker):
+    """The guard reads form values, not uploaded files: a PDF holds binary. (First test of
+    the module: the applicant's draft is still a draft.)"""
+    from io import BytesIO
+
+    pdf = b"%PDF-1.7\n%\x00\xe2\xe3\x00\n1 0 obj << /Type /Catalog >> endobj\ntrailer\n%%EOF\n"
+    url = f"/demandes/{walker.world.ids['request_id']}/etapes/cadre-juridique"
+    response, body = walker.request(
+        "applicant",
+        "POST",
+        url,
+        data={
+            "legal_basis_name": "Délibération du 12 mars 2026",
+            "legal_basis_document": (BytesIO(pdf), "deliberation.pdf"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code in (302, 303), f"{url}: refused ({response.status_code})"
+
+
 def test_every_route_answers_every_role_without_error(walker):
     """GET (done by the fixture) and an empty POST, as each role, on every route."""
     for rule in walker.rules:
@@ -489,6 +509,10 @@ def test_machine_api_hostile_bodies(walker):
                 nul_form = isinstance(body.get("data"), dict) and "\x00" in str(body["data"])
                 if nul_form and role == "machine":
                     assert response.status_code == 400, rule.rule
+                if "json" in body or body.get("content_type") == "application/json":
+                    # none of these is a valid JSON body: a problem document, never a 2xx
+                    assert 400 <= response.status_code < 500, (rule.rule, body)
+                    assert response.mimetype == "application/problem+json", rule.rule
 
 
 def test_logout_refuses_hostile_input_too(walker):
