@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 WIDTHS = (320, 1280)
-HEIGHT = 900
+HEIGHT = 720
 
 # The structure of a page (tags, classes, roles, ARIA attributes, ids, form state), without
 # its text: two visits of the same page with other data are audited once per session.
@@ -82,6 +83,11 @@ _RUN_AXE = """async () => {
 }"""
 
 
+@lru_cache(maxsize=1)
+def _axe_source() -> str:
+    return AXE.read_text(encoding="utf-8")
+
+
 @dataclass
 class Auditor:
     """Audits the current document of each page it watches when that document is new."""
@@ -105,8 +111,10 @@ class Auditor:
         size = page.viewport_size or {"width": WIDTHS[-1], "height": HEIGHT}
         where = re.sub(r"^https?://[^/]+", "", page.url)
         try:
+            # The last width is the usual window's: axe runs there, and often no resize is
+            # needed to restore the page's own size.
             for width in WIDTHS:
-                page.set_viewport_size({"width": width, "height": HEIGHT})
+                page.set_viewport_size({"width": width, "height": size["height"]})
                 overflow = page.evaluate(_OVERFLOW)
                 if overflow["scroll"] > overflow["width"]:
                     self.failures.append(
@@ -115,7 +123,7 @@ class Auditor:
                         f"la page tient si l'on masque : {page.evaluate(_CULPRITS)}"
                     )
             if not page.evaluate("typeof window.axe !== 'undefined'"):
-                page.evaluate(AXE.read_text(encoding="utf-8"))
+                page.evaluate(_axe_source())
             for violation in page.evaluate(_RUN_AXE):
                 nodes = "\n    ".join(violation["nodes"])
                 self.failures.append(
@@ -123,7 +131,8 @@ class Auditor:
                     f"{violation['help']}\n    {nodes}"
                 )
         finally:
-            page.set_viewport_size(size)
+            if page.viewport_size != size:
+                page.set_viewport_size(size)
 
     def check(self) -> None:
         failures, self.failures = self.failures, []
