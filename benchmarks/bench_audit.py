@@ -111,7 +111,7 @@ def bench_ingest(app, total: int, random_ids: bool = False) -> tuple[float, floa
     the machine)."""
     import base64
 
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.extensions import db
     from datapass.tokens import service as tokens_service
     from tests import factories  # the tests' own builders

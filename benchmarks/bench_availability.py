@@ -57,7 +57,7 @@ with app.app_context():
     bench_sweep.build(Path(args["db"]), args["total"], args["due"])
     db.session.commit()
     clock.set_frozen(None)
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.notify import service as notify
     from datapass.tokens import service
     from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider

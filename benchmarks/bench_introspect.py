@@ -66,7 +66,7 @@ def seed(env: dict[str, str]) -> dict[str, str]:
     code = """
 import json
 from datapass import create_app
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider

@@ -60,7 +60,7 @@ def seed(app):
 
 
 def bench_issuance(app, n: int) -> dict[str, float]:
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.extensions import db
     from datapass.tokens import service
 

@@ -65,6 +65,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     _register_models()
 
     from datapass.accounts import service as accounts_service
+    from datapass.catalogue import service as catalogue_service
 
     login_manager.user_loader(accounts_service.load_session_user)
     login_manager.login_view = "accounts.login"
@@ -73,7 +74,14 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     login_manager.session_protection = "basic"
 
     _register_blueprints(app)
-    app.before_request(access.enforce)
+    access.init_app(
+        app,
+        access.Checks(
+            authenticate_client=catalogue_service.authenticate_client,
+            mfa_enrolment_pending=accounts_service.mfa_enrolment_pending,
+            recently_authenticated=accounts_service.recently_authenticated,
+        ),
+    )
     web.init_app(app)
 
     @app.route("/dsfr/<path:filename>", endpoint="dsfr")

@@ -15,6 +15,7 @@ from flask import abort, current_app, g, redirect, request, session, url_for
 from flask_login import current_user
 from werkzeug.datastructures import Authorization
 
+from datapass.actor import Actor
 from datapass.extensions import csrf, sqlite_read_snapshot
 
 ATTR = "_datapass_access"
@@ -93,6 +94,21 @@ def mfa_enrolment(view):
     return _flag(view, during_mfa_enrolment=True)
 
 
+@dataclass(frozen=True)
+class Checks:
+    """What access asks the domains that own machine clients and people. ``create_app``
+    hands them in (`init_app`): infrastructure imports no domain."""
+
+    authenticate_client: Callable[[str, str], object | None]
+    mfa_enrolment_pending: Callable[[object], bool]
+    recently_authenticated: Callable[[object, timedelta], bool]
+
+
+def init_app(app, checks: Checks) -> None:
+    app.extensions["datapass.access"] = checks
+    app.before_request(enforce)
+
+
 def policy_of(view) -> Policy | None:
     policy = getattr(view, ATTR, None)
     return policy if policy is not None and policy.kind != "pending" else None
@@ -124,14 +140,14 @@ def enforce():
         app.logger.error("route %s declares no access policy", req.endpoint)
         abort(403)
     if policy.kind == "machine":
-        from datapass.catalogue.service import authenticate_client
-
         # Parsed by Werkzeug straight from the environment (the hot path of the machine API).
         auth = Authorization.from_header(req.environ.get("HTTP_AUTHORIZATION"))
         client = None
         if auth is not None and auth.type == "basic":
             with sqlite_read_snapshot():  # a read: never behind SQLite's write lock
-                client = authenticate_client(auth.username, auth.password)
+                client = app.extensions["datapass.access"].authenticate_client(
+                    auth.username, auth.password
+                )
         if client is None:
             g.auth_challenge = True
             abort(401)
@@ -148,13 +164,12 @@ def enforce():
     # a person
     if not current_user.is_authenticated:
         return _unauthenticated()
-    from datapass.accounts import service as accounts_service
-
-    if accounts_service.mfa_enrolment_pending(current_user) and not policy.during_mfa_enrolment:
+    checks = app.extensions["datapass.access"]
+    if checks.mfa_enrolment_pending(current_user) and not policy.during_mfa_enrolment:
         return redirect(url_for("accounts.mfa_setup", next=request.full_path.rstrip("?")))
     if policy.roles and not any(current_user.has_role(role) for role in policy.roles):
         abort(403)
-    if policy.recent_auth and not accounts_service.recently_authenticated(
+    if policy.recent_auth and not checks.recently_authenticated(
         session, timedelta(minutes=current_app.config["REAUTH_MINUTES"])
     ):
         if request.method != "GET":
@@ -169,9 +184,9 @@ def client_ip() -> str | None:
     return request.remote_addr
 
 
-def current_actor():
-    """The :class:`~datapass.audit.service.Actor` behind the current request."""
-    from datapass.audit.service import Actor
+def current_actor() -> Actor:
+    """The :class:`~datapass.actor.Actor` behind the current request."""
+    from datapass.actor import Actor
 
     if getattr(g, "machine_client", None) is not None:
         return Actor.machine(g.machine_client, ip=client_ip())

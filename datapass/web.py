@@ -11,6 +11,7 @@ from flask import (
     Flask,
     abort,
     current_app,
+    flash,
     g,
     jsonify,
     render_template,
@@ -24,6 +25,8 @@ from werkzeug.routing import IntegerConverter, Map
 
 from datapass import clock, formatting
 from datapass.access import MACHINE_PREFIXES, wants_json
+from datapass.errors import DomainError
+from datapass.extensions import db
 
 CSP = "; ".join(
     [
@@ -130,6 +133,56 @@ def _handle_csrf_error(error: CSRFError):
     return render_template(
         "errors/generic.html", status=400, title="Formulaire expiré", message=detail
     ), 400
+
+
+def _handle_domain_error(error: DomainError):
+    """A refusal no view caught: nothing was changed; a problem on the API, a page else."""
+    db.session.rollback()
+    if wants_json():
+        errors = {error.field: [error.message]} if error.field else None
+        return problem(error.status, error.message, errors=errors)
+    title = TITLES.get(error.status, "Erreur")
+    page = render_template(
+        "errors/generic.html", status=error.status, title=title, message=error.message
+    )
+    return page, error.status
+
+
+class acting:  # noqa: N801 - used as a statement: ``with web.acting(…) as act:``
+    """The block every page that changes something runs: commit, or refuse and show why.
+
+    Inside the ``with``, call the service. If it raises a :class:`DomainError`, the
+    transaction is rolled back and the message goes under its field when ``form`` has it, else
+    into a flash; ``act.refused`` then holds the error and the view renders its page again.
+    Otherwise the transaction is committed, ``success`` is flashed and ``act.done`` is true.
+    Any other exception propagates (after a rollback).
+    """
+
+    def __init__(self, form: Any = None, success: str | None = None) -> None:
+        self.form, self.success = form, success
+        self.done = False
+        self.refused: DomainError | None = None
+
+    def __enter__(self) -> acting:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if error is None:
+            db.session.commit()
+            self.done = True
+            if self.success:
+                flash(self.success, "success")
+            return False
+        db.session.rollback()
+        if not isinstance(error, DomainError):
+            return False
+        self.refused = error
+        form = self.form
+        if form is not None and error.field and error.field in form:
+            form[error.field].errors = [*form[error.field].errors, error.message]
+        else:
+            flash(error.message, "error")
+        return True
 
 
 def _handle_unexpected(error: Exception):
@@ -340,26 +393,12 @@ def navigation_items() -> list[dict[str, Any]]:
     return items
 
 
-def demo_mfa_notice() -> bool:
-    from flask_login import current_user
-
-    from datapass.accounts import service as accounts_service
-
-    return (
-        current_user.is_authenticated
-        and current_user.is_demo
-        and current_user.is_staff
-        and not current_user.mfa_enabled
-        and not accounts_service.mfa_required(current_user)
-    )
-
-
 def init_app(app: Flask) -> None:
     app.session_interface = StatelessApiSessions()
     app.jinja_env.globals["navigation_items"] = navigation_items
-    app.jinja_env.globals["demo_mfa_notice"] = demo_mfa_notice
     app.register_error_handler(CSRFError, _handle_csrf_error)
     app.register_error_handler(HTTPException, _handle_http_error)
+    app.register_error_handler(DomainError, _handle_domain_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
     # First of the hooks: nothing else reads a value carrying a NUL byte.

@@ -125,7 +125,7 @@ def filled_request(api, organisation=None, requester=None, *, scopes=None, **ove
     """A complete draft: every section filled through the service, PDFs included."""
     from datetime import date
 
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.authorizations import service
 
     if organisation is None and requester is not None:
@@ -184,7 +184,7 @@ def request_in(
 ):
     """A complete request brought to ``state`` through the real lifecycle; ``reopening``:
     an update of a validated request (its habilitation stays active)."""
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.authorizations import service
 
     request = filled_request(api, organisation, requester)

@@ -139,7 +139,7 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
 
     from datapass import create_app
     from datapass.accounts import service as accounts_service
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.extensions import db
     from datapass.lifecycle import service as lifecycle_service
     from datapass.tokens import service as tokens_service

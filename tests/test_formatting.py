@@ -134,7 +134,7 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
 def test_token_link_flash_gives_paris_time(app, client, login_as):
     """The flash after sending the single-use link: its expiry in Paris time (14:00 when the
     link is sent at 10:00 Paris for 4 hours), not a UTC date."""
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.tokens import service as tokens_service
     from tests.tokens.conftest import make_habilitation
 

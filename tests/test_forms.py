@@ -12,7 +12,7 @@ from flask import render_template_string
 from wtforms import FormField, StringField
 from wtforms.validators import Length, Regexp
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service
 from datapass.extensions import db
 from datapass.forms import Form

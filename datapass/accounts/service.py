@@ -41,8 +41,8 @@ from datapass.accounts.models import (
     RoleGrant,
     User,
 )
+from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.service import Actor
 from datapass.extensions import db
 
 SESSION_AUTH_AT = "auth_at"

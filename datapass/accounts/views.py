@@ -24,6 +24,19 @@ from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
 
+
+@bp.app_template_global("demo_mfa_notice")
+def demo_mfa_notice() -> bool:
+    """A demo staff account without MFA where MFA is not required: the layout says so."""
+    return (
+        current_user.is_authenticated
+        and current_user.is_demo
+        and current_user.is_staff
+        and not current_user.mfa_enabled
+        and not service.mfa_required(current_user)
+    )
+
+
 PER_PAGE = 25
 
 

@@ -19,39 +19,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from datapass import clock, vault
+from datapass.actor import Actor
 from datapass.audit.models import GENESIS_HASH, AuditEvent, AuditHead
 from datapass.extensions import db
 
 TAG_RE = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*:[a-z][a-z_]*$")
 
 HMAC_PURPOSE = "audit"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who acts: a person, a machine client, the system (a scheduled job) or nobody known."""
-
-    type: str
-    id: str | None = None
-    label: str | None = None
-    ip: str | None = None
-    user: Any = None  # the User, when a person acts (not written to the log)
-
-    @classmethod
-    def for_user(cls, user, ip: str | None = None) -> Actor:
-        return cls("user", str(user.id), user.email, ip, user)
-
-    @classmethod
-    def machine(cls, client, ip: str | None = None) -> Actor:
-        return cls("machine", str(client.client_id), client.name, ip)
-
-    @classmethod
-    def system(cls, job: str) -> Actor:
-        return cls("system", None, job)
-
-    @classmethod
-    def anonymous(cls, ip: str | None = None, label: str | None = None) -> Actor:
-        return cls("anonymous", None, label, ip)
 
 
 def secret(value: str) -> str:

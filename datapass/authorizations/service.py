@@ -1,6 +1,6 @@
 """Rules of authorization requests and habilitations.
 
-Plain functions: each takes the acting :class:`~datapass.audit.service.Actor` and the objects
+Plain functions: each takes the acting :class:`~datapass.actor.Actor` and the objects
 it works on, changes state (through :func:`datapass.authorizations.states.fire` for the
 lifecycle), records the audit event, queues the mails — and flushes, never commits.
 """
@@ -21,8 +21,8 @@ from sqlalchemy.orm import selectinload
 from datapass import clock, spreadsheet, vault
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.accounts.models import Role as AccountRole
+from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.service import Actor
 from datapass.authorizations import states
 from datapass.authorizations.models import (
     CONTACT_ROLES,

@@ -17,7 +17,7 @@ from datapass.accounts.models import Role as AccountRole
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 
 

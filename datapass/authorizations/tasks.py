@@ -13,8 +13,8 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.service import Actor
 from datapass.authorizations import service, states
 from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 from datapass.authorizations.states import Event, RequestState

@@ -15,8 +15,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from datapass import clock, vault
+from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.service import Actor
 from datapass.catalogue.models import Api, ApiStatus, MachineClient, Provider, Scope
 from datapass.extensions import db
 

@@ -30,9 +30,9 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import clock, spreadsheet
 from datapass.accounts import service as accounts_service
+from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.models import UsageRecent
-from datapass.audit.service import Actor
 from datapass.catalogue.models import RenewalPolicy
 from datapass.extensions import db, pause_for_writers
 from datapass.formatting import plural

@@ -893,7 +893,7 @@ def _record_webhook(row_id: int, attempts: int, endpoint_id: int, result: dict[s
     """One attempt's outcome, in its own transaction (commits): the attempt logged, the
     delivery sent, deferred or abandoned, the endpoint's run of failures counted (and the
     endpoint disabled at the limit). Returns ``sent``, ``deferred`` or ``failed``."""
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.notify.models import (
         EndpointState,
         WebhookAttempt,

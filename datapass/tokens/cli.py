@@ -45,7 +45,7 @@ def keys_list() -> None:
 )
 def keys_rotate(usage: str, immediately: bool, compromised: bool) -> None:
     """Prépare la clé suivante (publiée maintenant, elle signe dans 7 jours)."""
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.tokens import service
 
     key = service.rotate_keys(

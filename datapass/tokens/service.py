@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 
 from datapass import clock, vault
 from datapass.accounts.models import Role as AccountRole
+from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.service import Actor
 from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
 from datapass.tokens import flusher as flushing
 from datapass.tokens import states

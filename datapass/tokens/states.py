@@ -20,7 +20,7 @@ from datapass.accounts.models import Role as AccountRole
 from datapass.audit import service as audit
 
 if TYPE_CHECKING:
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.tokens.models import AccessToken
 
 

@@ -3,7 +3,7 @@ again (or from two schedulers: state changes are checked transitions)."""
 
 from __future__ import annotations
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 

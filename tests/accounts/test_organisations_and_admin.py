@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from datapass.accounts import service
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
 
 

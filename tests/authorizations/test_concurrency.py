@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import func, select
 
 from datapass.accounts.models import User
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.authorizations import service, states
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
 from datapass.extensions import db

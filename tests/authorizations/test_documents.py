@@ -10,8 +10,8 @@ import json
 
 from sqlalchemy import select
 
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Document
 from datapass.extensions import db

@@ -9,7 +9,7 @@ from html import unescape
 import pytest
 from sqlalchemy import func, select
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Document, RequestEvent
 from datapass.extensions import db

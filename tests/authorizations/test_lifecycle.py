@@ -8,8 +8,8 @@ from html import unescape
 import pytest
 from sqlalchemy import select
 
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.authorizations import service, states
 from datapass.notify.models import OutboxMail
 from tests import factories

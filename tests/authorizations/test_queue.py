@@ -11,7 +11,7 @@ from html import unescape
 import pytest
 from openpyxl import load_workbook
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service
 from tests import factories
 from tests.authorizations.conftest import commit

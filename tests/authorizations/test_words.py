@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail

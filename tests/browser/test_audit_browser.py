@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import func, select
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit import consumption
 from datapass.audit.models import UsageDaily
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from tests.browser.steps import sign_in
 from tests.tokens.conftest import make_api, make_habilitation, make_provider

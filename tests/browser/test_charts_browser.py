@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from datapass import clock
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service as authorizations_service
 from datapass.extensions import db
 from tests import factories

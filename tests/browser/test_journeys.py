@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.tokens import service as tokens_service
 from tests import factories

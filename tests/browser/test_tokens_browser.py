@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 from tests import factories

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from datapass import clock, vault
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 

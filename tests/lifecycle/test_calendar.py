@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from datapass import clock
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.lifecycle import service
 from datapass.tokens import service as tokens_service

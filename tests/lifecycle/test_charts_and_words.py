@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import event
 
 from datapass import charts, clock
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.authorizations import service as authorizations_service
 from datapass.extensions import db
 from datapass.lifecycle import service, trends

@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import select
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.lifecycle import service
 from datapass.lifecycle.models import Renewal

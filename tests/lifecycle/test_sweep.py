@@ -212,7 +212,7 @@ def test_selection_follows_due_rows_only(app):
 
 def test_other_domains_changes_make_the_token_due(app):
     """A rotation by the tokens domain sets a grace end: the token is looked at again."""
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.tokens import service as tokens_service
 
     api = make_listening_api()
@@ -270,7 +270,7 @@ def test_expired_unrenewed_habilitation_is_closed_as_a_system_event(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=3)
     renewed = expiring_token(api, days_left=3)
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
 
     service.renew(
         renewed,

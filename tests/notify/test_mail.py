@@ -8,7 +8,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message as MessageHandler
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.notify import service
 from datapass.notify.models import DeliveryStatus

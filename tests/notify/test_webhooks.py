@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.notify import service as notify
 from datapass.notify.models import OutboxMail, WebhookAttempt, WebhookDelivery

@@ -73,7 +73,7 @@ def test_instructor_sees_only_own_providers(login_as):
     mine, theirs = make_provider(), make_provider()
     api = make_api(mine)
     make_api(theirs)
-    from datapass.audit.service import Actor
+    from datapass.actor import Actor
     from datapass.notify import service
 
     other, _ = service.create_endpoint(theirs, "https://hooks.example.org/x", Actor.system("t"))

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 from sqlalchemy import select
 
 from datapass import clock
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 from tests import factories
 from tests.conftest import FROZEN_AT, _empty_tables, login

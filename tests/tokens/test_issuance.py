@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import jwt
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.tokens import service
 from datapass.tokens.models import AccessToken

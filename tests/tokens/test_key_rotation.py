@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.tokens import service, tasks
 from datapass.tokens import verify as dp_verify

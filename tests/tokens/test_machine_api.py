@@ -10,8 +10,8 @@ import jwt
 import pytest
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.extensions import db
 from datapass.lifecycle import service as lifecycle
 from datapass.notify.models import OutboxMail

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.tokens import service
 
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from datapass import clock
+from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.audit.service import Actor
 from datapass.tokens import service
 from datapass.tokens import verify as dp_verify
 from tests.tokens.test_machine_api import basic

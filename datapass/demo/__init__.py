@@ -35,7 +35,7 @@ from sqlalchemy import func, insert, select
 from datapass import clock
 from datapass.accounts import service as accounts
 from datapass.accounts.models import Membership, Organisation, Role, User
-from datapass.audit.service import Actor
+from datapass.actor import Actor
 from datapass.extensions import db
 
 ACTOR = Actor.system("demo")
