@@ -25,7 +25,7 @@ from flask import current_app
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from datapass import clock, vault
+from datapass import clock, signals, vault
 from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
 from datapass.audit import service as audit
@@ -481,6 +481,7 @@ def _ts(value: int) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+@signals.habilitation_approved.connect
 def issue_for_habilitation(
     habilitation, actor: Actor, *, predecessor: AccessToken | None = None
 ) -> tuple[AccessToken, str]:
@@ -612,6 +613,7 @@ def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
     _mail_holders(token, "token_reactivated", reason=reason)
 
 
+@signals.habilitation_revoked.connect
 def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
     """Revoking a habilitation revokes every token of it still alive (called by the
     authorizations domain, which has already checked the actor may revoke)."""
