@@ -14,3 +14,7 @@ from __future__ import annotations
 from blinker import Namespace
 
 _signals = Namespace()
+
+signing_key_created = _signals.signal("signing-key-created")
+"""keys → tokens: a signing key was created (sender: the ``SigningKey``; ``actor``: who made it).
+The tokens domain records the act in the audit log."""
