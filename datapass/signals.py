@@ -16,6 +16,12 @@ from blinker import Namespace
 _signals = Namespace()
 
 
+# --- keys → tokens ---------------------------------------------------------------------------
+
+signing_key_created = _signals.signal("signing-key-created")
+"""keys → tokens: a signing key was created (sender: the ``SigningKey``; ``actor``: who made it).
+The tokens domain records the act in the audit log."""
+
 # --- authorizations → tokens, lifecycle -------------------------------------------------------
 
 habilitation_approved = _signals.signal("habilitation-approved")

@@ -28,7 +28,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from datapass import clock, signals, spreadsheet
+from datapass import bulk, clock, signals, spreadsheet
 from datapass.accounts import service as accounts_service
 from datapass.actor import Actor
 from datapass.audit import service as audit
@@ -375,8 +375,8 @@ class Effects:
         from datapass.notify import service as notify
 
         db.session.flush()  # state changes first: their own due moment is then overwritten
-        at = notify.bulk_time_param()
-        notify.bulk_insert(
+        at = bulk.bulk_time_param()
+        bulk.bulk_insert(
             "lifecycle_acts",
             ("token_id", "key", "kind", "outcome", "due_at", "at", "detail"),
             [
