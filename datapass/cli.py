@@ -113,7 +113,7 @@ def deliver() -> None:
 @datapass_cli.command("scheduler")
 def scheduler_command() -> None:
     """Lance le planificateur (processus dédié en production)."""
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     scheduler.run_forever(current_app._get_current_object())
 
@@ -129,7 +129,7 @@ def sweep_command(at: str | None) -> None:
     """Exécute une fois chaque tâche planifiée puis s'arrête (cron, exploitation)."""
     from datetime import datetime
 
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     moment = None
     if at is not None:
