@@ -896,9 +896,9 @@ def _do_closure(
         # The request's revocation mails the requester and the contacts with this reason.
         authorizations.revoke(request, actor, reason)
     else:
-        from datapass.authorizations import states as authorization_states
+        from datapass.authorizations import transitions as authorization_transitions
 
-        authorization_states.revoke_habilitation(habilitation, actor, reason)
+        authorization_transitions.revoke_habilitation(habilitation, actor, reason)
     audit.record(
         "lifecycle:habilitation:closed",
         actor,
