@@ -620,7 +620,7 @@ def _tokens_service():
 
 def _lifecycle_service():
     """The lifecycle domain (renewals, token hand-over), told when an update ends."""
-    from datapass.lifecycle import service as lifecycle_service  # it imports this domain
+    from datapass.lifecycle import updates as lifecycle_service  # it imports this domain
 
     return lifecycle_service
 
