@@ -28,7 +28,7 @@ from datapass.keys.jws import TOKEN_TYPE, current_signer, sign, sign_jws
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
 from datapass.tokens import flusher as flushing
-from datapass.tokens import states
+from datapass.tokens import mails, states
 from datapass.tokens.models import AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
 
@@ -233,19 +233,19 @@ def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None)
 def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
     """Revoke for good (final); the holders are told."""
     _transition(token, "revoke", actor, reason)
-    _mail_holders(token, "token_revoked", reason=reason)
+    mails.mail_holders(token, "token_revoked", reason=reason)
 
 
 def suspend(token: AccessToken, actor: Actor, reason: str) -> None:
     """Suspend (reversible): the token stops opening the API until reactivated."""
     _transition(token, "suspend", actor, reason)
-    _mail_holders(token, "token_suspended", reason=reason)
+    mails.mail_holders(token, "token_suspended", reason=reason)
 
 
 def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
     """Lift a suspension."""
     _transition(token, "reactivate", actor, reason)
-    _mail_holders(token, "token_reactivated", reason=reason)
+    mails.mail_holders(token, "token_reactivated", reason=reason)
 
 
 def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
@@ -646,7 +646,7 @@ def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
     if states.status_of(token) not in states.TRANSITIONS["revoke"].sources:
         return False
     states.apply(token, "revoke", actor, reason="Révoqué par le fournisseur de l'API (RFC 7009)")
-    _mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
+    mails.mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
     return True
 
 
@@ -693,35 +693,7 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     )
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
         states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
-    _mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)
-
-
-# --- mails --------------------------------------------------------------------------------
-
-
-def holder_emails(token: AccessToken) -> list[str]:
-    habilitation = token.habilitation
-    emails = [
-        habilitation.requester_email,
-        habilitation.technical_contact_email,
-        habilitation.controller_email,
-    ]
-    return list(dict.fromkeys(e.lower() for e in emails if e))
-
-
-def _mail_holders(token: AccessToken, template: str, *, instructors: bool = False, **ctx) -> None:
-    from datapass.notify import service as notify_service
-
-    recipients = holder_emails(token)
-    if instructors:
-        from datapass.accounts import service as accounts_service
-
-        recipients += [
-            e for e in accounts_service.instructor_emails(token.api_id) if e not in recipients
-        ]
-    context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
-    for recipient in recipients:
-        notify_service.queue_mail(recipient, template, context)
+    mails.mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)
 
 
 # --- revocation list ----------------------------------------------------------------------
