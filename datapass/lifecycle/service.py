@@ -40,6 +40,7 @@ from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
 from datapass.lifecycle.states import RenewalStatus
 from datapass.tokens import mails as token_mails
+from datapass.tokens import queries as token_queries
 from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
@@ -1684,5 +1685,5 @@ def dashboard_csv(name: str, filters: DashboardFilters) -> Iterator[str]:
 def get_member_token(user, token_id: int) -> AccessToken | None:
     """A token of one of ``user``'s organisations (verified member), else None (404)."""
     return db.session.scalar(
-        tokens_service.organisation_tokens_query(user).where(AccessToken.id == token_id)
+        token_queries.organisation_tokens_query(user).where(AccessToken.id == token_id)
     )

@@ -21,20 +21,18 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from datapass import clock, vault
-from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
 from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign, sign_jws
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
 from datapass.tokens import flusher as flushing
-from datapass.tokens import mails, states
-from datapass.tokens.models import AccessToken, TokenLink
+from datapass.tokens import mails, queries, states
+from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
 
 REVOCATIONS_TYPE = "datapass-revocations+jwt"
 SEAL_TOKEN = "access-token"
-MAX_TOKEN_LENGTH = 4096
 
 
 class TokenError(Exception):
@@ -631,16 +629,10 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
     return body, record_use(digest, now, ip, row.last_used_at, interval)
 
 
-def find_by_raw(raw: str | None) -> AccessToken | None:
-    if not raw or len(raw) > MAX_TOKEN_LENGTH:
-        return None
-    return db.session.scalar(select(AccessToken).where(AccessToken.digest == vault.sha256_hex(raw)))
-
-
 def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
     """RFC 7009 for a provider's machine client: revokes a token of one of its APIs; any
     other token (unknown, foreign, already dead) is silently ignored."""
-    token = find_by_raw(raw)
+    token = queries.find_by_raw(raw)
     if token is None or token.api.provider_id != client.provider_id:
         return False
     if states.status_of(token) not in states.TRANSITIONS["revoke"].sources:
@@ -755,37 +747,3 @@ def revocation_list() -> RevocationList:
         "suspended": suspended,
     }
     return RevocationList(sign_jws(payload, KeyUsage.TOKEN, REVOCATIONS_TYPE), etag, max_age)
-
-
-# --- scoped loading for pages --------------------------------------------------------------
-
-
-def visible_tokens_query(user):
-    """Tokens ``user`` may see: their organisations' (verified membership), the APIs they
-    instruct, every token for a security officer."""
-    from datapass.accounts.models import Membership
-
-    if user.has_role(AccountRole.SECURITY_OFFICER):
-        return select(AccessToken)
-    org_ids = select(Membership.organisation_id).where(
-        Membership.user_id == user.id, Membership.verified.is_(True)
-    )
-    conditions = [AccessToken.organisation_id.in_(org_ids)]
-    api_ids = user.instructed_api_ids()
-    if api_ids:
-        conditions.append(AccessToken.api_id.in_(api_ids))
-    return select(AccessToken).where(or_(*conditions))
-
-
-def organisation_tokens_query(user):
-    """Tokens of the organisations ``user`` is a verified member of (the applicant list)."""
-    from datapass.accounts.models import Membership
-
-    org_ids = select(Membership.organisation_id).where(
-        Membership.user_id == user.id, Membership.verified.is_(True)
-    )
-    return select(AccessToken).where(AccessToken.organisation_id.in_(org_ids))
-
-
-def get_visible(user, token_id: int) -> AccessToken | None:
-    return db.session.scalar(visible_tokens_query(user).where(AccessToken.id == token_id))
