@@ -13,17 +13,16 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from datapass import clock, vault
 from datapass.actor import Actor
 from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
-from datapass.keys.jws import TOKEN_TYPE, current_signer, sign, sign_jws
+from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
 from datapass.tokens import flusher as flushing
@@ -31,7 +30,6 @@ from datapass.tokens import mails, queries, states
 from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
 
-REVOCATIONS_TYPE = "datapass-revocations+jwt"
 SEAL_TOKEN = "access-token"
 
 
@@ -686,64 +684,3 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
         states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
     mails.mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)
-
-
-# --- revocation list ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RevocationList:
-    jws: str
-    etag: str
-    max_age: int
-
-
-def revocation_list() -> RevocationList:
-    """The signed list of revoked, unexpired tokens (and, separately, the suspended ones), so
-    that a provider verifying offline keeps working from its last copy."""
-    now = clock.now()
-    max_age = current_app.config["REVOCATIONS_MAX_AGE"]
-    rows = db.session.execute(
-        select(
-            AccessToken.jti,
-            AccessToken.status,
-            AccessToken.revoked_at,
-            AccessToken.grace_ends_at,
-            AccessToken.expires_at,
-        )
-        .where(
-            AccessToken.expires_at > now,
-            or_(
-                AccessToken.status.in_([TokenStatus.REVOKED, TokenStatus.SUSPENDED]),
-                and_(
-                    AccessToken.status == TokenStatus.SUPERSEDED,
-                    AccessToken.grace_ends_at <= now,
-                ),
-            ),
-        )
-        .order_by(AccessToken.jti)
-    ).all()
-    revoked, suspended = [], []
-    for row in rows:
-        if row.status == TokenStatus.SUSPENDED:
-            suspended.append({"jti": row.jti, "exp": int(row.expires_at.timestamp())})
-            continue
-        at = row.revoked_at or row.grace_ends_at
-        revoked.append(
-            {
-                "jti": row.jti,
-                "revoked_at": int(at.timestamp()),
-                "exp": int(row.expires_at.timestamp()),
-            }
-        )
-    content = json.dumps([revoked, suspended], separators=(",", ":"), sort_keys=True)
-    etag = hashlib.sha256(content.encode()).hexdigest()[:32]
-    iat = int(now.timestamp())
-    payload = {
-        "iss": _issuer(),
-        "iat": iat,
-        "next_update": iat + max_age,
-        "revoked": revoked,
-        "suspended": suspended,
-    }
-    return RevocationList(sign_jws(payload, KeyUsage.TOKEN, REVOCATIONS_TYPE), etag, max_age)
