@@ -19,7 +19,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, update
 
-from datapass import clock, vault
+from datapass import clock, signals, vault
 from datapass.actor import Actor
 from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
@@ -113,6 +113,7 @@ def _ts(value: int) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+@signals.habilitation_approved.connect
 def issue_for_habilitation(
     habilitation, actor: Actor, *, predecessor: AccessToken | None = None
 ) -> tuple[AccessToken, str]:
@@ -244,6 +245,7 @@ def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
     mails.mail_holders(token, "token_reactivated", reason=reason)
 
 
+@signals.habilitation_revoked.connect
 def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
     """Revoking a habilitation revokes every token of it still alive (called by the
     authorizations domain, which has already checked the actor may revoke)."""
