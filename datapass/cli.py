@@ -157,10 +157,11 @@ def demo(as_json: bool, if_empty: bool, scale: int) -> None:
     import json
 
     from datapass import demo as demo_module
+    from datapass.demo.context import DemoRefused
 
     try:
         result = demo_module.run_demo(if_empty=if_empty, scale=scale)
-    except demo_module.DemoRefused as exc:
+    except DemoRefused as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
     db.session.commit()

@@ -14,7 +14,7 @@ from datapass.lifecycle.mails import mail_context, mail_now
 from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.renewal import apply_transition, complete
 from datapass.lifecycle.states import LifecycleError, RenewalEvent, RenewalStatus
-from datapass.tokens import service as tokens_service
+from datapass.tokens import mails as token_mails
 from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ def decide(renewal: Renewal, actor: Actor, approve: bool, note: str | None = Non
         raise LifecycleError("Ce renouvellement n'attend pas votre décision.")
     note = (note or "").strip() or None
     recipients = [renewal.requested_by.email] if renewal.requested_by else []
-    recipients += tokens_service.holder_emails(renewal.token)
+    recipients += token_mails.holder_emails(renewal.token)
     if approve:
         blocker = renewal_blocker_for_decision(renewal)
         if blocker:

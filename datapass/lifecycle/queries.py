@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from datapass.extensions import db
-from datapass.tokens import service as tokens_service
+from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def get_member_token(user: User, token_id: int) -> AccessToken | None:
     """A token of one of ``user``'s organisations (verified member), else None (404)."""
     return db.session.scalar(
-        tokens_service.organisation_tokens_query(user).where(AccessToken.id == token_id)
+        token_queries.organisation_tokens_query(user).where(AccessToken.id == token_id)
     )
 
 

@@ -14,7 +14,7 @@ from datapass.extensions import db
 from datapass.lifecycle.mails import mail_context, mail_now
 from datapass.lifecycle.models import LifecycleAct
 from datapass.lifecycle.states import LifecycleError
-from datapass.tokens import service as tokens_service
+from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
@@ -86,7 +86,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     mail_now(
-        tokens_service.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
+        token_mails.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         mail_context(token, api, justification=justification, by=actor.label),
     )

@@ -35,7 +35,7 @@ from datapass.lifecycle.unused import (
     do_unused_suspend,
     do_unused_warning,
 )
-from datapass.tokens import service as tokens_service
+from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
 from datapass.tokens.states import TokenStatus
 
@@ -50,7 +50,7 @@ def _do_reminder(
 ):
     days = step.days or 0
     sent = fx.mail(
-        tokens_service.holder_emails(token), "reminder_expiry", mail_context(token, api, days=days)
+        token_mails.holder_emails(token), "reminder_expiry", mail_context(token, api, days=days)
     )
     crossed = {s.days for s in skipped} | {days}
     if crossed & WEBHOOK_DAYS and days <= max(WEBHOOK_DAYS):
@@ -66,7 +66,7 @@ def _do_expire(
         token_states.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or has_successor(token):
         return "done", {"from": was, "mails": 0}
-    sent = fx.mail(tokens_service.holder_emails(token), "expiry_notice", mail_context(token, api))
+    sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", mail_context(token, api))
     return "done", {"from": was, "mails": sent}
 
 
@@ -99,7 +99,7 @@ def _do_closure(
         f"{format_day(token.expires_at)} et n'a pas été renouvelé "
         f"dans {'le' if days == 1 else 'les'} {plural(days, 'jour', 'jours')}."
     )
-    recipients = tokens_service.holder_emails(token)
+    recipients = token_mails.holder_emails(token)
     context = mail_context(token, api, reason=reason)
     for renewal in db.session.scalars(
         select(Renewal).where(

@@ -18,7 +18,7 @@ from datapass.lifecycle.days import days_after, format_day
 from datapass.lifecycle.mails import mail_context
 from datapass.lifecycle.plan import Step, unused_since, unused_thresholds
 from datapass.lifecycle.reactivation import SELF_REACTIVATION
-from datapass.tokens import service as tokens_service
+from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
@@ -98,7 +98,7 @@ def do_never_used(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     sent = fx.mail(
-        tokens_service.holder_emails(token),
+        token_mails.holder_emails(token),
         "unused_never_used",
         _unused_context(token, api, step, done, fx),
     )
@@ -109,7 +109,7 @@ def do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     context = _unused_context(token, api, step, done, fx)
-    recipients = tokens_service.holder_emails(token) + fx.instructors(token.api_id)
+    recipients = token_mails.holder_emails(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -144,7 +144,7 @@ def do_unused_suspend(
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
     sent = fx.mail(
-        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        token_mails.holder_emails(token) + fx.instructors(token.api_id),
         "unused_suspended",
         context,
     )
@@ -173,7 +173,7 @@ def do_unused_revoke(
         },
     )
     sent = fx.mail(
-        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        token_mails.holder_emails(token) + fx.instructors(token.api_id),
         "unused_revoked",
         context,
     )

@@ -1,6 +1,7 @@
 """What the end of an update of a request does to renewals and tokens: authorizations sends
-its signals (an update approved, an update abandoned or refused) and these receivers apply
-the lifecycle's rules."""
+its signals (``habilitation_updated``, ``update_closed``) and these receivers, connected when
+this module is imported (by the lifecycle's views, so by ``create_app``), apply the
+lifecycle's rules."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from datapass import signals
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.lifecycle import states as renewal_states
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
     from datapass.authorizations.models import AuthorizationRequest, Habilitation
 
 
+@signals.habilitation_updated.connect
 def on_update_approved(previous: Habilitation, habilitation: Habilitation, actor: Actor) -> None:
     """Called when the update of a validated request is approved:
     the new habilitation's token replaces the old habilitation's live tokens (superseded,
@@ -51,6 +54,7 @@ def on_update_approved(previous: Habilitation, habilitation: Habilitation, actor
         supersede_with_grace(old, new_token, actor)
 
 
+@signals.update_closed.connect
 def on_update_closed(request: AuthorizationRequest, actor: Actor) -> None:
     """A reopening was cancelled or refused: a renewal waiting on it is cancelled."""
     for renewal in db.session.scalars(
