@@ -12,18 +12,17 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import Select, and_, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import selectinload
 
 from datapass import clock, signals, spreadsheet, vault
-from datapass.accounts.models import Membership, Organisation, RoleGrant, User
-from datapass.accounts.models import Role as AccountRole
-from datapass.actor import Actor
+from datapass.accounts.models import Membership, Organisation, User
 from datapass.audit import service as audit
 from datapass.authorizations import states, transitions
+from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import (
     CONTACT_ROLES,
     AuthorizationRequest,
@@ -33,100 +32,16 @@ from datapass.authorizations.models import (
     RequestEvent,
 )
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState, Role
+from datapass.authorizations.visibility import instructors_of
 from datapass.catalogue.models import Api
 from datapass.extensions import db
 from datapass.notify import service as notify
 
+if TYPE_CHECKING:
+    from datapass.actor import Actor
+
 PDF_MAGIC = b"%PDF-"
 NEW_REQUEST_CATEGORY = "instruction_new_request"
-
-
-class InvalidRequest(Exception):
-    """Input that breaks a rule; ``errors`` maps each field to its French messages."""
-
-    def __init__(self, errors: dict[str, list[str]]):
-        super().__init__("; ".join(m for ms in errors.values() for m in ms))
-        self.errors = errors
-
-
-# --- what someone may see ----------------------------------------------------------------
-
-
-def _visible_clause(user: User, model) -> Any:
-    """Rows of ``model`` (a request or a habilitation) that ``user`` may see: every one of
-    an organisation where they are a verified member, their own where they are not, every
-    one of an API they instruct; security officers see them all."""
-    if user.has_role(AccountRole.SECURITY_OFFICER):
-        return True
-    verified = [m.organisation_id for m in user.memberships if m.verified]
-    member = [m.organisation_id for m in user.memberships]
-    clauses = [
-        model.organisation_id.in_(verified),
-        and_(model.organisation_id.in_(member), model.requester_id == user.id),
-    ]
-    instructed = user.instructed_api_ids()
-    if instructed:
-        clauses.append(model.api_id.in_(instructed))
-    return or_(*clauses)
-
-
-def visible_requests(user: User) -> Select:
-    """A query of the requests ``user`` may see (add filters to it, never remove this one)."""
-    return select(AuthorizationRequest).where(_visible_clause(user, AuthorizationRequest))
-
-
-def visible_habilitations(user: User) -> Select:
-    return select(Habilitation).where(_visible_clause(user, Habilitation))
-
-
-def get_request(request_id: int, user: User) -> AuthorizationRequest | None:
-    """The request, if ``user`` may see it; None otherwise (the view answers 404)."""
-    return db.session.scalar(visible_requests(user).where(AuthorizationRequest.id == request_id))
-
-
-def get_habilitation(habilitation_id: int, user: User) -> Habilitation | None:
-    return db.session.scalar(visible_habilitations(user).where(Habilitation.id == habilitation_id))
-
-
-def organisation_requests(user: User, organisation: Organisation) -> list[AuthorizationRequest]:
-    """The applicant's page: the organisation's requests that ``user`` may see."""
-    membership = user.membership(organisation.id)
-    if membership is None:
-        return []
-    query = select(AuthorizationRequest).where(
-        AuthorizationRequest.organisation_id == organisation.id
-    )
-    if not membership.verified:
-        query = query.where(AuthorizationRequest.requester_id == user.id)
-    query = query.options(selectinload(AuthorizationRequest.api)).order_by(
-        AuthorizationRequest.updated_at.desc(), AuthorizationRequest.id.desc()
-    )
-    return list(db.session.scalars(query))
-
-
-def organisation_habilitations(user: User, organisation: Organisation) -> list[Habilitation]:
-    membership = user.membership(organisation.id)
-    if membership is None:
-        return []
-    query = select(Habilitation).where(Habilitation.organisation_id == organisation.id)
-    if not membership.verified:
-        query = query.where(Habilitation.requester_id == user.id)
-    return list(db.session.scalars(query.order_by(Habilitation.created_at.desc())))
-
-
-def instructors_of(api_id: int) -> list[User]:
-    """The active instructors of one API (recipients of its instruction mails)."""
-    query = (
-        select(User)
-        .join(RoleGrant, RoleGrant.user_id == User.id)
-        .where(
-            RoleGrant.role == AccountRole.INSTRUCTOR,
-            RoleGrant.api_id == api_id,
-            User.is_active_account.is_(True),
-        )
-        .order_by(User.id)
-    )
-    return list(db.session.scalars(query).unique())
 
 
 # --- the form ----------------------------------------------------------------------------
@@ -371,7 +286,7 @@ def save_section(
         # The ids were set directly: the relationships must show the new files.
         db.session.expire(request, [name for _, name in DOCUMENT_FIELDS])
     if replaced_documents:
-        _delete_unreferenced_documents(request, replaced_documents, actor, "replaced")
+        delete_unreferenced_documents(request, replaced_documents, actor, "replaced")
 
 
 DOCUMENT_FIELDS = (
@@ -380,7 +295,7 @@ DOCUMENT_FIELDS = (
 )
 
 
-def _current_documents(request: AuthorizationRequest) -> dict[int, str]:
+def current_documents(request: AuthorizationRequest) -> dict[int, str]:
     """Document id → field, of the request as it is being edited."""
     found = {}
     for _, name in DOCUMENT_FIELDS:
@@ -390,7 +305,7 @@ def _current_documents(request: AuthorizationRequest) -> dict[int, str]:
     return found
 
 
-def _snapshot_documents(snap: dict[str, Any] | None) -> dict[int, str]:
+def snapshot_documents(snap: dict[str, Any] | None) -> dict[int, str]:
     """Document id → field, of a frozen version of a request."""
     found = {}
     for key, name in DOCUMENT_FIELDS:
@@ -403,13 +318,13 @@ def _snapshot_documents(snap: dict[str, Any] | None) -> dict[int, str]:
 def _referenced_document_ids(request: AuthorizationRequest) -> set[int]:
     """Documents ``request`` still shows: its current ones, those of the version under
     instruction and those frozen in its habilitations (the only ones it may serve)."""
-    ids = set(_current_documents(request))
+    ids = set(current_documents(request))
     for snap in [request.submitted_snapshot] + [h.snapshot for h in request.habilitations]:
-        ids.update(_snapshot_documents(snap))
+        ids.update(snapshot_documents(snap))
     return ids
 
 
-def _delete_unreferenced_documents(
+def delete_unreferenced_documents(
     request: AuthorizationRequest, candidates: dict[int, str], actor: Actor, reason: str
 ) -> None:
     """Delete the ``candidates`` (document id → field) that ``request`` no longer refers
@@ -586,10 +501,10 @@ def diff(
     ]
 
 
-def _restore(request: AuthorizationRequest, snap: dict[str, Any], actor: Actor) -> None:
+def restore(request: AuthorizationRequest, snap: dict[str, Any], actor: Actor) -> None:
     """Put back the content of a habilitation (cancelling or refusing an update); the files
     uploaded for the abandoned update are deleted."""
-    abandoned = {**_snapshot_documents(request.submitted_snapshot), **_current_documents(request)}
+    abandoned = {**snapshot_documents(request.submitted_snapshot), **current_documents(request)}
     legal, homologation = snap["legal_basis"], snap["homologation"]
     request.title, request.description = snap["title"], snap["description"]
     request.purpose, request.scopes = snap["purpose"], list(snap["scopes"])
@@ -606,19 +521,19 @@ def _restore(request: AuthorizationRequest, snap: dict[str, Any], actor: Actor) 
     request.homologation_document_id = (homologation["document"] or {}).get("id")
     request.submitted_snapshot = snap
     db.session.flush()
-    _delete_unreferenced_documents(request, abandoned, actor, "update_abandoned")
+    delete_unreferenced_documents(request, abandoned, actor, "update_abandoned")
 
 
 # --- the lifecycle -----------------------------------------------------------------------
 
 
-def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
+def mail_context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
     return {"request": request, "api": request.api, "organisation": request.organisation, **extra}
 
 
 def mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
     """Mail ``template`` to the requester, with the request, its API and organisation."""
-    notify.queue_mail(request.requester.email, template, _context(request, **extra))
+    notify.queue_mail(request.requester.email, template, mail_context(request, **extra))
 
 
 def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
@@ -648,13 +563,13 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     request.changes_warning_sent_at = None
     db.session.flush()
     # The files of the version sent back for changes, replaced in this one.
-    _delete_unreferenced_documents(request, _snapshot_documents(previous), actor, "replaced")
+    delete_unreferenced_documents(request, snapshot_documents(previous), actor, "replaced")
     mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
         notify.queue_mail(
             instructor.email,
             "instruction_new_request",
-            _context(
+            mail_context(
                 request,
                 instructor=instructor,
                 changes=changes,
@@ -677,7 +592,7 @@ def _mail_designated(
             notify.queue_mail(
                 email,
                 "request_designated",
-                _context(
+                mail_context(
                     request, role_label=CONTACT_ROLES[role], contact=current["contacts"][role]
                 ),
             )
@@ -740,7 +655,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
         Event.REFUSE, request, actor, reason=reason, values={"decided_at": clock.now()}
     )
     if reopening:
-        _restore(request, request.active_habilitation.snapshot, actor)
+        restore(request, request.active_habilitation.snapshot, actor)
         signals.update_closed.send(request, actor=actor)
     mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
@@ -760,7 +675,7 @@ def cancel_reopening(request: AuthorizationRequest, actor: Actor) -> RequestEven
     """Abandon an update: the request returns to the content of its habilitation."""
     habilitation = request.active_habilitation
     entry = transitions.fire(Event.CANCEL_REOPENING, request, actor)
-    _restore(request, habilitation.snapshot, actor)
+    restore(request, habilitation.snapshot, actor)
     signals.update_closed.send(request, actor=actor)
     return entry
 
@@ -784,7 +699,7 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
             (
                 sorted(recipients),
                 "request_revoked",
-                _context(request, reason=entry.text, habilitation=habilitation),
+                mail_context(request, reason=entry.text, habilitation=habilitation),
             )
         ]
     )
@@ -851,7 +766,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
     else:
         for instructor in instructors_of(request.api_id):
             notify.queue_mail(
-                instructor.email, "instruction_message", _context(request, message=entry)
+                instructor.email, "instruction_message", mail_context(request, message=entry)
             )
     return entry
 
@@ -913,7 +828,7 @@ def transfer(request: AuthorizationRequest, new_requester: User, actor: Actor) -
     notify.queue_mail(
         new_requester.email,
         "habilitation_transferred",
-        _context(request, previous=previous, habilitation=habilitation),
+        mail_context(request, previous=previous, habilitation=habilitation),
     )
     return entry
 
@@ -1039,7 +954,7 @@ def _matching_organisations(filters: QueueFilters) -> list[int]:
     return filters.organisation_ids
 
 
-def _queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) -> Select:
+def queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) -> Select:
     api_ids = user.instructed_api_ids()
     if filters.api_id is not None:
         api_ids &= {filters.api_id}
@@ -1080,7 +995,7 @@ def instructor_queue(user: User, filters: QueueFilters, per_page: int | None = N
     # One grouped count serves both the counts per state and the total of the page's state.
     # Grouped by (api, state), the order of the queue index: no sort, then summed here. A
     # title search scans the waiting index instead, where that grouping would not help.
-    base = _queue_query(user, filters, with_state=False).subquery()
+    base = queue_query(user, filters, with_state=False).subquery()
     groups = [base.c.state] if filters.text.strip() else [base.c.api_id, base.c.state]
     counts = {s.value: 0 for s in RequestState}
     for state, count in db.session.execute(select(base.c.state, func.count()).group_by(*groups)):
@@ -1090,7 +1005,7 @@ def instructor_queue(user: User, filters: QueueFilters, per_page: int | None = N
     # Deferred join: sort and skip over the (covering) index, then load only the page's rows.
     ids = list(
         db.session.scalars(
-            _queue_query(user, filters)
+            queue_query(user, filters)
             .with_only_columns(AuthorizationRequest.id)
             .order_by(AuthorizationRequest.state_changed_at, AuthorizationRequest.id)
             .limit(per_page)
@@ -1126,7 +1041,7 @@ def queue_rows(user: User, filters: QueueFilters) -> Iterator[list[Any]]:
         "Demandeur",
     ]
     query = (
-        _queue_query(user, filters)
+        queue_query(user, filters)
         .options(
             selectinload(AuthorizationRequest.organisation),
             selectinload(AuthorizationRequest.api),

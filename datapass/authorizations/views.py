@@ -17,7 +17,8 @@ from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
-from datapass.authorizations import forms, service, states
+from datapass.authorizations import forms, service, states, visibility
+from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
 from datapass.catalogue import service as catalogue_service
@@ -48,7 +49,7 @@ def event_label(entry) -> str:
 
 
 def _load(request_id: int):
-    found = service.get_request(request_id, current_user)
+    found = visibility.get_request(request_id, current_user)
     if found is None:
         abort(404)
     return found
@@ -70,8 +71,8 @@ def applicant_index():
     organisation = current_user.current_organisation
     requests = habilitations = []
     if organisation is not None:
-        requests = service.organisation_requests(current_user, organisation)
-        habilitations = service.organisation_habilitations(current_user, organisation)
+        requests = visibility.organisation_requests(current_user, organisation)
+        habilitations = visibility.organisation_habilitations(current_user, organisation)
     return render_template(
         "authorizations/applicant_index.html",
         organisation=organisation,
@@ -101,7 +102,7 @@ def new_request():
             created = service.create_request(
                 current_user, organisation, api, access.current_actor()
             )
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             form.api_id.errors = [m for ms in exc.errors.values() for m in ms]
         else:
             db.session.commit()
@@ -161,7 +162,7 @@ def edit_section(request_id: int, section: str):
             service.save_section(
                 found, section, _section_values(form, section), access.current_actor()
             )
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             db.session.rollback()
             for name, messages in exc.errors.items():
                 if name in form:
@@ -258,7 +259,7 @@ def act(request_id: int, event: str):
         return _render_show(found, 422, reason_form=form, reason_event=event)
     try:
         service.transition(found, event, access.current_actor(), form.text.data)
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         db.session.refresh(found)
         return _render_show(found, 422, submit_errors=exc.errors)
@@ -282,7 +283,7 @@ def post_message(request_id: int):
         return _render_show(found, 422, message_form=form)
     try:
         service.post_message(found, access.current_actor(), form.body.data)
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         form.body.errors = exc.errors.get("body", [])
         return _render_show(found, 422, message_form=form)
@@ -327,7 +328,7 @@ def _transfer(found, habilitation):
         target = next(u for u in candidates if u.id == form.user_id.data)
         try:
             service.transfer(found, target, access.current_actor())
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             db.session.rollback()
             form.user_id.errors = exc.errors.get("user_id", [])
         else:
@@ -346,7 +347,7 @@ def _transfer(found, habilitation):
 @bp.route("/habilitations/<int:habilitation_id>")
 @access.signed_in
 def habilitation(habilitation_id: int):
-    found = service.get_habilitation(habilitation_id, current_user)
+    found = visibility.get_habilitation(habilitation_id, current_user)
     if found is None:
         abort(404)
     return render_template(
@@ -366,7 +367,7 @@ def habilitation(habilitation_id: int):
 @bp.route("/habilitations/<int:habilitation_id>/transfert", methods=["GET", "POST"])
 @access.signed_in
 def transfer_habilitation(habilitation_id: int):
-    found = service.get_habilitation(habilitation_id, current_user)
+    found = visibility.get_habilitation(habilitation_id, current_user)
     if found is None or not found.is_active:
         abort(404)
     return _transfer(found.request, habilitation=found)
@@ -467,7 +468,7 @@ def _save_template(form, template=None):
             form.body.data,
             template,
         )
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         form.api_id.errors = exc.errors.get("api_id", [])
         return None

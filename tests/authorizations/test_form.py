@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from datapass.actor import Actor
 from datapass.authorizations import service
+from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import AuthorizationRequest, Document, RequestEvent
 from datapass.extensions import db
 from tests import factories
@@ -191,7 +192,7 @@ def test_bad_scopes(app, client, sign_in, draft, scopes, message):
 
 
 def test_service_refuses_a_scope_of_another_api(app, draft, apis):
-    with pytest.raises(service.InvalidRequest) as error:
+    with pytest.raises(InvalidRequest) as error:
         service.save_section(
             draft,
             "donnees",
