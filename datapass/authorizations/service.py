@@ -9,28 +9,33 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import selectinload
 
-from datapass import clock, signals, spreadsheet, vault
+from datapass import clock, signals, spreadsheet
 from datapass.accounts.models import Membership, Organisation, User
 from datapass.audit import service as audit
 from datapass.authorizations import states, transitions
+from datapass.authorizations.documents import (
+    current_documents,
+    delete_unreferenced_documents,
+    snapshot_documents,
+)
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import (
     CONTACT_ROLES,
     AuthorizationRequest,
-    Document,
     Habilitation,
     MessageTemplate,
     RequestEvent,
 )
+from datapass.authorizations.sections import FIELD_LABELS, completion_errors
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState, Role
 from datapass.authorizations.visibility import instructors_of
 from datapass.catalogue.models import Api
@@ -39,338 +44,11 @@ from datapass.notify import service as notify
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
+    from datapass.authorizations.models import (
+        Document,
+    )
 
-PDF_MAGIC = b"%PDF-"
 NEW_REQUEST_CATEGORY = "instruction_new_request"
-
-
-# --- the form ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Section:
-    slug: str
-    title: str
-    fields: tuple[str, ...]
-
-
-SECTIONS: tuple[Section, ...] = (
-    Section("projet", "Le projet", ("title", "description", "purpose")),
-    Section("donnees", "Les données demandées", ("scopes",)),
-    Section(
-        "cadre-juridique",
-        "Le cadre juridique",
-        ("legal_basis_name", "legal_basis_url", "legal_basis_document"),
-    ),
-    Section(
-        "contacts",
-        "Les contacts",
-        tuple(f"{role}_{part}" for role in CONTACT_ROLES for part in ("name", "email", "phone")),
-    ),
-    Section("conservation", "Conservation et volumétrie", ("retention_months", "daily_volume")),
-    Section(
-        "homologation",
-        "L'homologation de sécurité",
-        ("homologation_date", "homologation_authority", "homologation_document"),
-    ),
-    Section("conditions", "Les conditions d'utilisation", ("terms",)),
-)
-SECTIONS_BY_SLUG = {s.slug: s for s in SECTIONS}
-
-FIELD_LABELS: dict[str, str] = {
-    "title": "Intitulé du projet",
-    "description": "Description du projet",
-    "purpose": "Finalité du traitement",
-    "scopes": "Données demandées",
-    "legal_basis_name": "Texte de référence",
-    "legal_basis_url": "Adresse du texte",
-    "legal_basis_document": "Texte joint (PDF)",
-    "retention_months": "Durée de conservation (mois)",
-    "daily_volume": "Volumétrie quotidienne attendue (appels par jour)",
-    "homologation_date": "Date de la décision d'homologation",
-    "homologation_authority": "Autorité d'homologation",
-    "homologation_document": "Décision d'homologation (PDF)",
-    "terms": "Acceptation des conditions d'utilisation",
-}
-for _role, _label in CONTACT_ROLES.items():
-    FIELD_LABELS[f"{_role}_name"] = f"{_label} : nom et prénom"
-    FIELD_LABELS[f"{_role}_email"] = f"{_label} : adresse électronique"
-    FIELD_LABELS[f"{_role}_phone"] = f"{_label} : téléphone"
-
-MISSING = "Ce champ est obligatoire pour soumettre la demande."
-
-
-def completion_errors(request: AuthorizationRequest) -> dict[str, list[str]]:
-    """What still prevents submitting ``request``, field by field (empty when complete)."""
-    errors: dict[str, list[str]] = {}
-
-    def need(name: str, value: Any, message: str = MISSING) -> None:
-        if value in (None, "", [], {}):
-            errors.setdefault(name, []).append(message)
-
-    need("title", request.title)
-    need("description", request.description)
-    need("purpose", request.purpose)
-    need("scopes", request.scopes, "Choisissez au moins une donnée.")
-    unknown = sorted(set(request.scopes or []) - set(request.api.scope_codes()))
-    if unknown:
-        errors.setdefault("scopes", []).append(
-            f"Données inconnues pour cette API : {', '.join(unknown)}."
-        )
-    need("legal_basis_name", request.legal_basis_name)
-    if not request.legal_basis_url and request.legal_basis_document_id is None:
-        errors.setdefault("legal_basis_url", []).append(
-            "Indiquez l'adresse du texte ou joignez-le en PDF."
-        )
-    for role in CONTACT_ROLES:
-        for part in ("name", "email", "phone"):
-            need(f"{role}_{part}", getattr(request, f"{role}_{part}"))
-    need("retention_months", request.retention_months)
-    need("daily_volume", request.daily_volume)
-    need("homologation_date", request.homologation_date)
-    need("homologation_authority", request.homologation_authority)
-    need(
-        "homologation_document",
-        request.homologation_document_id,
-        "Joignez la décision d'homologation (PDF).",
-    )
-    need("terms", request.terms_accepted_at, "Acceptez les conditions d'utilisation.")
-    return errors
-
-
-def section_status(request: AuthorizationRequest) -> dict[str, bool]:
-    """Section slug → complete?"""
-    errors = completion_errors(request)
-    return {s.slug: not any(f in errors for f in s.fields) for s in SECTIONS}
-
-
-def check_scopes(api: Api, codes: Iterable[str]) -> list[str]:
-    """The codes, if every one is a scope of ``api``; else :class:`InvalidRequest`."""
-    codes = list(dict.fromkeys(codes))
-    known = set(api.scope_codes())
-    unknown = [code for code in codes if code not in known]
-    if unknown:
-        raise InvalidRequest(
-            {
-                "scopes": [
-                    f"Donnée inconnue pour l'API « {api.name} » : {', '.join(unknown)}. "
-                    "Choisissez parmi les données proposées."
-                ]
-            }
-        )
-    return codes
-
-
-def store_document(
-    organisation: Organisation, user: User | None, filename: str, content: bytes
-) -> Document:
-    """Keep an uploaded PDF in the database; its type is checked on its first bytes, never
-    on its name or on what the browser claims."""
-    limit = current_app.config["UPLOAD_MAX_MB"] * 1024 * 1024
-    if len(content) > limit:
-        raise InvalidRequest(
-            {"document": [f"Le fichier dépasse {current_app.config['UPLOAD_MAX_MB']} Mo."]}
-        )
-    if not content.startswith(PDF_MAGIC):
-        raise InvalidRequest({"document": ["Le fichier doit être un document PDF."]})
-    name = (filename or "document.pdf").replace("\\", "/").rsplit("/", 1)[-1][:200]
-    document = Document(
-        organisation_id=organisation.id,
-        uploaded_by_id=user.id if user is not None else None,
-        filename=name or "document.pdf",
-        mime="application/pdf",
-        size=len(content),
-        sha256=vault.sha256_hex(content),
-        content=content,
-        created_at=clock.now(),
-    )
-    db.session.add(document)
-    db.session.flush()
-    return document
-
-
-def create_request(
-    user: User, organisation: Organisation, api: Api, actor: Actor
-) -> AuthorizationRequest:
-    """A new draft for ``organisation`` (the user's current one) asking for ``api``."""
-    if user.membership(organisation.id) is None:
-        raise InvalidRequest({"organisation": ["Vous n'êtes pas membre de cette organisation."]})
-    if not api.is_active:
-        raise InvalidRequest({"api": ["Cette API n'accepte plus de demande."]})
-    now = clock.now()
-    request = AuthorizationRequest(
-        organisation_id=organisation.id,
-        api_id=api.id,
-        requester_id=user.id,
-        state=RequestState.DRAFT,
-        version=1,
-        created_at=now,
-        updated_at=now,
-        state_changed_at=now,
-        scopes=[],
-        controller_name="",
-    )
-    db.session.add(request)
-    db.session.flush()
-    db.session.add(
-        RequestEvent(
-            request=request,
-            kind="created",
-            actor_type="user",
-            actor_id=user.id,
-            actor_label=actor.label or user.email,
-            to_state=RequestState.DRAFT.value,
-            created_at=now,
-        )
-    )
-    audit.record(
-        "authorizations:request:created",
-        actor,
-        subject=request,
-        organisation_id=organisation.id,
-        api_id=api.id,
-        payload={"api": api.slug},
-    )
-    return request
-
-
-def check_editable(request: AuthorizationRequest, user: User | None) -> None:
-    """:class:`~datapass.authorizations.states.Conflict` unless ``user`` may edit ``request``
-    now (an applicant, on a draft or a request sent back for changes)."""
-    if not states.can_edit(request, user):
-        raise states.Conflict(
-            "Cette demande n'est plus modifiable : seule une demande en brouillon ou à "
-            "modifier peut l'être."
-        )
-
-
-def save_section(
-    request: AuthorizationRequest,
-    section: str,
-    values: dict[str, Any],
-    actor: Actor,
-) -> None:
-    """Save one section of a draft (the form has checked the formats). Uploads come as
-    ``(filename, content)`` for ``legal_basis_document`` / ``homologation_document`` and are
-    stored in the database. Only an applicant, only while the request is editable; on
-    :class:`InvalidRequest` nothing is saved."""
-    check_editable(request, actor.user)
-    spec = SECTIONS_BY_SLUG[section]
-    replaced_documents: dict[int, str] = {}
-    if "scopes" in values:
-        values["scopes"] = check_scopes(request.api, values["scopes"] or [])
-    for name, value in values.items():
-        if name not in spec.fields:
-            continue
-        if name in ("legal_basis_document", "homologation_document"):
-            if value is not None:
-                filename, content = value
-                try:
-                    document = store_document(request.organisation, actor.user, filename, content)
-                except InvalidRequest as exc:
-                    raise InvalidRequest({name: exc.errors["document"]}) from exc
-                replaced = getattr(request, f"{name}_id")
-                setattr(request, f"{name}_id", document.id)
-                if replaced is not None:
-                    replaced_documents[replaced] = name
-        elif name == "terms":
-            request.terms_accepted_at = clock.now() if value else None
-        elif value is None and isinstance(getattr(request, name), str):
-            setattr(request, name, "")  # an optional text left out of the form
-        else:
-            setattr(request, name, value.strip() if isinstance(value, str) else value)
-    request.updated_at = clock.now()
-    request.draft_reminder_sent_at = None
-    db.session.flush()
-    if any(name in spec.fields for _, name in DOCUMENT_FIELDS):
-        # The ids were set directly: the relationships must show the new files.
-        db.session.expire(request, [name for _, name in DOCUMENT_FIELDS])
-    if replaced_documents:
-        delete_unreferenced_documents(request, replaced_documents, actor, "replaced")
-
-
-DOCUMENT_FIELDS = (
-    ("legal_basis", "legal_basis_document"),
-    ("homologation", "homologation_document"),
-)
-
-
-def current_documents(request: AuthorizationRequest) -> dict[int, str]:
-    """Document id → field, of the request as it is being edited."""
-    found = {}
-    for _, name in DOCUMENT_FIELDS:
-        document_id = getattr(request, f"{name}_id")
-        if document_id is not None:
-            found[document_id] = name
-    return found
-
-
-def snapshot_documents(snap: dict[str, Any] | None) -> dict[int, str]:
-    """Document id → field, of a frozen version of a request."""
-    found = {}
-    for key, name in DOCUMENT_FIELDS:
-        document = ((snap or {}).get(key) or {}).get("document")
-        if document:
-            found[document["id"]] = name
-    return found
-
-
-def _referenced_document_ids(request: AuthorizationRequest) -> set[int]:
-    """Documents ``request`` still shows: its current ones, those of the version under
-    instruction and those frozen in its habilitations (the only ones it may serve)."""
-    ids = set(current_documents(request))
-    for snap in [request.submitted_snapshot] + [h.snapshot for h in request.habilitations]:
-        ids.update(snapshot_documents(snap))
-    return ids
-
-
-def delete_unreferenced_documents(
-    request: AuthorizationRequest, candidates: dict[int, str], actor: Actor, reason: str
-) -> None:
-    """Delete the ``candidates`` (document id → field) that ``request`` no longer refers
-    to: a replaced upload nobody can download any more is personal data kept for nothing
-    (a version that was submitted or approved keeps its files). Each deletion is audited
-    with what identifies the file (name, size, SHA-256), not its content."""
-    # The ids were set directly: the relationships must not show the old files any more.
-    db.session.expire(request, [name for _, name in DOCUMENT_FIELDS])
-    gone = set(candidates) - _referenced_document_ids(request)
-    if not gone:
-        return
-    documents = db.session.execute(
-        select(Document.id, Document.filename, Document.size, Document.sha256).where(
-            Document.id.in_(gone), Document.organisation_id == request.organisation_id
-        )
-    ).all()
-    for document in documents:
-        audit.record(
-            "authorizations:document:deleted",
-            actor,
-            subject=request,
-            organisation_id=request.organisation_id,
-            api_id=request.api_id,
-            payload={
-                "document_id": document.id,
-                "field": candidates[document.id],
-                "reason": reason,
-                "filename": document.filename,
-                "size": document.size,
-                "sha256": document.sha256,
-            },
-        )
-    db.session.execute(
-        delete(Document).where(Document.id.in_([document.id for document in documents]))
-    )
-
-
-def request_document(request: AuthorizationRequest, document_id: int) -> Document | None:
-    """A document of ``request`` (current, submitted or frozen in a habilitation), or None."""
-    if document_id not in _referenced_document_ids(request):
-        return None
-    return db.session.scalar(
-        select(Document).where(
-            Document.id == document_id, Document.organisation_id == request.organisation_id
-        )
-    )
 
 
 # --- snapshots and diffs -----------------------------------------------------------------

@@ -3,21 +3,14 @@ timeline and messages, the instructor's queue, exports, statistics and message t
 
 from __future__ import annotations
 
-from flask import (
-    Blueprint,
-    Response,
-    abort,
-    flash,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
+from datapass.authorizations import documents as authorization_documents
 from datapass.authorizations import forms, service, states, visibility
+from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
@@ -99,7 +92,7 @@ def new_request():
     if form.validate_on_submit():
         api = next(api for api in apis if api.id == form.api_id.data)
         try:
-            created = service.create_request(
+            created = authorization_sections.create_request(
                 current_user, organisation, api, access.current_actor()
             )
         except InvalidRequest as exc:
@@ -135,7 +128,7 @@ def _section_form(found, section: str):
 
 def _section_values(form, section: str) -> dict:
     values = {}
-    for name in service.SECTIONS_BY_SLUG[section].fields:
+    for name in authorization_sections.SECTIONS_BY_SLUG[section].fields:
         field = form[name]
         if field.type == "FileField":
             content = getattr(field, "content", None)
@@ -152,14 +145,14 @@ def edit_section(request_id: int, section: str):
     if section not in forms.SECTION_FORMS:
         abort(404)
     try:
-        service.check_editable(found, current_user)
+        authorization_sections.check_editable(found, current_user)
     except states.Conflict as exc:
         return _refused(exc)
     form = _section_form(found, section)
     status = 200
     if form.validate_on_submit():
         try:
-            service.save_section(
+            authorization_sections.save_section(
                 found, section, _section_values(form, section), access.current_actor()
             )
         except InvalidRequest as exc:
@@ -171,7 +164,7 @@ def edit_section(request_id: int, section: str):
         else:
             db.session.commit()
             flash("Brouillon enregistré.", "success")
-            slugs = [s.slug for s in service.SECTIONS]
+            slugs = [s.slug for s in authorization_sections.SECTIONS]
             index = slugs.index(section)
             if request.form.get("next") == "stay" or index + 1 == len(slugs):
                 return redirect(url_for("authorizations.show", request_id=found.id))
@@ -186,9 +179,9 @@ def edit_section(request_id: int, section: str):
         "authorizations/section.html",
         req=found,
         form=form,
-        section=service.SECTIONS_BY_SLUG[section],
-        sections=service.SECTIONS,
-        status_by_section=service.section_status(found),
+        section=authorization_sections.SECTIONS_BY_SLUG[section],
+        sections=authorization_sections.SECTIONS,
+        status_by_section=authorization_sections.section_status(found),
         contact_roles=CONTACT_ROLES,
     ), status
 
@@ -219,16 +212,18 @@ def _render_show(
         if template is not None and not reason_form.text.data:
             reason_form.text.data = template.body
             message_form.body.data = template.body
-    completion = service.completion_errors(found) if states.is_editable(found) else {}
+    completion = (
+        authorization_sections.completion_errors(found) if states.is_editable(found) else {}
+    )
     snap = service.snapshot(found)
     return render_template(
         "authorizations/request.html",
         req=found,
         roles=roles,
-        sections=service.SECTIONS,
+        sections=authorization_sections.SECTIONS,
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
-        labels=service.FIELD_LABELS,
+        labels=authorization_sections.FIELD_LABELS,
         flat=service.flat_fields(snap, found.api.scope_labels()),
         documents=service.document_ids(snap),
         reason_form=reason_form,
@@ -298,7 +293,7 @@ def post_message(request_id: int):
 @access.signed_in
 def document(request_id: int, document_id: int):
     found = _load(request_id)
-    doc = service.request_document(found, document_id)
+    doc = authorization_documents.request_document(found, document_id)
     if doc is None:
         abort(404)
     return Response(
@@ -354,8 +349,8 @@ def habilitation(habilitation_id: int):
         "authorizations/habilitation.html",
         habilitation=found,
         req=found.request,
-        labels=service.FIELD_LABELS,
-        sections=service.SECTIONS,
+        labels=authorization_sections.FIELD_LABELS,
+        sections=authorization_sections.SECTIONS,
         flat=service.flat_fields(found.snapshot, found.api.scope_labels()),
         documents=service.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),

@@ -12,6 +12,7 @@ from sqlalchemy import func, insert, select, text
 from datapass import clock
 from datapass.accounts.models import Organisation, User
 from datapass.actor import Actor
+from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState
@@ -85,7 +86,7 @@ def _fill_demo(request: AuthorizationRequest, actor: Actor, title: str) -> None:
         "conditions": {"terms": True},
     }
     for section, values in sections.items():
-        service.save_section(request, section, values, actor)
+        authorization_sections.save_section(request, section, values, actor)
 
 
 def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> dict[str, Any]:
@@ -109,7 +110,9 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
     for slug, state, title in DEMO_REQUESTS:
         if title in existing:
             continue
-        request = service.create_request(applicant, organisation, apis[slug], applicant_actor)
+        request = authorization_sections.create_request(
+            applicant, organisation, apis[slug], applicant_actor
+        )
         _fill_demo(request, applicant_actor, title)
         if state == RequestState.DRAFT:
             continue

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from datapass.actor import Actor
-from datapass.authorizations import service
+from datapass.authorizations import sections, service
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
@@ -61,7 +61,7 @@ def test_habilitation_and_token_pages_list_scope_labels(
 def test_timeline_differences_and_mails_use_labels(app, api, applicant, instructor):
     request = _submitted(api, applicant, instructor)
     service.request_changes(request, Actor.for_user(instructor), "Retirez les enfants.")
-    service.save_section(
+    sections.save_section(
         request, "donnees", {"scopes": ["quotient_familial", "adresse"]}, Actor.for_user(applicant)
     )
     entry = service.submit(request, Actor.for_user(applicant))
