@@ -9,7 +9,7 @@ from flask_login import current_user
 from datapass import access, clock, web
 from datapass.accounts.models import User
 from datapass.authorizations import documents as authorization_documents
-from datapass.authorizations import forms, service, states, visibility
+from datapass.authorizations import forms, service, snapshots, states, visibility
 from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
@@ -215,7 +215,7 @@ def _render_show(
     completion = (
         authorization_sections.completion_errors(found) if states.is_editable(found) else {}
     )
-    snap = service.snapshot(found)
+    snap = snapshots.snapshot(found)
     return render_template(
         "authorizations/request.html",
         req=found,
@@ -224,8 +224,8 @@ def _render_show(
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
         labels=authorization_sections.FIELD_LABELS,
-        flat=service.flat_fields(snap, found.api.scope_labels()),
-        documents=service.document_ids(snap),
+        flat=snapshots.flat_fields(snap, found.api.scope_labels()),
+        documents=snapshots.document_ids(snap),
         reason_form=reason_form,
         # The decision whose form was sent back: its text and its error only under it.
         reason_event=reason_event,
@@ -351,8 +351,8 @@ def habilitation(habilitation_id: int):
         req=found.request,
         labels=authorization_sections.FIELD_LABELS,
         sections=authorization_sections.SECTIONS,
-        flat=service.flat_fields(found.snapshot, found.api.scope_labels()),
-        documents=service.document_ids(found.snapshot),
+        flat=snapshots.flat_fields(found.snapshot, found.api.scope_labels()),
+        documents=snapshots.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),
         can_revoke=found.is_active and states.can(Event.REVOKE, found.request, current_user),
         reason_form=forms.ReasonForm(),
