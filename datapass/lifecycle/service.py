@@ -29,7 +29,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import bulk, clock, signals, spreadsheet
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.models import UsageRecent
@@ -340,7 +340,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_directory.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
@@ -990,7 +990,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     _mail(
-        tokens_service.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
+        tokens_service.holder_emails(token) + accounts_directory.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         _context(token, api, justification=justification, by=actor.label),
     )
@@ -1200,7 +1200,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if token.api.renewal_policy == RenewalPolicy.INSTRUCTOR:
         _mail(
-            accounts_service.instructor_emails(token.api_id),
+            accounts_directory.instructor_emails(token.api_id),
             "renewal_to_confirm",
             _context(token, token.api, renewal=renewal),
         )

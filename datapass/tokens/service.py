@@ -716,10 +716,10 @@ def _mail_holders(token: AccessToken, template: str, *, instructors: bool = Fals
 
     recipients = holder_emails(token)
     if instructors:
-        from datapass.accounts import service as accounts_service
+        from datapass.accounts import directory as accounts_directory
 
         recipients += [
-            e for e in accounts_service.instructor_emails(token.api_id) if e not in recipients
+            e for e in accounts_directory.instructor_emails(token.api_id) if e not in recipients
         ]
     context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
     for recipient in recipients:
