@@ -228,9 +228,9 @@ def api_usage_csv():
 @bp.route("/jetons/<int:token_id>/consommation.csv")
 @access.signed_in
 def token_usage_csv(token_id: int):
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import queries as token_queries
 
-    token = tokens_service.get_visible(_me(), token_id)
+    token = token_queries.get_visible(_me(), token_id)
     if token is None:
         abort(404)
     days = web.query_int("jours", 90)

@@ -14,7 +14,7 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.lifecycle import service
-from datapass.tokens import service as tokens_service
+from datapass.tokens import mails as token_mails
 from datapass.tokens.models import AccessToken
 from tests.lifecycle.conftest import acts, issue, mails, make_listening_api, webhooks
 
@@ -130,7 +130,7 @@ def test_two_years_day_by_day(app):
     assert got["closure"] == [(exp_day + timedelta(days=90), "done")]
     assert a.status == "expired"
     assert a.habilitation.status == "revoked"
-    holders = tokens_service.holder_emails(a)
+    holders = token_mails.holder_emails(a)
     reminder_mails = [m for m in mails("reminder_expiry") if m.recipient in holders]
     assert len(reminder_mails) == 7 * len(holders) == 21
     assert len([m for m in mails("expiry_notice") if m.recipient in holders]) == 3
