@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from datapass import clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.lifecycle.mails import mail_context, mail_now
@@ -86,7 +86,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     mail_now(
-        token_mails.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
+        token_mails.holder_emails(token) + accounts_directory.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         mail_context(token, api, justification=justification, by=actor.label),
     )

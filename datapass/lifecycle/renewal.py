@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from datapass import clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.authorizations import service as authorizations
@@ -261,7 +261,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if token.api.renewal_policy == RenewalPolicy.INSTRUCTOR:
         mail_now(
-            accounts_service.instructor_emails(token.api_id),
+            accounts_directory.instructor_emails(token.api_id),
             "renewal_to_confirm",
             mail_context(token, token.api, renewal=renewal),
         )

@@ -18,7 +18,7 @@ from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
 from datapass.authorizations import service as authorizations
-from datapass.authorizations import states as authorization_states
+from datapass.authorizations import transitions as authorization_transitions
 from datapass.extensions import db
 from datapass.formatting import plural
 from datapass.lifecycle import states as renewal_states
@@ -139,7 +139,7 @@ def _do_closure(
         # The request's revocation mails the requester and the contacts with this reason.
         authorizations.revoke(request, actor, reason)
     else:
-        authorization_states.revoke_habilitation(habilitation, actor, reason)
+        authorization_transitions.revoke_habilitation(habilitation, actor, reason)
     audit.record(
         EventTag.Lifecycle.HabilitationClosed,
         actor,

@@ -30,7 +30,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import bulk, clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.authorizations.models import Habilitation
 from datapass.catalogue.models import Api
@@ -130,7 +130,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_directory.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
