@@ -36,6 +36,7 @@ from datapass import clock
 from datapass.accounts import service as accounts
 from datapass.accounts.models import Membership, Organisation, Role, User
 from datapass.actor import Actor
+from datapass.demo.consumption import seed_demo_consumption
 from datapass.extensions import db
 
 ACTOR = Actor.system("demo")
@@ -303,9 +304,7 @@ def _authorizations_step(context: DemoContext, result: dict[str, Any]) -> None:
 def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
     """API consumption over the last 90 days for every token without any (the demo's and
     ``--scale``'s), so that the charts show something. Runs after the tokens exist."""
-    from datapass.audit import consumption
-
-    seeded = consumption.seed_demo_consumption(max_tokens=max(5000, context.scale))
+    seeded = seed_demo_consumption(max_tokens=max(5000, context.scale))
     # Days the scheduler already sealed keep their counts: the new tokens get none there.
     result["consumption"] = {
         "tokens": seeded["tokens"],

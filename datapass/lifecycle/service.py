@@ -32,8 +32,8 @@ from datapass import bulk, clock, spreadsheet
 from datapass.accounts import service as accounts_service
 from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.audit.models import UsageRecent
 from datapass.catalogue.models import RenewalPolicy
+from datapass.consumption.models import UsageRecent
 from datapass.extensions import db, pause_for_writers
 from datapass.formatting import plural
 from datapass.lifecycle import states as renewal_states
