@@ -12,7 +12,7 @@ if __name__ == "__main__":
     import signal
     import sys
 
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     # SIGTERM ends the dev server like Ctrl-C does, through the exit handlers (the
     # introspection calls not yet counted are written then).

@@ -75,7 +75,7 @@ JOB = """
 import json, sys, time
 from datetime import datetime
 from datapass import clock, create_app
-from datapass.lifecycle import scheduler
+from datapass import scheduler
 args = json.loads(sys.argv[1])
 app = create_app()
 job = next(j for j in scheduler.JOBS if j.name == args["job"])

@@ -600,7 +600,7 @@ def check(categories: dict[str, list[int]], before: dict[str, int]) -> tuple[lis
 
 def sweep(app) -> dict:
     """Every scheduled job once, in the scheduler's order, but the deliveries."""
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     return {
         job.name: scheduler.run_job(app, job)

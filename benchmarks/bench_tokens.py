@@ -62,6 +62,7 @@ def seed(app):
 def bench_issuance(app, n: int) -> dict[str, float]:
     from datapass.actor import Actor
     from datapass.extensions import db
+    from datapass.keys import service as keys_service
     from datapass.tokens import service
 
     with app.app_context():
@@ -81,7 +82,7 @@ def bench_issuance(app, n: int) -> dict[str, float]:
             service.mint(habilitation)
         mint = n / (time.perf_counter() - started)
         raws = [service.mint(habilitation)[1] for _ in range(200)]
-        jwks = service.jwks()
+        jwks = keys_service.jwks()
         audience = habilitation.api.audience
     return {"full": full, "mint": mint, "raws": raws, "jwks": jwks, "aud": audience}
 

@@ -105,6 +105,7 @@ def _register_models() -> None:
     from datapass.authorizations import models as _authorizations  # noqa: F401
     from datapass.catalogue import models as _catalogue  # noqa: F401
     from datapass.consumption import models as _consumption  # noqa: F401
+    from datapass.keys import models as _keys  # noqa: F401
     from datapass.lifecycle import models as _lifecycle  # noqa: F401
     from datapass.notify import models as _notify  # noqa: F401
     from datapass.tokens import models as _tokens  # noqa: F401

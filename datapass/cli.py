@@ -113,7 +113,7 @@ def deliver() -> None:
 @datapass_cli.command("scheduler")
 def scheduler_command() -> None:
     """Lance le planificateur (processus dédié en production)."""
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     scheduler.run_forever(current_app._get_current_object())
 
@@ -129,7 +129,7 @@ def sweep_command(at: str | None) -> None:
     """Exécute une fois chaque tâche planifiée puis s'arrête (cron, exploitation)."""
     from datetime import datetime
 
-    from datapass.lifecycle import scheduler
+    from datapass import scheduler
 
     moment = None
     if at is not None:
@@ -157,10 +157,11 @@ def demo(as_json: bool, if_empty: bool, scale: int) -> None:
     import json
 
     from datapass import demo as demo_module
+    from datapass.demo.context import DemoRefused
 
     try:
         result = demo_module.run_demo(if_empty=if_empty, scale=scale)
-    except demo_module.DemoRefused as exc:
+    except DemoRefused as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
     db.session.commit()

@@ -1,14 +1,13 @@
 """Signed checkpoints of the audit chain.
 
 Every few minutes the chain's head (sequence number, hash, time) is signed with the audit key
-(``datapass.tokens``: one key, one usage, published in the JWKS) and stored. Anyone holding
+(``datapass.keys``: one key, one usage, published in the JWKS) and stored. Anyone holding
 the JWKS can then check that a copy of the log — or an export — matches what Datapass signed
 at that moment; ``audit verify`` checks every stored checkpoint against the chain.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -20,6 +19,9 @@ from datapass import clock
 from datapass.audit.models import AuditCheckpoint, AuditEvent, AuditHead
 from datapass.audit.service import _iso
 from datapass.extensions import db
+from datapass.keys import jws
+from datapass.keys import service as keys_service
+from datapass.keys.models import KeyUsage, SigningKey
 
 CHECKPOINT_TYPE = "datapass-audit-checkpoint"
 AUDIT_JWS_TYPES = ("datapass-audit+jwt",)
@@ -27,41 +29,33 @@ AUDIT_JWS_TYPES = ("datapass-audit+jwt",)
 
 def sign(payload: dict[str, Any]) -> str:
     """A compact JWS of ``payload`` with the current audit key (created on first use)."""
-    from datapass.tokens import service as tokens_service
-
-    return tokens_service.sign_jws(payload, usage="audit")
+    return jws.sign_jws(payload, usage=KeyUsage.AUDIT)
 
 
 def public_jwks() -> dict[str, Any]:
     """Every audit key's public half, as a JWKS (read-only: unlike the published JWKS, this
     never creates a key, so verifying writes nothing). ``/.well-known/jwks.json`` publishes
     the same audit keys."""
-    from datapass.tokens.models import SigningKey
-
     keys = db.session.scalars(
-        select(SigningKey.public_jwk).where(SigningKey.usage == "audit").order_by(SigningKey.id)
+        select(SigningKey.public_jwk)
+        .where(SigningKey.usage == KeyUsage.AUDIT)
+        .order_by(SigningKey.id)
     )
     return {"keys": [dict(key) for key in keys]}
 
 
 def check_jws(compact: str, jwks: dict[str, Any]) -> dict[str, Any]:
     """Verify an audit JWS with public keys only; returns its payload or raises ValueError."""
-    from datapass.tokens import verify as verifier
-
-    return verifier.verify_signature(compact, jwks, usage="audit", types=AUDIT_JWS_TYPES)
+    return jws.verify_jws(compact, usage=KeyUsage.AUDIT, keys=jwks, types=AUDIT_JWS_TYPES)
 
 
 def _kid(compact: str) -> str:
-    from datapass.tokens.verify import _b64decode
-
-    return json.loads(_b64decode(compact.split(".", 1)[0])).get("kid", "")
+    return jws.kid_of(compact)
 
 
 def _ensure_audit_key() -> None:
     # Creating the key records an audit event: do it before reading the head to sign.
-    from datapass.tokens import service as tokens_service
-
-    tokens_service.current_key("audit")
+    keys_service.current_key(KeyUsage.AUDIT)
 
 
 def latest() -> AuditCheckpoint | None:

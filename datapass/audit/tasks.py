@@ -1,4 +1,4 @@
-"""Scheduled jobs of the audit domain (declared in ``datapass.lifecycle.scheduler.JOBS``).
+"""Scheduled jobs of the audit domain (declared in ``datapass.scheduler.JOBS``).
 
 Each is idempotent: running it twice, or from two schedulers, does each act once.
 """

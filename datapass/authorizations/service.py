@@ -18,7 +18,7 @@ from flask import current_app
 from sqlalchemy import Select, and_, delete, func, insert, or_, select, text
 from sqlalchemy.orm import selectinload
 
-from datapass import clock, spreadsheet, vault
+from datapass import clock, signals, spreadsheet, vault
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
@@ -612,19 +612,6 @@ def _restore(request: AuthorizationRequest, snap: dict[str, Any], actor: Actor) 
 # --- the lifecycle -----------------------------------------------------------------------
 
 
-def _tokens_service():
-    from datapass.tokens import service as tokens_service  # tokens imports this domain
-
-    return tokens_service
-
-
-def _lifecycle_service():
-    """The lifecycle domain (renewals, token hand-over), told when an update ends."""
-    from datapass.lifecycle import service as lifecycle_service  # it imports this domain
-
-    return lifecycle_service
-
-
 def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
     return {"request": request, "api": request.api, "organisation": request.organisation, **extra}
 
@@ -736,11 +723,11 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
     )
     if previous is not None:
         states.make_obsolete(previous, habilitation, actor)
-    _tokens_service().issue_for_habilitation(habilitation, actor)
+    signals.habilitation_approved.send(habilitation, actor=actor)
     if previous is not None:
         # The replaced habilitation's live tokens give way to the new one's, with a grace
         # period (and a renewal waiting on this update completes): the lifecycle's rules.
-        _lifecycle_service().on_update_approved(previous, habilitation, actor)
+        signals.habilitation_updated.send(previous, habilitation=habilitation, actor=actor)
     mail_requester(request, "request_approved", habilitation=habilitation, note=note)
     return habilitation
 
@@ -754,7 +741,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     )
     if reopening:
         _restore(request, request.active_habilitation.snapshot, actor)
-        _lifecycle_service().on_update_closed(request, actor)
+        signals.update_closed.send(request, actor=actor)
     mail_requester(request, "request_refused", reason=entry.text, reopening=reopening)
     return entry
 
@@ -774,7 +761,7 @@ def cancel_reopening(request: AuthorizationRequest, actor: Actor) -> RequestEven
     habilitation = request.active_habilitation
     entry = states.fire(Event.CANCEL_REOPENING, request, actor)
     _restore(request, habilitation.snapshot, actor)
-    _lifecycle_service().on_update_closed(request, actor)
+    signals.update_closed.send(request, actor=actor)
     return entry
 
 
@@ -785,7 +772,7 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     entry = states.fire(Event.REVOKE, request, actor, reason=reason)
     if habilitation is not None:
         states.revoke_habilitation(habilitation, actor, entry.text)
-        _tokens_service().revoke_for_habilitation(habilitation, actor, entry.text)
+        signals.habilitation_revoked.send(habilitation, actor=actor, reason=entry.text)
     recipients = {request.requester.email}
     if habilitation is not None:
         recipients |= {

@@ -1,4 +1,4 @@
-"""Scheduled jobs of authorization requests (wired in ``datapass.lifecycle.scheduler``).
+"""Scheduled jobs of authorization requests (wired in ``datapass.scheduler``).
 
 Plain functions without arguments; the scheduler commits. Each is safe to re-run: a row is
 claimed by a conditional UPDATE before anything is sent, so a second run (or a second

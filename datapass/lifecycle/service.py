@@ -28,7 +28,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from datapass import bulk, clock, spreadsheet
+from datapass import bulk, clock, signals, spreadsheet
 from datapass.accounts import service as accounts_service
 from datapass.actor import Actor
 from datapass.audit import service as audit
@@ -1388,6 +1388,7 @@ def get_renewal_for_instructor(renewal_id: int, user) -> Renewal | None:
     )
 
 
+@signals.habilitation_updated.connect
 def on_update_approved(previous, habilitation, actor: Actor) -> None:
     """Hook called by authorizations when the update of a validated request is approved:
     the new habilitation's token replaces the old habilitation's live tokens (superseded,
@@ -1418,6 +1419,7 @@ def on_update_approved(previous, habilitation, actor: Actor) -> None:
         supersede_with_grace(old, new_token, actor)
 
 
+@signals.update_closed.connect
 def on_update_closed(request, actor: Actor) -> None:
     """A reopening was cancelled or refused: a renewal waiting on it is cancelled."""
     for renewal in db.session.scalars(

@@ -1,4 +1,4 @@
-"""Scheduled jobs of the lifecycle (declared in :mod:`datapass.lifecycle.scheduler`)."""
+"""Scheduled jobs of the lifecycle (declared in :mod:`datapass.scheduler`)."""
 
 from __future__ import annotations
 

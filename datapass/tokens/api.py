@@ -15,6 +15,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from datapass import access
 from datapass.extensions import csrf, db
+from datapass.keys import service as keys_service
+from datapass.tokens import rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
 from datapass.tokens import service
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
@@ -69,7 +71,7 @@ def _missing_token():
 @bp.route("/.well-known/jwks.json")
 @access.public
 def jwks():
-    keys = service.jwks()
+    keys = keys_service.jwks()
     db.session.commit()  # the first call may have created the first key
     response = jsonify(keys)
     response.headers["Cache-Control"] = "public, max-age=300"

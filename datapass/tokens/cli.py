@@ -15,10 +15,10 @@ def keys_list() -> None:
     """Liste les clés : usage, état, algorithme, dates, publication dans le JWKS."""
     from sqlalchemy import select
 
-    from datapass.tokens import service
-    from datapass.tokens.models import SigningKey
+    from datapass.keys import service as keys_service
+    from datapass.keys.models import SigningKey
 
-    published = {k.kid for k in service.published_keys()}
+    published = {k.kid for k in keys_service.published_keys()}
     keys = db.session.scalars(select(SigningKey).order_by(SigningKey.usage, SigningKey.id)).all()
     if not keys:
         click.echo("Aucune clé : la première est créée à la première émission.")
@@ -46,9 +46,9 @@ def keys_list() -> None:
 def keys_rotate(usage: str, immediately: bool, compromised: bool) -> None:
     """Prépare la clé suivante (publiée maintenant, elle signe dans 7 jours)."""
     from datapass.actor import Actor
-    from datapass.tokens import service
+    from datapass.tokens import rotation
 
-    key = service.rotate_keys(
+    key = rotation.rotate_keys(
         usage, Actor.system("cli.keys.rotate"), immediately=immediately, compromised=compromised
     )
     immediately = immediately or compromised

@@ -6,401 +6,36 @@ the token) and queues its mails and webhooks in the same transaction.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
-import threading
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from flask import current_app
-from sqlalchemy import and_, exists, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, or_, select, update
 
-from datapass import clock, vault
+from datapass import clock, signals, vault
 from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
-from datapass.audit import service as audit
 from datapass.extensions import adopt, db, sqlite_read_snapshot
+from datapass.keys.jws import TOKEN_TYPE, current_signer, sign, sign_jws
+from datapass.keys.models import KeyUsage
+from datapass.keys.service import jwks
 from datapass.tokens import states, uses
-from datapass.tokens.models import AccessToken, KeyState, KeyUsage, SigningKey, TokenLink
+from datapass.tokens.models import AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
-from datapass.tokens.verify import P256_HALF_ORDER, P256_ORDER
 
-TOKEN_TYPE = "at+jwt"
 REVOCATIONS_TYPE = "datapass-revocations+jwt"
-AUDIT_TYPE = "datapass-audit+jwt"
-SEAL_KEY = "signing-key"
 SEAL_TOKEN = "access-token"
-ALGORITHMS = ("ES256", "EdDSA")
 MAX_TOKEN_LENGTH = 4096
-# A retired key that signed nothing (or whose tokens are all dead) stays one more day, so
-# that a verifier holding a token signed in the last seconds before retirement is safe.
-RETIRED_MIN_PUBLISHED = timedelta(days=1)
 
 
 class TokenError(Exception):
     """A token act that cannot be done (wrong state, missing reason, closed link…)."""
-
-
-# --- keys --------------------------------------------------------------------------------
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64_int(value: int, size: int) -> str:
-    return _b64(value.to_bytes(size, "big"))
-
-
-def _thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638: SHA-256 of the required members in lexicographic order."""
-    required = {"EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}[jwk["kty"]]
-    canonical = json.dumps({k: jwk[k] for k in required}, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode()).digest())
-
-
-def _public_jwk(private_key, algorithm: str) -> dict[str, str]:
-    if algorithm == "ES256":
-        numbers = private_key.public_key().public_numbers()
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64_int(numbers.x, 32),
-            "y": _b64_int(numbers.y, 32),
-        }
-    raw = private_key.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
-
-
-def _new_private_key(algorithm: str):
-    if algorithm == "ES256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if algorithm == "EdDSA":
-        return ed25519.Ed25519PrivateKey.generate()
-    raise ValueError(f"algorithme de signature inconnu : {algorithm!r} (ES256 ou EdDSA)")
-
-
-def configured_algorithm() -> str:
-    algorithm = current_app.config.get("TOKEN_ALGORITHM", "ES256")
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"DATAPASS_TOKEN_ALGORITHM doit valoir ES256 ou EdDSA ({algorithm!r})")
-    return algorithm
-
-
-def create_key(
-    usage: str,
-    actor: Actor,
-    *,
-    state: str = KeyState.NEXT,
-    activates_at: datetime | None = None,
-    algorithm: str | None = None,
-) -> SigningKey:
-    """Generate a key pair; the private half is sealed under the master key."""
-    algorithm = algorithm or configured_algorithm()
-    private_key = _new_private_key(algorithm)
-    pem = private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    jwk = _public_jwk(private_key, algorithm)
-    thumb = _thumbprint(jwk)
-    kid = thumb if usage == KeyUsage.TOKEN else f"audit-{thumb}"
-    jwk.update({"kid": kid, "use": "sig", "alg": algorithm, "datapass_usage": str(usage)})
-    now = clock.now()
-    key = SigningKey(
-        kid=kid,
-        usage=str(usage),
-        algorithm=algorithm,
-        state=str(state),
-        private_key_sealed=vault.seal(pem, SEAL_KEY),
-        public_jwk=jwk,
-        created_at=now,
-        activates_at=activates_at or now,
-        activated_at=now if state == KeyState.CURRENT else None,
-    )
-    db.session.add(key)
-    db.session.flush()
-    _PRIVATE_KEYS[kid] = (private_key, algorithm)
-    audit.record(
-        "tokens:key:created",
-        actor,
-        subject=key,
-        payload={
-            "kid": kid,
-            "usage": str(usage),
-            "algorithm": algorithm,
-            "state": str(state),
-            "activates_at": key.activates_at.isoformat(),
-        },
-    )
-    return key
-
-
-def current_key(usage: str = KeyUsage.TOKEN, *, create: bool = True) -> SigningKey | None:
-    """The key that signs for ``usage`` now; created on first use (bootstrap)."""
-    key = db.session.scalar(
-        select(SigningKey).where(
-            SigningKey.usage == str(usage), SigningKey.state == KeyState.CURRENT
-        )
-    )
-    if key is None and create:
-        try:
-            with db.session.begin_nested():
-                key = create_key(usage, Actor.system("tokens.keys"), state=KeyState.CURRENT)
-        except IntegrityError:  # another process bootstrapped it at the same moment
-            key = current_key(usage, create=False)
-    return key
-
-
-def next_key(usage: str = KeyUsage.TOKEN) -> SigningKey | None:
-    return db.session.scalar(
-        select(SigningKey)
-        .where(SigningKey.usage == str(usage), SigningKey.state == KeyState.NEXT)
-        .order_by(SigningKey.activates_at)
-    )
-
-
-# The private keys loaded in this process, by kid: a key is unsealed once, not per token.
-_PRIVATE_KEYS: dict[str, tuple[Any, str]] = {}
-_KEYS_LOCK = threading.Lock()
-
-
-def _private_key(kid: str, sealed: str | None = None, algorithm: str | None = None):
-    loaded = _PRIVATE_KEYS.get(kid)
-    if loaded is not None:
-        return loaded
-    with _KEYS_LOCK:
-        if sealed is None:
-            row = db.session.execute(
-                select(SigningKey.private_key_sealed, SigningKey.algorithm).where(
-                    SigningKey.kid == kid
-                )
-            ).one()
-            sealed, algorithm = row
-        key = serialization.load_pem_private_key(vault.unseal(sealed, SEAL_KEY), password=None)
-        _PRIVATE_KEYS[kid] = (key, algorithm)
-        return _PRIVATE_KEYS[kid]
-
-
-def _current_signer(usage: str) -> tuple[str, Any, str]:
-    """(kid, private key, algorithm) of the current key: one small query per session (a
-    request, a job), no unsealing (private keys are cached in-process by kid)."""
-    cache = db.session.info.setdefault("dp_signers", {})
-    signer = cache.get(str(usage))
-    if signer is None:
-        signer = cache[str(usage)] = _load_signer(usage)
-    return signer
-
-
-def _forget_signers() -> None:
-    db.session.info.pop("dp_signers", None)
-
-
-def _load_signer(usage: str) -> tuple[str, Any, str]:
-    row = db.session.execute(
-        select(SigningKey.kid, SigningKey.algorithm).where(
-            SigningKey.usage == str(usage), SigningKey.state == KeyState.CURRENT
-        )
-    ).first()
-    if row is None:
-        key = current_key(usage)
-        row = (key.kid, key.algorithm)
-    kid, algorithm = row
-    private_key, _ = _private_key(kid)
-    return kid, private_key, algorithm
-
-
-_HEADERS: dict[tuple[str, str, str], bytes] = {}
-
-
-def _sign(payload: dict[str, Any], kid: str, private_key, algorithm: str, typ: str) -> str:
-    header = _HEADERS.get((kid, algorithm, typ))
-    if header is None:
-        header = _b64(
-            json.dumps({"alg": algorithm, "typ": typ, "kid": kid}, separators=(",", ":")).encode()
-        ).encode()
-        _HEADERS[(kid, algorithm, typ)] = header
-    body = _b64(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()).encode()
-    signing_input = header + b"." + body
-    if algorithm == "ES256":
-        r, s = decode_dss_signature(private_key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-        if s > P256_HALF_ORDER:  # (r, n - s) verifies too: sign with the one verifiers accept
-            s = P256_ORDER - s
-        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    else:
-        signature = private_key.sign(signing_input)
-    return (signing_input + b"." + _b64(signature).encode()).decode()
-
-
-def sign_jws(payload: dict[str, Any], usage: str = KeyUsage.AUDIT, typ: str | None = None) -> str:
-    """A compact JWS of ``payload`` signed with the current key of ``usage``.
-
-    The audit domain signs checkpoints and export manifests with ``usage="audit"`` (its own
-    key, published in the JWKS with its own ``kid``). An audit signature never looks like an
-    access token: its ``typ`` is fixed and payloads carrying ``aud`` or ``scope`` are refused.
-    """
-    if usage == KeyUsage.AUDIT:
-        if "aud" in payload or "scope" in payload:
-            raise ValueError("une signature d'audit ne porte ni `aud` ni `scope`")
-        typ = AUDIT_TYPE
-    elif typ is None or typ == TOKEN_TYPE:
-        raise ValueError("les jetons d'accès sont émis par issue_for_habilitation uniquement")
-    kid, private_key, algorithm = _current_signer(usage)
-    return _sign(payload, kid, private_key, algorithm, typ)
-
-
-def verify_jws(compact: str, usage: str | None = None) -> dict[str, Any]:
-    """Verify a JWS made by :func:`sign_jws` against the published keys (of ``usage`` if
-    given); returns its payload or raises ``ValueError``."""
-    from datapass.tokens import verify as verifier
-
-    return verifier.verify_signature(compact, jwks(), usage=usage)
-
-
-def rotate_keys(
-    usage: str, actor: Actor, *, immediately: bool = False, compromised: bool = False
-) -> SigningKey:
-    """Prepare the next key (published now, signs after ``KEY_PUBLISH_DAYS``), or, with
-    ``immediately``, make a new key current at once. ``compromised`` also takes the old key
-    out of the JWKS at once: tokens it signed no longer verify offline (forgeries neither)
-    and must be rotated by their holders; introspection still knows them."""
-    now = clock.now()
-    if compromised:
-        old = current_key(usage, create=False)
-        new = rotate_keys(usage, actor, immediately=True)
-        if old is not None:
-            old.unpublished_at = now
-            db.session.flush()
-            audit.record("tokens:key:compromised", actor, subject=old, payload={"kid": old.kid})
-        return new
-    if immediately:
-        # The prepared next key never signed and its private half never left the vault:
-        # it can take over at once; otherwise a fresh one does.
-        new = next_key(usage) or create_key(usage, actor, state=KeyState.NEXT, activates_at=now)
-        new.activates_at = now
-        _promote(new, actor)
-        return new
-    existing = next_key(usage)
-    if existing is not None:
-        return existing
-    days = current_app.config["KEY_PUBLISH_DAYS"]
-    return create_key(usage, actor, activates_at=now + timedelta(days=days))
-
-
-def _promote(new: SigningKey, actor: Actor) -> None:
-    now = clock.now()
-    old = current_key(new.usage, create=False)
-    if old is not None:
-        old.state = KeyState.RETIRED
-        old.retired_at = now
-        db.session.flush()
-        audit.record("tokens:key:retired", actor, subject=old, payload={"kid": old.kid})
-    new.state = KeyState.CURRENT
-    new.activated_at = now
-    db.session.flush()
-    _forget_signers()
-    audit.record("tokens:key:activated", actor, subject=new, payload={"kid": new.kid})
-
-
-def rotate_keys_if_due(actor: Actor | None = None) -> dict[str, list[str]]:
-    """The scheduled rotation (idempotent): bootstrap a missing key, publish the next key
-    ``KEY_PUBLISH_DAYS`` before the current one is ``KEY_ROTATION_MONTHS`` old, promote it
-    when its time comes, and take out of the JWKS the retired keys nothing needs any more."""
-    actor = actor or Actor.system("tokens.rotate_keys_if_due")
-    config = current_app.config
-    now = clock.now()
-    done: dict[str, list[str]] = {"created": [], "activated": [], "unpublished": []}
-    for usage in KeyUsage:
-        current = current_key(usage, create=False)
-        upcoming = next_key(usage)
-        if current is None:
-            if upcoming is not None:
-                _promote(upcoming, actor)
-                done["activated"].append(upcoming.kid)
-            else:
-                key = current_key(usage)
-                done["created"].append(key.kid)
-            continue
-        due_at = clock.add_months(current.activated_at, config["KEY_ROTATION_MONTHS"])
-        publish = timedelta(days=config["KEY_PUBLISH_DAYS"])
-        if upcoming is None and now >= due_at - publish:
-            try:
-                with db.session.begin_nested():
-                    upcoming = create_key(usage, actor, activates_at=max(due_at, now + publish))
-            except IntegrityError:  # another scheduler prepared it at the same moment
-                continue
-            done["created"].append(upcoming.kid)
-        if upcoming is not None and upcoming.activates_at <= now:
-            _promote(upcoming, actor)
-            done["activated"].append(upcoming.kid)
-    live = set(_retired_keys_with_live_tokens())
-    for key in db.session.scalars(
-        select(SigningKey).where(
-            SigningKey.state == KeyState.RETIRED,
-            SigningKey.usage == KeyUsage.TOKEN,
-            SigningKey.unpublished_at.is_(None),
-        )
-    ):
-        if key.kid not in live and key.retired_at + RETIRED_MIN_PUBLISHED <= now:
-            key.unpublished_at = now
-            db.session.flush()
-            audit.record("tokens:key:unpublished", actor, subject=key, payload={"kid": key.kid})
-            done["unpublished"].append(key.kid)
-    return done
-
-
-def _retired_keys_with_live_tokens() -> list[str]:
-    retired = select(SigningKey.kid).where(
-        SigningKey.state == KeyState.RETIRED, SigningKey.usage == KeyUsage.TOKEN
-    )
-    return list(
-        db.session.scalars(
-            select(AccessToken.signing_kid)
-            .where(AccessToken.signing_kid.in_(retired), AccessToken.expires_at > clock.now())
-            .distinct()
-        )
-    )
-
-
-def published_keys() -> list[SigningKey]:
-    """Keys in the JWKS: next and current keys; retired token keys while a token they signed
-    is alive (and at least one day); audit keys always (old checkpoints must stay verifiable)."""
-    now = clock.now()
-    live_token = exists().where(
-        AccessToken.signing_kid == SigningKey.kid, AccessToken.expires_at > now
-    )
-    query = (
-        select(SigningKey)
-        .where(
-            SigningKey.unpublished_at.is_(None),
-            or_(
-                SigningKey.state.in_([KeyState.NEXT, KeyState.CURRENT]),
-                SigningKey.usage == KeyUsage.AUDIT,
-                live_token,
-                SigningKey.retired_at > now - RETIRED_MIN_PUBLISHED,
-            ),
-        )
-        .order_by(SigningKey.usage.desc(), SigningKey.created_at.desc())
-    )
-    return list(db.session.scalars(query))
-
-
-def jwks() -> dict[str, list[dict[str, str]]]:
-    """The JSON Web Key Set (RFC 7517) of the published public keys."""
-    current_key(KeyUsage.TOKEN)
-    return {"keys": [dict(key.public_jwk) for key in published_keys()]}
 
 
 # --- issuance ----------------------------------------------------------------------------
@@ -431,8 +66,8 @@ def mint(
         "nbf": int(now.timestamp()),
         "exp": int(exp.timestamp()),
     }
-    kid, private_key, algorithm = _current_signer(KeyUsage.TOKEN)
-    return claims, _sign(claims, kid, private_key, algorithm, TOKEN_TYPE), kid
+    kid, private_key, algorithm = current_signer(KeyUsage.TOKEN)
+    return claims, sign(claims, kid, private_key, algorithm, TOKEN_TYPE), kid
 
 
 _INSERT_TOKEN = AccessToken.__table__.insert()
@@ -479,6 +114,7 @@ def _ts(value: int) -> datetime:
     return datetime.fromtimestamp(value, tz=UTC)
 
 
+@signals.habilitation_approved.connect
 def issue_for_habilitation(
     habilitation, actor: Actor, *, predecessor: AccessToken | None = None
 ) -> tuple[AccessToken, str]:
@@ -610,6 +246,7 @@ def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
     _mail_holders(token, "token_reactivated", reason=reason)
 
 
+@signals.habilitation_revoked.connect
 def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
     """Revoking a habilitation revokes every token of it still alive (called by the
     authorizations domain, which has already checked the actor may revoke)."""

@@ -12,6 +12,7 @@ from datapass import create_app, demo
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.audit.models import AuditEvent
 from datapass.catalogue.models import Api
+from datapass.demo.accounts import ACCOUNTS
 from datapass.extensions import db
 from tests import factories
 from tests.accounts.conftest import post_login, signed_in, text
@@ -53,9 +54,9 @@ def test_demo_data_is_what_the_demo_needs(app):
     demo.run_demo()
     for organisation in db.session.scalars(select(Organisation)):
         assert siret.is_valid(organisation.siret)
-    applicant = db.session.scalar(select(User).where(User.email == demo.ACCOUNTS[0].email))
+    applicant = db.session.scalar(select(User).where(User.email == ACCOUNTS[0].email))
     assert len(applicant.memberships) == 2 and all(m.verified for m in applicant.memberships)
-    for spec in demo.ACCOUNTS:
+    for spec in ACCOUNTS:
         user = db.session.scalar(select(User).where(User.email == spec.email))
         assert user.is_demo
         for role in spec.roles:
@@ -68,7 +69,7 @@ def test_demo_data_is_what_the_demo_needs(app):
 def test_demo_instructor_gets_the_catalogue_apis(app):
     api = make_api()
     demo.run_demo()
-    instructor = db.session.scalar(select(User).where(User.email == demo.ACCOUNTS[1].email))
+    instructor = db.session.scalar(select(User).where(User.email == ACCOUNTS[1].email))
     every_api = set(db.session.scalars(select(Api.id)))
     assert api.id in every_api and instructor.instructed_api_ids() == every_api
     other = make_api(slug="api-nouvelle")

@@ -11,6 +11,7 @@ from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Habilitation
 from datapass.catalogue import service as catalogue_service
 from datapass.catalogue.models import MachineClient
+from datapass.demo.accounts import seed_accounts
 from datapass.extensions import db
 
 
@@ -38,7 +39,7 @@ def test_demo(app):
     assert machine is not None and client["api"] == "quotient-familial"
     habilitation = db.session.get(Habilitation, result["habilitation"]["id"])
     assert habilitation.is_active and habilitation.api.provider_id == machine.provider_id
-    instructor = demo.seed_accounts()["instructor"]
+    instructor = seed_accounts()["instructor"]
     assert {
         a.slug for a in catalogue_service.list_apis() if a.id in instructor.instructed_api_ids()
     } >= set(service.API_PARTICULIER)

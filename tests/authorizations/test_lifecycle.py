@@ -3,11 +3,13 @@ diff of each submission, the mails, messages, transfers and message templates.""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from html import unescape
 
 import pytest
 from sqlalchemy import select
 
+from datapass import signals
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.authorizations import service, states
@@ -27,25 +29,38 @@ def mails(template: str | None = None, to: str | None = None) -> list[OutboxMail
     return list(db.session.scalars(query))
 
 
+@contextmanager
+def heard_instead(signal, receiver, fake):
+    """``fake`` hears ``signal`` instead of the other domain's ``receiver`` (whose own tests
+    cover it)."""
+    signal.disconnect(receiver)
+    signal.connect(fake, weak=False)
+    try:
+        yield
+    finally:
+        signal.disconnect(fake)
+        signal.connect(receiver)
+
+
 @pytest.fixture
-def tokens_calls(monkeypatch):
+def tokens_calls():
     """Record what the tokens domain is asked to do (its own tests cover the tokens)."""
     from datapass.tokens import service as tokens_service
 
     calls = []
-    monkeypatch.setattr(
-        tokens_service,
-        "issue_for_habilitation",
-        lambda habilitation, actor, **kw: calls.append(("issue", habilitation.id)),
-        raising=False,
-    )
-    monkeypatch.setattr(
-        tokens_service,
-        "revoke_for_habilitation",
-        lambda habilitation, actor, reason: calls.append(("revoke", habilitation.id, reason)),
-        raising=False,
-    )
-    return calls
+    with (
+        heard_instead(
+            signals.habilitation_approved,
+            tokens_service.issue_for_habilitation,
+            lambda habilitation, actor, **kw: calls.append(("issue", habilitation.id)),
+        ),
+        heard_instead(
+            signals.habilitation_revoked,
+            tokens_service.revoke_for_habilitation,
+            lambda habilitation, actor, reason: calls.append(("revoke", habilitation.id, reason)),
+        ),
+    ):
+        yield calls
 
 
 def test_submission_mails(app, api, instructor, applicant):
@@ -270,27 +285,29 @@ def test_the_system_may_revoke_but_not_approve(app, api, instructor, applicant, 
     assert submitted.state == "submitted"
 
 
-def test_the_lifecycle_hears_when_an_update_ends(app, monkeypatch, api, instructor, applicant):
+def test_the_lifecycle_hears_when_an_update_ends(app, api, instructor, applicant):
     from datapass.lifecycle import service as lifecycle_service
 
     heard = []
-    monkeypatch.setattr(
-        lifecycle_service,
-        "on_update_approved",
-        lambda previous, new, actor: heard.append(("approved", previous.id, new.id)),
-        raising=False,
-    )
-    monkeypatch.setattr(
-        lifecycle_service,
-        "on_update_closed",
-        lambda request, actor: heard.append(("closed", request.id)),
-        raising=False,
-    )
-    request = factories.request_in(
-        "submitted", api, reopening=True, instructor=instructor, requester=applicant
-    )
-    previous = request.active_habilitation
-    new = service.approve(request, Actor.for_user(instructor))
-    service.reopen(request, Actor.for_user(applicant))
-    service.cancel_reopening(request, Actor.for_user(applicant))
+    with (
+        heard_instead(
+            signals.habilitation_updated,
+            lifecycle_service.on_update_approved,
+            lambda previous, habilitation, actor: heard.append(
+                ("approved", previous.id, habilitation.id)
+            ),
+        ),
+        heard_instead(
+            signals.update_closed,
+            lifecycle_service.on_update_closed,
+            lambda request, actor: heard.append(("closed", request.id)),
+        ),
+    ):
+        request = factories.request_in(
+            "submitted", api, reopening=True, instructor=instructor, requester=applicant
+        )
+        previous = request.active_habilitation
+        new = service.approve(request, Actor.for_user(instructor))
+        service.reopen(request, Actor.for_user(applicant))
+        service.cancel_reopening(request, Actor.for_user(applicant))
     assert heard == [("approved", previous.id, new.id), ("closed", request.id)]

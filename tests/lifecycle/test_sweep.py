@@ -8,9 +8,9 @@ from datetime import date, datetime, time, timedelta
 import pytest
 from sqlalchemy import select
 
-from datapass import clock
+from datapass import clock, scheduler
 from datapass.extensions import db
-from datapass.lifecycle import scheduler, service
+from datapass.lifecycle import service
 from datapass.lifecycle.models import LifecycleAct
 from datapass.tokens.models import AccessToken
 from tests.lifecycle.conftest import acts, issue, mails, make_listening_api, webhooks

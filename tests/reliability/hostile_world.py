@@ -162,9 +162,10 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     """An API whose renewals an instructor confirms, with one renewal waiting; its provider's
     webhook endpoint (a name that never resolves: RFC 6761) and deliveries; a message template
     of the demo instructor."""
-    from datapass import demo, vault
+    from datapass import vault
     from datapass.accounts.models import User
     from datapass.authorizations import service as authorizations
+    from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import service as lifecycle
     from datapass.notify import service as notify
     from datapass.notify.models import WebhookEndpoint
@@ -189,7 +190,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     )
     instructor = db.session.get(User, world.user_ids["instructor"])
     applicant = db.session.get(User, world.user_ids["applicant"])
-    demo.grant_demo_instructor(instructor)
+    demo_accounts.grant_demo_instructor(instructor)
     organisation = applicant.current_organisation
     token = expiring_token(api, days_left=40, organisation=organisation, requester=applicant)
     habilitation = token.habilitation

@@ -11,7 +11,8 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.tokens import service
+from datapass.keys import service as keys_service
+from datapass.tokens import rotation, service
 from datapass.tokens.models import AccessToken
 
 
@@ -71,10 +72,10 @@ def test_reveal_once_then_erased(world):
 def test_eddsa_option(world, app):
     app.config["TOKEN_ALGORITHM"] = "EdDSA"
     try:
-        service.rotate_keys("token", Actor.system("test"), immediately=True)
+        rotation.rotate_keys("token", Actor.system("test"), immediately=True)
         token, raw = _issue(world)
         assert jwt.get_unverified_header(raw)["alg"] == "EdDSA"
-        jwks = service.jwks()
+        jwks = keys_service.jwks()
         key = next(k for k in jwks["keys"] if k["kid"] == token.signing_kid)
         public = jwt.PyJWK(key)
         jwt.decode(

@@ -10,9 +10,11 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.tokens import service, tasks
+from datapass.keys import jws as keys_jws
+from datapass.keys import service as keys_service
+from datapass.keys.models import KeyState, SigningKey
+from datapass.tokens import rotation, service, tasks
 from datapass.tokens import verify as dp_verify
-from datapass.tokens.models import KeyState, SigningKey
 
 
 def _jwks(client) -> dict:
@@ -22,7 +24,7 @@ def _jwks(client) -> dict:
 
 
 def test_private_keys_are_sealed(app):
-    key = service.current_key("token")
+    key = keys_service.current_key("token")
     assert "PRIVATE KEY" not in key.private_key_sealed
     assert key.public_jwk["kty"] == "EC" and "d" not in key.public_jwk
 
@@ -95,35 +97,35 @@ def test_rotation_job_is_idempotent(app):
 
 
 def test_manual_rotation_publishes_next_key_seven_days_ahead(app, client):
-    service.current_key("token")
-    key = service.rotate_keys("token", Actor.system("cli"))
+    keys_service.current_key("token")
+    key = rotation.rotate_keys("token", Actor.system("cli"))
     assert key.state == KeyState.NEXT
     assert key.activates_at == clock.now() + timedelta(days=7)
     assert key.kid in {k["kid"] for k in _jwks(client)["keys"]}
     clock.advance(timedelta(days=7))
     tasks.rotate_keys_if_due()
-    assert service.current_key("token").kid == key.kid
+    assert keys_service.current_key("token").kid == key.kid
 
 
 def test_audit_key_is_separate_and_published(app, client):
-    jws = service.sign_jws({"checkpoint": 42, "head": "ab" * 32}, usage="audit")
+    jws = keys_jws.sign_jws({"checkpoint": 42, "head": "ab" * 32}, usage="audit")
     jwks = _jwks(client)
     audit_keys = [k for k in jwks["keys"] if k["datapass_usage"] == "audit"]
     assert audit_keys and all(k["use"] == "sig" for k in audit_keys)
-    assert service.verify_jws(jws, usage="audit")["checkpoint"] == 42
-    assert service.current_key("audit").kid != service.current_key("token").kid
+    assert keys_jws.verify_jws(jws, usage="audit")["checkpoint"] == 42
+    assert keys_service.current_key("audit").kid != keys_service.current_key("token").kid
     # an audit signature is never an access token
     with pytest.raises(dp_verify.InvalidToken):
         dp_verify.verify(jws, jwks, issuer="http://datapass.test", audience="x")
     with pytest.raises(ValueError):
-        service.sign_jws({"aud": "https://api.gouv.fr"}, usage="audit")
+        keys_jws.sign_jws({"aud": "https://api.gouv.fr"}, usage="audit")
 
 
 def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
     token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
     old_kid = token.signing_kid
-    new = service.rotate_keys("token", Actor.system("cli"), immediately=True)
-    assert service.current_key("token").kid == new.kid != old_kid
+    new = rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
+    assert keys_service.current_key("token").kid == new.kid != old_kid
     fresh, _ = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
     assert fresh.signing_kid == new.kid
     clock.advance(timedelta(days=30))
@@ -145,7 +147,7 @@ def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
 
 def test_compromised_key_leaves_the_jwks_at_once(world, client):
     token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
-    service.rotate_keys("token", Actor.system("cli"), compromised=True)
+    rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
     jwks = _jwks(client)
     assert token.signing_kid not in {k["kid"] for k in jwks["keys"]}
     with pytest.raises(dp_verify.InvalidToken):

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from datapass import clock
 from datapass.actor import Actor
 from datapass.extensions import db
+from datapass.keys import jws as keys_jws
 from datapass.tokens import service
 from datapass.tokens import verify as dp_verify
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
@@ -73,9 +74,9 @@ def _resign(served, *, header=None, claims=None) -> str:
     """A token signed with Datapass's real current key, with changed header or claims."""
     app = served["app"]
     with app.app_context():
-        kid, key, algorithm = service._current_signer("token")
+        kid, key, algorithm = keys_jws.current_signer("token")
         payload = {**served["claims"], **(claims or {})}
-        return service._sign(payload, kid, key, algorithm, (header or {}).get("typ", "at+jwt"))
+        return keys_jws.sign(payload, kid, key, algorithm, (header or {}).get("typ", "at+jwt"))
 
 
 def test_pyjwt_alone_verifies_a_token(served):

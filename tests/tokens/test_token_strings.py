@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
+from datapass.keys import jws as keys_jws
+from datapass.keys import service as keys_service
 from datapass.tokens import service
 from datapass.tokens import verify as dp_verify
 from tests.tokens.test_machine_api import basic
@@ -98,7 +100,7 @@ def check(raw: str, jwks, audience: str) -> dict:
 
 def test_every_lenient_reencoding_is_refused_offline_and_by_introspection(client, world):
     token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
-    jwks = dp_verify.KeySet(service.jwks())
+    jwks = dp_verify.KeySet(keys_service.jwks())
     assert check(raw, jwks, world.api.audience)["jti"] == token.jti
     auth = basic(world.client.client_id, world.secret)
     for name, variant in reencodings(raw).items():
@@ -118,7 +120,7 @@ def test_every_lenient_reencoding_is_refused_offline_and_by_introspection(client
 
 def test_signatures_are_low_s_and_high_s_twins_are_refused(world):
     actor = Actor.system("test")
-    jwks = dp_verify.KeySet(service.jwks())
+    jwks = dp_verify.KeySet(keys_service.jwks())
     key = next(iter(jwks.keys.values())).key
     for _ in range(24):  # without normalisation, about half of them would be high-s
         _, raw = service.issue_for_habilitation(world.habilitation, actor)
@@ -137,7 +139,7 @@ def test_signatures_are_low_s_and_high_s_twins_are_refused(world):
     for _ in range(8):
         for jws in (
             service.revocation_list().jws,
-            service.sign_jws({"iss": ISSUER, "n": 1}, usage="audit"),
+            keys_jws.sign_jws({"iss": ISSUER, "n": 1}, usage="audit"),
         ):
             s = int.from_bytes(unb64(jws.rpartition(".")[2])[32:], "big")
             assert s <= dp_verify.P256_HALF_ORDER
@@ -145,7 +147,7 @@ def test_signatures_are_low_s_and_high_s_twins_are_refused(world):
 
 def _signed_with_header(header: dict, claims: dict) -> str:
     """A JWS signed with Datapass's real current token key, with any header at all."""
-    kid, private_key, _ = service._current_signer("token")
+    kid, private_key, _ = keys_jws.current_signer("token")
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
     r, s = decode_dss_signature(private_key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
     s = min(s, dp_verify.P256_ORDER - s)
@@ -165,7 +167,7 @@ def _signed_with_header(header: dict, claims: dict) -> str:
 def test_non_string_header_members_are_refused_cleanly(client, world, header):
     token, _ = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
     forged = _signed_with_header(header, dict(token.claims))
-    jwks = service.jwks()
+    jwks = keys_service.jwks()
     with pytest.raises(dp_verify.MalformedToken):
         check(forged, jwks, world.api.audience)
     with pytest.raises(dp_verify.MalformedToken):
@@ -180,7 +182,7 @@ def test_non_string_header_members_are_refused_cleanly(client, world, header):
 
 def test_a_jwks_key_with_a_non_string_kid_is_ignored(world):
     service.issue_for_habilitation(world.habilitation, Actor.system("test"))
-    jwks = service.jwks()
+    jwks = keys_service.jwks()
     good = jwks["keys"][0]
     keyset = dp_verify.KeySet({"keys": [{**good, "kid": ["x"]}, good]})
     assert list(keyset.keys) == [good["kid"]]
