@@ -11,14 +11,9 @@ from sqlalchemy import func, select, text
 from datapass import clock
 from datapass.audit import checkpoints, retention, verification
 from datapass.audit import service as audit
-from datapass.audit.models import (
-    AuditAnchor,
-    AuditEvent,
-    UsageDaily,
-    UsageEvent,
-    UsageRecent,
-)
+from datapass.audit.models import AuditAnchor, AuditEvent
 from datapass.consumption import ingest, seal
+from datapass.consumption.models import UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import db
 
 
