@@ -14,7 +14,7 @@ from datapass.accounts.models import Role as AccountRole
 from datapass.catalogue.models import Api
 from datapass.consumption import charts, ingest
 from datapass.extensions import db
-from datapass.tokens import service as tokens_service
+from datapass.tokens import queries as token_queries
 
 bp = Blueprint("consumption", __name__, url_prefix="/audit")
 
@@ -98,7 +98,7 @@ def api_usage_csv():
 @bp.route("/jetons/<int:token_id>/consommation.csv")
 @access.signed_in
 def token_usage_csv(token_id: int):
-    token = tokens_service.get_visible(_me(), token_id)
+    token = token_queries.get_visible(_me(), token_id)
     if token is None:
         abort(404)
     days = web.query_int("jours", 90)

@@ -29,7 +29,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import bulk, clock, signals, spreadsheet
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.catalogue.models import RenewalPolicy
@@ -39,6 +39,8 @@ from datapass.formatting import plural
 from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import DigestSent, LifecycleAct, Renewal
 from datapass.lifecycle.states import RenewalStatus
+from datapass.tokens import mails as token_mails
+from datapass.tokens import queries as token_queries
 from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
@@ -340,7 +342,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_directory.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
@@ -659,7 +661,7 @@ def _do_reminder(
 ):
     days = step.days or 0
     sent = fx.mail(
-        tokens_service.holder_emails(token), "reminder_expiry", _context(token, api, days=days)
+        token_mails.holder_emails(token), "reminder_expiry", _context(token, api, days=days)
     )
     crossed = {s.days for s in skipped} | {days}
     if crossed & WEBHOOK_DAYS and days <= max(WEBHOOK_DAYS):
@@ -693,7 +695,7 @@ def _do_expire(
         token_states.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or _has_successor(token):
         return "done", {"from": was, "mails": 0}
-    sent = fx.mail(tokens_service.holder_emails(token), "expiry_notice", _context(token, api))
+    sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", _context(token, api))
     return "done", {"from": was, "mails": sent}
 
 
@@ -783,7 +785,7 @@ def _do_never_used(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     sent = fx.mail(
-        tokens_service.holder_emails(token),
+        token_mails.holder_emails(token),
         "unused_never_used",
         _unused_context(token, api, step, done, fx),
     )
@@ -794,7 +796,7 @@ def _do_unused_warning(
     token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
 ):
     context = _unused_context(token, api, step, done, fx)
-    recipients = tokens_service.holder_emails(token) + fx.instructors(token.api_id)
+    recipients = token_mails.holder_emails(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
     evidence = context["evidence"]
     return "done", {
@@ -829,7 +831,7 @@ def _do_unused_suspend(
         payload={"cause": "unused", "days": step.days, "since": unused_since(token).isoformat()},
     )
     sent = fx.mail(
-        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        token_mails.holder_emails(token) + fx.instructors(token.api_id),
         "unused_suspended",
         context,
     )
@@ -858,7 +860,7 @@ def _do_unused_revoke(
         },
     )
     sent = fx.mail(
-        tokens_service.holder_emails(token) + fx.instructors(token.api_id),
+        token_mails.holder_emails(token) + fx.instructors(token.api_id),
         "unused_revoked",
         context,
     )
@@ -881,7 +883,7 @@ def _do_closure(
         f"{format_day(token.expires_at)} et n'a pas été renouvelé "
         f"dans {'le' if days == 1 else 'les'} {plural(days, 'jour', 'jours')}."
     )
-    recipients = tokens_service.holder_emails(token)
+    recipients = token_mails.holder_emails(token)
     context = _context(token, api, reason=reason)
     for renewal in db.session.scalars(
         select(Renewal).where(
@@ -990,7 +992,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     _mail(
-        tokens_service.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
+        token_mails.holder_emails(token) + accounts_directory.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         _context(token, api, justification=justification, by=actor.label),
     )
@@ -1200,7 +1202,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if token.api.renewal_policy == RenewalPolicy.INSTRUCTOR:
         _mail(
-            accounts_service.instructor_emails(token.api_id),
+            accounts_directory.instructor_emails(token.api_id),
             "renewal_to_confirm",
             _context(token, token.api, renewal=renewal),
         )
@@ -1331,7 +1333,7 @@ def decide(renewal: Renewal, actor: Actor, approve: bool, note: str | None = Non
         raise LifecycleError("Ce renouvellement n'attend pas votre décision.")
     note = (note or "").strip() or None
     recipients = [renewal.requested_by.email] if renewal.requested_by else []
-    recipients += tokens_service.holder_emails(renewal.token)
+    recipients += token_mails.holder_emails(renewal.token)
     if approve:
         blocker = renewal_blocker_for_decision(renewal)
         if blocker:
@@ -1685,5 +1687,5 @@ def dashboard_csv(name: str, filters: DashboardFilters) -> Iterator[str]:
 def get_member_token(user, token_id: int) -> AccessToken | None:
     """A token of one of ``user``'s organisations (verified member), else None (404)."""
     return db.session.scalar(
-        tokens_service.organisation_tokens_query(user).where(AccessToken.id == token_id)
+        token_queries.organisation_tokens_query(user).where(AccessToken.id == token_id)
     )

@@ -16,8 +16,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from datapass import access
 from datapass.extensions import csrf, db
 from datapass.keys import service as keys_service
+from datapass.tokens import revocation_list, service
 from datapass.tokens import rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
-from datapass.tokens import service
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
 
@@ -136,7 +136,7 @@ def revoke():
 @bp.route("/api/v1/revocations")
 @access.public
 def revocations():
-    result = service.revocation_list()
+    result = revocation_list.revocation_list()
     db.session.commit()
     # A weak ETag: the list's content, not its signature time, decides.
     if request.if_none_match.contains_weak(result.etag):

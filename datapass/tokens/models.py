@@ -12,6 +12,9 @@ from datapass.extensions import db
 from datapass.tokens import states
 from datapass.tokens.states import TokenStatus
 
+# Longer than any token Datapass issues: a longer string is refused before any lookup.
+MAX_TOKEN_LENGTH = 4096
+
 
 class AccessToken(db.Model):
     """An access token (RFC 9068 JWT). Only its SHA-256 digest and its claims are kept; the

@@ -11,27 +11,23 @@ import json
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import select, update
 
 from datapass import clock, signals, vault
-from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
 from datapass.extensions import adopt, db, sqlite_read_snapshot
-from datapass.keys.jws import TOKEN_TYPE, current_signer, sign, sign_jws
+from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
-from datapass.tokens import states, uses
-from datapass.tokens.models import AccessToken, TokenLink
+from datapass.tokens import mails, queries, states, uses
+from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus, TransitionError
 
-REVOCATIONS_TYPE = "datapass-revocations+jwt"
 SEAL_TOKEN = "access-token"
-MAX_TOKEN_LENGTH = 4096
 
 
 class TokenError(Exception):
@@ -231,19 +227,19 @@ def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None)
 def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
     """Revoke for good (final); the holders are told."""
     _transition(token, "revoke", actor, reason)
-    _mail_holders(token, "token_revoked", reason=reason)
+    mails.mail_holders(token, "token_revoked", reason=reason)
 
 
 def suspend(token: AccessToken, actor: Actor, reason: str) -> None:
     """Suspend (reversible): the token stops opening the API until reactivated."""
     _transition(token, "suspend", actor, reason)
-    _mail_holders(token, "token_suspended", reason=reason)
+    mails.mail_holders(token, "token_suspended", reason=reason)
 
 
 def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
     """Lift a suspension."""
     _transition(token, "reactivate", actor, reason)
-    _mail_holders(token, "token_reactivated", reason=reason)
+    mails.mail_holders(token, "token_reactivated", reason=reason)
 
 
 @signals.habilitation_revoked.connect
@@ -458,22 +454,16 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
     return body, uses.record_use(digest, now, ip, row.last_used_at, interval)
 
 
-def find_by_raw(raw: str | None) -> AccessToken | None:
-    if not raw or len(raw) > MAX_TOKEN_LENGTH:
-        return None
-    return db.session.scalar(select(AccessToken).where(AccessToken.digest == vault.sha256_hex(raw)))
-
-
 def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
     """RFC 7009 for a provider's machine client: revokes a token of one of its APIs; any
     other token (unknown, foreign, already dead) is silently ignored."""
-    token = find_by_raw(raw)
+    token = queries.find_by_raw(raw)
     if token is None or token.api.provider_id != client.provider_id:
         return False
     if states.status_of(token) not in states.TRANSITIONS["revoke"].sources:
         return False
     states.apply(token, "revoke", actor, reason="Révoqué par le fournisseur de l'API (RFC 7009)")
-    _mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
+    mails.mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
     return True
 
 
@@ -520,127 +510,4 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     )
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
         states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
-    _mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)
-
-
-# --- mails --------------------------------------------------------------------------------
-
-
-def holder_emails(token: AccessToken) -> list[str]:
-    habilitation = token.habilitation
-    emails = [
-        habilitation.requester_email,
-        habilitation.technical_contact_email,
-        habilitation.controller_email,
-    ]
-    return list(dict.fromkeys(e.lower() for e in emails if e))
-
-
-def _mail_holders(token: AccessToken, template: str, *, instructors: bool = False, **ctx) -> None:
-    from datapass.notify import service as notify_service
-
-    recipients = holder_emails(token)
-    if instructors:
-        from datapass.accounts import service as accounts_service
-
-        recipients += [
-            e for e in accounts_service.instructor_emails(token.api_id) if e not in recipients
-        ]
-    context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
-    for recipient in recipients:
-        notify_service.queue_mail(recipient, template, context)
-
-
-# --- revocation list ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RevocationList:
-    jws: str
-    etag: str
-    max_age: int
-
-
-def revocation_list() -> RevocationList:
-    """The signed list of revoked, unexpired tokens (and, separately, the suspended ones), so
-    that a provider verifying offline keeps working from its last copy."""
-    now = clock.now()
-    max_age = current_app.config["REVOCATIONS_MAX_AGE"]
-    rows = db.session.execute(
-        select(
-            AccessToken.jti,
-            AccessToken.status,
-            AccessToken.revoked_at,
-            AccessToken.grace_ends_at,
-            AccessToken.expires_at,
-        )
-        .where(
-            AccessToken.expires_at > now,
-            or_(
-                AccessToken.status.in_([TokenStatus.REVOKED, TokenStatus.SUSPENDED]),
-                and_(
-                    AccessToken.status == TokenStatus.SUPERSEDED,
-                    AccessToken.grace_ends_at <= now,
-                ),
-            ),
-        )
-        .order_by(AccessToken.jti)
-    ).all()
-    revoked, suspended = [], []
-    for row in rows:
-        if row.status == TokenStatus.SUSPENDED:
-            suspended.append({"jti": row.jti, "exp": int(row.expires_at.timestamp())})
-            continue
-        at = row.revoked_at or row.grace_ends_at
-        revoked.append(
-            {
-                "jti": row.jti,
-                "revoked_at": int(at.timestamp()),
-                "exp": int(row.expires_at.timestamp()),
-            }
-        )
-    content = json.dumps([revoked, suspended], separators=(",", ":"), sort_keys=True)
-    etag = hashlib.sha256(content.encode()).hexdigest()[:32]
-    iat = int(now.timestamp())
-    payload = {
-        "iss": _issuer(),
-        "iat": iat,
-        "next_update": iat + max_age,
-        "revoked": revoked,
-        "suspended": suspended,
-    }
-    return RevocationList(sign_jws(payload, KeyUsage.TOKEN, REVOCATIONS_TYPE), etag, max_age)
-
-
-# --- scoped loading for pages --------------------------------------------------------------
-
-
-def visible_tokens_query(user):
-    """Tokens ``user`` may see: their organisations' (verified membership), the APIs they
-    instruct, every token for a security officer."""
-    from datapass.accounts.models import Membership
-
-    if user.has_role(AccountRole.SECURITY_OFFICER):
-        return select(AccessToken)
-    org_ids = select(Membership.organisation_id).where(
-        Membership.user_id == user.id, Membership.verified.is_(True)
-    )
-    conditions = [AccessToken.organisation_id.in_(org_ids)]
-    api_ids = user.instructed_api_ids()
-    if api_ids:
-        conditions.append(AccessToken.api_id.in_(api_ids))
-    return select(AccessToken).where(or_(*conditions))
-
-
-def organisation_tokens_query(user):
-    """Tokens of the organisations ``user`` is a verified member of (the applicant list)."""
-    from datapass.accounts.models import Membership
-
-    org_ids = select(Membership.organisation_id).where(
-        Membership.user_id == user.id, Membership.verified.is_(True)
-    )
-    return select(AccessToken).where(AccessToken.organisation_id.in_(org_ids))
-
-
-def get_visible(user, token_id: int) -> AccessToken | None:
-    return db.session.scalar(visible_tokens_query(user).where(AccessToken.id == token_id))
+    mails.mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)

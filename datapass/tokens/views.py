@@ -14,7 +14,7 @@ from datapass import access, formatting, web
 from datapass.authorizations import service as authorizations_service
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
-from datapass.tokens import forms, service
+from datapass.tokens import forms, queries, service
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -29,7 +29,7 @@ def _me():
 
 def _load(token_id: int) -> AccessToken:
     """The token, if the current user may see it (another organisation's token → 404)."""
-    token = service.get_visible(_me(), token_id)
+    token = queries.get_visible(_me(), token_id)
     if token is None:
         abort(404)
     return token
@@ -60,7 +60,7 @@ def _render_show(token: AccessToken, status: int = 200, **forms_):
         habilitation_visible=authorizations_service.get_habilitation(token.habilitation_id, user)
         is not None,
         successor=successor
-        if successor is not None and service.get_visible(user, successor.id)
+        if successor is not None and queries.get_visible(user, successor.id)
         else None,
         user=user,
         **context,
@@ -73,7 +73,7 @@ def applicant_index():
     # Grouped by habilitation (newest first), each group's tokens newest first: the template
     # starts a group whenever the habilitation changes.
     query = (
-        service.organisation_tokens_query(_me())
+        queries.organisation_tokens_query(_me())
         .join(Habilitation, Habilitation.id == AccessToken.habilitation_id)
         .order_by(
             Habilitation.created_at.desc(),
@@ -99,7 +99,7 @@ def applicant_index():
 @bp.route("/supervision")
 @access.role_required("instructor", "security_officer")
 def supervision():
-    query = service.visible_tokens_query(_me())
+    query = queries.visible_tokens_query(_me())
     status = request.args.get("statut")
     if status in {s.value for s in TokenStatus}:
         query = query.where(AccessToken.status == status)
@@ -119,7 +119,7 @@ def supervision():
 def habilitation_tokens(habilitation) -> list[AccessToken]:
     """The tokens of a habilitation that the current user may see, newest first (the
     habilitation's page lists them; the authorizations domain does not know tokens)."""
-    query = service.visible_tokens_query(_me()).where(
+    query = queries.visible_tokens_query(_me()).where(
         AccessToken.habilitation_id == habilitation.id
     )
     order = (AccessToken.issued_at.desc(), AccessToken.id.desc())

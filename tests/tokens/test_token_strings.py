@@ -22,7 +22,7 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.keys import jws as keys_jws
 from datapass.keys import service as keys_service
-from datapass.tokens import service
+from datapass.tokens import revocation_list, service
 from datapass.tokens import verify as dp_verify
 from tests.tokens.test_machine_api import basic
 
@@ -138,7 +138,7 @@ def test_signatures_are_low_s_and_high_s_twins_are_refused(world):
     # the other documents signed by the same path (revocation list, audit checkpoints) too
     for _ in range(8):
         for jws in (
-            service.revocation_list().jws,
+            revocation_list.revocation_list().jws,
             keys_jws.sign_jws({"iss": ISSUER, "n": 1}, usage="audit"),
         ):
             s = int.from_bytes(unb64(jws.rpartition(".")[2])[32:], "big")
