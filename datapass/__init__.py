@@ -66,7 +66,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from datapass.accounts import mfa as accounts_mfa
     from datapass.accounts import sessions as accounts_sessions
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import clients as catalogue_clients
 
     login_manager.user_loader(accounts_sessions.load_session_user)
     login_manager.login_view = "accounts.login"
@@ -79,7 +79,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     access.init_app(
         app,
         access.Checks(
-            authenticate_client=catalogue_service.authenticate_client,
+            authenticate_client=catalogue_clients.authenticate_client,
             mfa_enrolment_pending=accounts_mfa.mfa_enrolment_pending,
             recently_authenticated=accounts_sessions.recently_authenticated,
         ),

@@ -144,9 +144,9 @@ def _seed() -> World:
     _confirmed_renewal_world(world, officer)
     victim = factories.staff("instructor", api=api, full_name="Victime des routes d'admin")
     world.victim_id = victim.id
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import clients as catalogue_clients
 
-    world.victim_client_id = catalogue_service.create_client(api.provider, "Victime")[0].id
+    world.victim_client_id = catalogue_clients.create_client(api.provider, "Victime")[0].id
     db.session.flush()
     world.ids = _ids(world)
     world.texts = {
