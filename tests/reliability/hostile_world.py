@@ -84,10 +84,11 @@ def destroy(app) -> None:
 def _seed() -> World:
     from datapass import demo
     from datapass.accounts.models import User
-    from datapass.audit import consumption, exports
+    from datapass.audit import exports
     from datapass.audit.search import AuditFilter
     from datapass.authorizations import service as authorizations
     from datapass.authorizations.models import Habilitation
+    from datapass.consumption import ingest
     from datapass.tokens import service as tokens_service
     from tests.lifecycle.conftest import expiring_token, issue
 
@@ -135,7 +136,7 @@ def _seed() -> World:
         if n == 0:  # a member of a payload organisation (its token's consumption)
             world.sessions["member"] = member.get_id()
             world.payload_token_id = used.id
-    consumption.ingest_usage(api.provider_id, events)
+    ingest.ingest_usage(api.provider_id, events)
     db.session.flush()
     for fmt in exports.FORMATS:
         world.export_ids[fmt] = exports.create_export(AuditFilter(), fmt, officer).id
