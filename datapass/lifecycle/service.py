@@ -43,6 +43,7 @@ from datapass.tokens import mails as token_mails
 from datapass.tokens import queries as token_queries
 from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -366,7 +367,7 @@ class Effects:
 
     def webhook(self, token: AccessToken, event: str, **extra: Any) -> None:
         self.webhooks.setdefault(token.api_id, []).append(
-            (event, token_states.token_webhook_data(token, **extra), "AccessToken", token.id)
+            (event, token_transitions.token_webhook_data(token, **extra), "AccessToken", token.id)
         )
 
     def write(self) -> None:
@@ -692,7 +693,7 @@ def _do_expire(
 ):
     was = token.status
     if was in token_states.TRANSITIONS["expire"].sources:
-        token_states.apply(token, "expire", actor)
+        token_transitions.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or _has_successor(token):
         return "done", {"from": was, "mails": 0}
     sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", _context(token, api))
@@ -704,7 +705,7 @@ def _do_grace_end(
 ):
     if token.status != TokenStatus.SUPERSEDED:
         return "void", None
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,
@@ -823,7 +824,7 @@ def _do_unused_suspend(
     if token.status != TokenStatus.ACTIVE:
         return "void", None
     context = _unused_context(token, api, step, done, fx)
-    token_states.apply(
+    token_transitions.apply(
         token,
         "suspend",
         actor,
@@ -845,7 +846,7 @@ def _do_unused_revoke(
         return "void", None
     context = _unused_context(token, api, step, done, fx)
     evidence = context["evidence"]
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,
@@ -982,7 +983,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     # The member is authorised here (once, with a justification): the transitions table
     # keeps reactivation for staff, so this trusted caller passes the role itself.
-    token_states.apply(
+    token_transitions.apply(
         token,
         "reactivate",
         actor,
@@ -1303,7 +1304,7 @@ def supersede_with_grace(
         return None
     grace_end = min(clock.now() + timedelta(days=grace_days()), clock.as_utc(old.expires_at))
     old.grace_ends_at = grace_end
-    token_states.apply(
+    token_transitions.apply(
         old,
         "supersede",
         actor,

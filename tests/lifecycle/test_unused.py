@@ -13,7 +13,7 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.lifecycle import service
-from datapass.tokens import service as tokens_service
+from datapass.tokens import transitions as token_transitions
 from tests import factories
 from tests.lifecycle.conftest import acts, expiring_token, issue, mails, make_listening_api
 
@@ -115,7 +115,7 @@ def test_suspension_then_one_reactivation_by_the_organisation(app):
     assert not service.can_self_reactivate(token, requester)
     with pytest.raises(service.LifecycleError, match="instructeur"):
         service.self_reactivate(token, Actor.for_user(requester), "Encore une fois, svp.")
-    tokens_service.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
+    token_transitions.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
     assert token.status == "active"
 
 
