@@ -79,7 +79,7 @@ def build(path: Path, total: int, due: int, mix: bool = False) -> dict[str, list
     category (``mix`` only)."""
     from datapass.accounts.models import Organisation, User
     from datapass.authorizations.models import AuthorizationRequest, Habilitation
-    from datapass.lifecycle import service
+    from datapass.lifecycle.days import day_start
     from datapass.lifecycle.models import LifecycleAct
     from datapass.tokens.models import AccessToken
     from tests import factories
@@ -189,9 +189,7 @@ def build(path: Path, total: int, due: int, mix: bool = False) -> dict[str, list
     )
     db.session.commit()
 
-    expires_due = service.day_start(clock.local(NOW).date() + timedelta(days=30)) + timedelta(
-        hours=9
-    )
+    expires_due = day_start(clock.local(NOW).date() + timedelta(days=30)) + timedelta(hours=9)
     issued_due = clock.add_months(expires_due, -18)
     issued_other = NOW - timedelta(days=100)
     expires_other = clock.add_months(issued_other, 18)
@@ -301,29 +299,30 @@ def mixed_token(
     """The columns of due token ``n`` of ``category`` (as the sweep finds them on the day),
     and the acts done before today (``prior``) and its last call (``recent``) when it has
     them. The acts are those the earlier sweeps recorded: the same keys, at their due days."""
-    from datapass.lifecycle import service
+    from datapass.lifecycle.days import day_start
+    from datapass.lifecycle.plan import REMINDER_DAYS
 
     today = clock.local(NOW).date()
     jti = f"00000000-0000-4000-8000-{n:012d}"
 
     def at(days: int, hour: int) -> datetime:  # ``hour`` o'clock in Paris, ``days`` from today
-        return service.day_start(today + timedelta(days=days)) + timedelta(hours=hour)
+        return day_start(today + timedelta(days=days)) + timedelta(hours=hour)
 
     def reminders_before(expires: datetime, down_to: int) -> None:
         day = clock.local(expires).date()
-        for days in service.REMINDER_DAYS:
+        for days in REMINDER_DAYS:
             if days > down_to:
                 prior.append(
                     {
                         "jti": jti,
                         "key": f"reminder:{days}",
                         "kind": "reminder",
-                        "due_at": service.day_start(day - timedelta(days=days)),
+                        "due_at": day_start(day - timedelta(days=days)),
                     }
                 )
 
     def unused(issued: datetime, last_used: datetime, done: tuple[str, ...]) -> dict:
-        stamp = str(int(last_used.timestamp()))  # the idle period's key (service._stamp)
+        stamp = str(int(last_used.timestamp()))  # the idle period's key (lifecycle.plan._stamp)
         for kind, days in (("warning", 90), ("suspend", 120)):
             if kind in done:
                 prior.append(
@@ -331,9 +330,7 @@ def mixed_token(
                         "jti": jti,
                         "key": f"unused:{kind}:{stamp}",
                         "kind": f"unused_{kind}",
-                        "due_at": service.day_start(
-                            clock.local(last_used).date() + timedelta(days=days)
-                        ),
+                        "due_at": day_start(clock.local(last_used).date() + timedelta(days=days)),
                     }
                 )
         recent.append(

@@ -64,10 +64,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     _register_models()
 
-    from datapass.accounts import service as accounts_service
+    from datapass.accounts import mfa as accounts_mfa
+    from datapass.accounts import sessions as accounts_sessions
     from datapass.catalogue import service as catalogue_service
 
-    login_manager.user_loader(accounts_service.load_session_user)
+    login_manager.user_loader(accounts_sessions.load_session_user)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = "Connectez-vous pour accéder à cette page."
     login_manager.login_message_category = "info"
@@ -78,8 +79,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app,
         access.Checks(
             authenticate_client=catalogue_service.authenticate_client,
-            mfa_enrolment_pending=accounts_service.mfa_enrolment_pending,
-            recently_authenticated=accounts_service.recently_authenticated,
+            mfa_enrolment_pending=accounts_mfa.mfa_enrolment_pending,
+            recently_authenticated=accounts_sessions.recently_authenticated,
         ),
     )
     web.init_app(app)

@@ -138,10 +138,10 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
     from flask import render_template_string
 
     from datapass import create_app
-    from datapass.accounts import service as accounts_service
+    from datapass.accounts import links
     from datapass.actor import Actor
     from datapass.extensions import db
-    from datapass.lifecycle import service as lifecycle_service
+    from datapass.lifecycle import mails as lifecycle_mails
     from datapass.tokens import service as tokens_service
     from tests.conftest import base_config
     from tests.tokens.conftest import make_habilitation
@@ -159,8 +159,8 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
         token, raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
         claims = jwt.decode(raw, options={"verify_signature": False})
         assert claims["iss"] == "http://127.0.0.1:8080"
-        assert lifecycle_service.renewal_url(token).startswith("http://127.0.0.1:8080/jetons/")
-        link = accounts_service.make_password_link(habilitation.requester, "reset")
+        assert lifecycle_mails.renewal_url(token).startswith("http://127.0.0.1:8080/jetons/")
+        link = links.make_password_link(habilitation.requester, "reset")
         assert link.startswith("http://127.0.0.1:8080/mot-de-passe/")
         with app.test_request_context("/audit/exports/1"):
             assert render_template_string("{{ audit_base_url }}") == "http://127.0.0.1:8080"

@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from datapass import clock, formatting
-from datapass.lifecycle import service as lifecycle_service
+from datapass.lifecycle.days import day_start, paris_day
+from datapass.lifecycle.sweep import sweep_tokens
 from tests import factories
 from tests.lifecycle.conftest import expiring_token, mails
 from tests.tokens.conftest import make_api
@@ -85,8 +86,8 @@ def test_reminder_mail_speaks_french(app):
     « dans 1 jour » (not « l’API API Particulier », not « 1 jours »)."""
     api = make_api(name="API Particulier — Quotient familial CAF & MSA")
     token = expiring_token(api, days_left=1)
-    clock.set_frozen(lifecycle_service.day_start(lifecycle_service.paris_day(clock.now())))
-    lifecycle_service.sweep_tokens()
+    clock.set_frozen(day_start(paris_day(clock.now())))
+    sweep_tokens()
     sent = [m for m in mails("reminder_expiry") if m.body_text]
     assert sent, "no reminder sent"
     mail = sent[-1]

@@ -3,21 +3,22 @@ administration of users and organisations."""
 
 from __future__ import annotations
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from datapass import access, web
-from datapass.accounts import forms, service
+from datapass.accounts import (
+    authentication,
+    directory,
+    forms,
+    links,
+    mfa,
+    organisations,
+    passwords,
+    sessions,
+)
+from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
 from datapass.catalogue import service as catalogue_service
 from datapass.extensions import db
@@ -33,7 +34,7 @@ def demo_mfa_notice() -> bool:
         and current_user.is_demo
         and current_user.is_staff
         and not current_user.mfa_enabled
-        and not service.mfa_required(current_user)
+        and not mfa.mfa_required(current_user)
     )
 
 
@@ -44,10 +45,10 @@ PER_PAGE = 25
 
 
 def _next(raw: str | None) -> str | None:
-    return service.safe_next(raw, host=request.host)
+    return sessions.safe_next(raw, host=request.host)
 
 
-def _attach(form, error: service.AccountError) -> None:
+def _attach(form, error: AccountError) -> None:
     """Show a service's refusal beside its field, or at the top of the form."""
     target = getattr(form, error.field, None) if error.field else None
     if target is not None:
@@ -170,8 +171,8 @@ def home():
     return render_template(
         "accounts/home.html",
         cards=_cards(user),
-        organisation=service.current_organisation(user),
-        role_labels=[service.role_label(r) for r in sorted(user.roles)],
+        organisation=organisations.current_organisation(user),
+        role_labels=[directory.role_label(r) for r in sorted(user.roles)],
     )
 
 
@@ -194,7 +195,7 @@ def accessibility():
 
 def _after_login(user: User, next_url: str | None):
     target = _next(next_url)
-    if service.mfa_enrolment_pending(user):
+    if mfa.mfa_enrolment_pending(user):
         return redirect(url_for("accounts.mfa_setup", next=target))
     return redirect(target or url_for("accounts.home"))
 
@@ -208,9 +209,11 @@ def login():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.authenticate(form.email.data, form.password.data, access.client_ip())
+        outcome = authentication.authenticate(
+            form.email.data, form.password.data, access.client_ip()
+        )
         if outcome.status == "second_factor":
-            service.begin_second_factor(outcome.user, _next(form.next.data))
+            authentication.begin_second_factor(outcome.user, _next(form.next.data))
         db.session.commit()
         if outcome.status == "second_factor":
             return redirect(url_for("accounts.login_second_factor"))
@@ -227,7 +230,7 @@ def login():
 @bp.route("/connexion/verification", methods=["GET", "POST"])
 @access.public
 def login_second_factor():
-    user, next_url = service.pending_second_factor()
+    user, next_url = authentication.pending_second_factor()
     if user is None:
         flash("Votre connexion a expiré : saisissez de nouveau vos identifiants.", "warning")
         return redirect(url_for("accounts.login"))
@@ -235,7 +238,7 @@ def login_second_factor():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.complete_second_factor(user, form.code.data, access.client_ip())
+        outcome = authentication.complete_second_factor(user, form.code.data, access.client_ip())
         db.session.commit()
         if outcome.status == "signed_in":
             flash(f"Bienvenue, {user.display_name}.", "success")
@@ -251,7 +254,7 @@ def login_second_factor():
 @access.signed_in
 @access.mfa_enrolment
 def logout():
-    service.sign_out(_me(), access.client_ip())
+    authentication.sign_out(_me(), access.client_ip())
     db.session.commit()
     flash(
         "Vous êtes déconnecté, ici et sur tous les autres navigateurs et appareils où vous "
@@ -269,7 +272,7 @@ def logout():
 def forgot_password():
     form = forms.ForgotPasswordForm()
     if form.validate_on_submit():
-        service.request_password_reset(form.email.data, access.client_ip())
+        links.request_password_reset(form.email.data, access.client_ip())
         db.session.commit()
         return render_template(
             "accounts/forgot_password.html",
@@ -283,8 +286,8 @@ def forgot_password():
 
 def _set_password_page(token: str, purpose: str):
     try:
-        user = service.read_password_link(token, purpose)
-    except service.AccountError as exc:
+        user = links.read_password_link(token, purpose)
+    except AccountError as exc:
         return render_template(
             "accounts/link_invalid.html", message=exc.message, purpose=purpose
         ), 400
@@ -292,8 +295,8 @@ def _set_password_page(token: str, purpose: str):
     status = 200
     if form.validate_on_submit():
         try:
-            service.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
-        except service.AccountError as exc:
+            links.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -334,8 +337,10 @@ def change_password():
     status = 200
     if form.validate_on_submit():
         try:
-            service.change_password(_me(), form.current_password.data, form.password.data, _actor())
-        except service.AccountError as exc:
+            passwords.change_password(
+                _me(), form.current_password.data, form.password.data, _actor()
+            )
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -362,11 +367,11 @@ def profile():
     return render_template(
         "accounts/profile.html",
         user=user,
-        organisation=service.current_organisation(user),
+        organisation=organisations.current_organisation(user),
         role_grants=sorted(user.role_grants, key=lambda g: (g.role, g.api_id or 0)),
         role_labels=ROLE_LABELS,
-        mfa_required=service.mfa_required(user),
-        remaining_codes=service.remaining_recovery_codes(user) if user.mfa_enabled else 0,
+        mfa_required=mfa.mfa_required(user),
+        remaining_codes=mfa.remaining_recovery_codes(user) if user.mfa_enabled else 0,
         action_form=forms.EmptyForm(),
     )
 
@@ -382,15 +387,15 @@ def mfa_setup():
         return render_template(
             "accounts/mfa_status.html",
             user=user,
-            remaining_codes=service.remaining_recovery_codes(user),
-            mfa_required=service.mfa_required(user),
+            remaining_codes=mfa.remaining_recovery_codes(user),
+            mfa_required=mfa.mfa_required(user),
         )
     form = forms.TotpConfirmForm()
     status = 200
     if form.validate_on_submit():
         try:
-            codes = service.enable_totp(user, form.code.data, _actor())
-        except service.AccountError as exc:
+            codes = mfa.enable_totp(user, form.code.data, _actor())
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -401,12 +406,12 @@ def mfa_setup():
             )
     elif form.is_submitted():
         status = 422
-    enrolment = service.totp_enrolment(user)
+    enrolment = mfa.totp_enrolment(user)
     return render_template(
         "accounts/mfa_setup.html",
         form=form,
         enrolment=enrolment,
-        mfa_required=service.mfa_required(user),
+        mfa_required=mfa.mfa_required(user),
     ), status
 
 
@@ -419,13 +424,13 @@ def mfa_disable():
         return redirect(url_for("accounts.mfa_setup"))
     user = _me()
     try:
-        service.disable_totp(user, _actor())
-    except service.AccountError as exc:
+        mfa.disable_totp(user, _actor())
+    except AccountError as exc:
         db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("accounts.profile"))
     db.session.commit()
-    if service.mfa_required(user):
+    if mfa.mfa_required(user):
         flash(
             "La double authentification a été désactivée. Elle est obligatoire pour votre rôle : "
             "configurez-la de nouveau avec votre nouvel appareil.",
@@ -444,8 +449,8 @@ def mfa_regenerate_codes():
     if not form.validate_on_submit():
         return redirect(url_for("accounts.mfa_setup"))
     try:
-        codes = service.regenerate_recovery_codes(_me(), _actor())
-    except service.AccountError as exc:
+        codes = mfa.regenerate_recovery_codes(_me(), _actor())
+    except AccountError as exc:
         db.session.rollback()
         flash(exc.message, "error")
         return redirect(url_for("accounts.profile"))
@@ -462,7 +467,7 @@ def reauthenticate():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.reauthenticate(
+        outcome = authentication.reauthenticate(
             user, form.password.data, form.code.data, access.client_ip()
         )
         db.session.commit()
@@ -484,17 +489,19 @@ def reauthenticate():
 @access.signed_in
 def choose_organisation():
     user = _me()
-    organisations = sorted(user.organisations, key=lambda o: o.name)
-    current = service.current_organisation(user)
+    mine = sorted(user.organisations, key=lambda o: o.name)
+    current = organisations.current_organisation(user)
     form = forms.OrganisationChoiceForm(
-        organisations=organisations,
+        organisations=mine,
         data={"organisation_id": str(current.id) if current else None},
     )
     status = 200
     if form.validate_on_submit():
         try:
-            chosen = service.switch_organisation(user, int(form.organisation_id.data), _actor())
-        except service.AccountError as exc:
+            chosen = organisations.switch_organisation(
+                user, int(form.organisation_id.data), _actor()
+            )
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -507,7 +514,7 @@ def choose_organisation():
     return render_template(
         "accounts/choose_organisation.html",
         form=form,
-        organisations=organisations,
+        organisations=mine,
         current=current,
     ), status
 
@@ -520,7 +527,7 @@ def choose_organisation():
 def admin_users():
     search = forms.SearchForm(request.args)
     query = search.q.data or "" if search.validate() else ""
-    pagination = service.users_page(query, _page_number(), PER_PAGE)
+    pagination = directory.users_page(query, _page_number(), PER_PAGE)
     return render_template(
         "accounts/admin_users.html",
         search=search,
@@ -538,9 +545,9 @@ def _organisations():
 @access.role_required("admin")
 @access.recent_auth
 def admin_invite():
-    organisations = _organisations()
+    choices = _organisations()
     apis = _apis()
-    form = forms.InviteForm(organisations=organisations, apis=apis)
+    form = forms.InviteForm(organisations=choices, apis=apis)
     status = 200
     if form.validate_on_submit():
         organisation = (
@@ -552,7 +559,7 @@ def admin_invite():
         api_id = int(form.api_id.data) if form.api_id.data else None
         roles = [(role, api_id) for role in form.roles.data]
         try:
-            user = service.invite_user(
+            user = directory.invite_user(
                 form.email.data,
                 form.full_name.data,
                 _actor(),
@@ -560,7 +567,7 @@ def admin_invite():
                 verified=form.verified.data,
                 roles=roles,
             )
-        except service.AccountError as exc:
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -609,13 +616,13 @@ def admin_grant_role(user_id: int):
         return _render_admin_user(user, form, apis, 422)
     api_id = int(form.api_id.data) if form.api_id.data else None
     try:
-        service.grant_role(user, form.role.data, api_id, _actor())
-    except service.AccountError as exc:
+        directory.grant_role(user, form.role.data, api_id, _actor())
+    except AccountError as exc:
         db.session.rollback()
         _attach(form, exc)
         return _render_admin_user(user, form, apis, 422)
     db.session.commit()
-    flash(f"Rôle « {service.role_label(form.role.data)} » attribué à {user.email}.", "success")
+    flash(f"Rôle « {directory.role_label(form.role.data)} » attribué à {user.email}.", "success")
     return redirect(url_for("accounts.admin_user", user_id=user.id))
 
 
@@ -628,7 +635,7 @@ def _post_act(user_id: int, act, success: str):
         return redirect(url_for("accounts.admin_user", user_id=user.id))
     try:
         act(user)
-    except service.AccountError as exc:
+    except AccountError as exc:
         db.session.rollback()
         flash(exc.message, "error")
     else:
@@ -647,7 +654,7 @@ def admin_withdraw_role(user_id: int, grant_id: int):
     if grant is None:
         abort(404)
     return _post_act(
-        user_id, lambda user: service.withdraw_role(grant, _actor()), "Rôle retiré à {email}."
+        user_id, lambda user: directory.withdraw_role(grant, _actor()), "Rôle retiré à {email}."
     )
 
 
@@ -657,7 +664,7 @@ def admin_withdraw_role(user_id: int, grant_id: int):
 def admin_deactivate(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.deactivate_user(user, _actor()),
+        lambda user: directory.deactivate_user(user, _actor()),
         "Le compte {email} est désactivé : ses sessions sont fermées.",
     )
 
@@ -668,7 +675,7 @@ def admin_deactivate(user_id: int):
 def admin_reactivate(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.reactivate_user(user, _actor()),
+        lambda user: directory.reactivate_user(user, _actor()),
         "Le compte {email} est réactivé.",
     )
 
@@ -679,7 +686,7 @@ def admin_reactivate(user_id: int):
 def admin_resend_invitation(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.resend_invitation(user, _actor()),
+        lambda user: directory.resend_invitation(user, _actor()),
         "Nouvelle invitation envoyée à {email}.",
     )
 
@@ -692,7 +699,7 @@ def admin_resend_invitation(user_id: int):
 def admin_organisations():
     search = forms.SearchForm(request.args)
     query = search.q.data or "" if search.validate() else ""
-    pagination = service.organisations_page(query, _page_number(), PER_PAGE)
+    pagination = directory.organisations_page(query, _page_number(), PER_PAGE)
     return render_template(
         "accounts/admin_organisations.html", search=search, query=query, pagination=pagination
     )
@@ -706,10 +713,10 @@ def admin_organisation_new():
     status = 200
     if form.validate_on_submit():
         try:
-            organisation = service.create_organisation(
+            organisation = organisations.create_organisation(
                 form.siret.data, form.name.data, form.address.data, _actor()
             )
-        except service.AccountError as exc:
+        except AccountError as exc:
             db.session.rollback()
             _attach(form, exc)
             status = 422
@@ -748,8 +755,10 @@ def admin_add_member(organisation_id: int):
     if not form.validate_on_submit():
         return _render_admin_organisation(organisation, form, 422)
     try:
-        membership = service.add_member(organisation, form.email.data, form.verified.data, _actor())
-    except service.AccountError as exc:
+        membership = organisations.add_member(
+            organisation, form.email.data, form.verified.data, _actor()
+        )
+    except AccountError as exc:
         db.session.rollback()
         _attach(form, exc)
         return _render_admin_organisation(organisation, form, 422)

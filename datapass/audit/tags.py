@@ -48,6 +48,7 @@ class EventTag:
         HabilitationCreated = "authorizations:habilitation:created"
         HabilitationObsoleted = "authorizations:habilitation:obsoleted"
         HabilitationRevoked = "authorizations:habilitation:revoked"
+        HabilitationTransferred = "authorizations:habilitation:transferred"
         RequestApprove = "authorizations:request:approve"
         RequestArchive = "authorizations:request:archive"
         RequestArchiveWarned = "authorizations:request:archive_warned"
@@ -60,6 +61,7 @@ class EventTag:
         RequestRequestChanges = "authorizations:request:request_changes"
         RequestRevoke = "authorizations:request:revoke"
         RequestSubmit = "authorizations:request:submit"
+        RequestTransferred = "authorizations:request:transferred"
         TemplateDeleted = "authorizations:template:deleted"
         TemplateSaved = "authorizations:template:saved"
 

@@ -1,7 +1,7 @@
 """Rules of authorization requests and habilitations.
 
 Plain functions: each takes the acting :class:`~datapass.actor.Actor` and the objects
-it works on, changes state (through :func:`datapass.authorizations.states.fire` for the
+it works on, changes state (through :func:`datapass.authorizations.transitions.fire` for the
 lifecycle), records the audit event, queues the mails — and flushes, never commits.
 """
 
@@ -23,7 +23,7 @@ from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.accounts.models import Role as AccountRole
 from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.authorizations import states
+from datapass.authorizations import states, transitions
 from datapass.authorizations.models import (
     CONTACT_ROLES,
     AuthorizationRequest,
@@ -636,7 +636,7 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     values: dict[str, Any] = {"submitted_at": now}
     if request.first_submitted_at is None:
         values["first_submitted_at"] = now
-    entry = states.fire(
+    entry = transitions.fire(
         Event.SUBMIT,
         request,
         actor,
@@ -685,7 +685,7 @@ def _mail_designated(
 
 def request_changes(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestEvent:
     """Send the request back to the applicant with the instructor's reason."""
-    entry = states.fire(Event.REQUEST_CHANGES, request, actor, reason=reason)
+    entry = transitions.fire(Event.REQUEST_CHANGES, request, actor, reason=reason)
     mail_requester(request, "request_changes_requested", reason=entry.text)
     return entry
 
@@ -695,7 +695,7 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
     becomes obsolete); its token is issued."""
     previous = request.active_habilitation
     note = (note or "").strip() or None
-    entry = states.fire(
+    entry = transitions.fire(
         Event.APPROVE, request, actor, reason=note, values={"decided_at": clock.now()}
     )
     habilitation = Habilitation(
@@ -722,7 +722,7 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
         payload={"request_id": request.id, "scopes": habilitation.scopes},
     )
     if previous is not None:
-        states.make_obsolete(previous, habilitation, actor)
+        transitions.make_obsolete(previous, habilitation, actor)
     signals.habilitation_approved.send(habilitation, actor=actor)
     if previous is not None:
         # The replaced habilitation's live tokens give way to the new one's, with a grace
@@ -736,7 +736,7 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     """Refuse the request (final), or refuse an update: the habilitation in force stays and
     the request returns to its validated content."""
     reopening = states.is_reopening(request)
-    entry = states.fire(
+    entry = transitions.fire(
         Event.REFUSE, request, actor, reason=reason, values={"decided_at": clock.now()}
     )
     if reopening:
@@ -748,18 +748,18 @@ def refuse(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
 
 def archive(request: AuthorizationRequest, actor: Actor, reason: str | None = None) -> RequestEvent:
     """Archive a draft or a refused request."""
-    return states.fire(Event.ARCHIVE, request, actor, reason=reason)
+    return transitions.fire(Event.ARCHIVE, request, actor, reason=reason)
 
 
 def reopen(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     """Open an update of a validated request; its habilitation stays active meanwhile."""
-    return states.fire(Event.REOPEN, request, actor)
+    return transitions.fire(Event.REOPEN, request, actor)
 
 
 def cancel_reopening(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     """Abandon an update: the request returns to the content of its habilitation."""
     habilitation = request.active_habilitation
-    entry = states.fire(Event.CANCEL_REOPENING, request, actor)
+    entry = transitions.fire(Event.CANCEL_REOPENING, request, actor)
     _restore(request, habilitation.snapshot, actor)
     signals.update_closed.send(request, actor=actor)
     return entry
@@ -769,9 +769,9 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
     """Revoke the request's habilitation and its tokens, with the reason given to the
     organisation."""
     habilitation = request.active_habilitation
-    entry = states.fire(Event.REVOKE, request, actor, reason=reason)
+    entry = transitions.fire(Event.REVOKE, request, actor, reason=reason)
     if habilitation is not None:
-        states.revoke_habilitation(habilitation, actor, entry.text)
+        transitions.revoke_habilitation(habilitation, actor, entry.text)
         signals.habilitation_revoked.send(habilitation, actor=actor, reason=entry.text)
     recipients = {request.requester.email}
     if habilitation is not None:

@@ -1,23 +1,23 @@
 """The lifecycle of an authorization request, after the real DataPass (DESIGN §3).
 
 One enum (:class:`RequestState`) and one transitions table (:data:`TRANSITIONS`: event, from
-which states, to which state, by which roles). :func:`fire` is the only code that changes a
-request's state: it checks the role (403) and the state (409), changes the state with a
-conditional UPDATE (two instructors deciding at once: exactly one wins), writes the timeline
-entry and the audit event. Status strings are compared here and nowhere else.
+which states, to which state, by which roles), the habilitation's statuses, and the guards
+(``check``, ``can_*``, ``is_*``) that answer who may do what now. Nothing here writes:
+:func:`datapass.authorizations.transitions.fire` is the only code that changes a request's
+state. Status strings are compared here and nowhere else.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from datapass.accounts.models import Role as AccountRole
+from datapass.errors import DomainError
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
-    from datapass.actor import Actor
     from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 
 
@@ -180,14 +180,10 @@ EDITABLE_STATES = frozenset({S.DRAFT, S.CHANGES_REQUESTED})
 FINAL_STATES = frozenset({S.ARCHIVED, S.REVOKED})
 
 
-class TransitionError(Exception):
+class TransitionError(DomainError):
     """A transition that may not happen; nothing was changed."""
 
     status = 400
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
 
 
 class NotAllowed(TransitionError):
@@ -294,165 +290,7 @@ def is_validated(request: AuthorizationRequest) -> bool:
     return request.state == S.VALIDATED
 
 
-# --- the one place a state changes --------------------------------------------------------
-
-
-def fire(
-    event: Event | str,
-    request: AuthorizationRequest,
-    actor: Actor,
-    *,
-    reason: str | None = None,
-    diff: list[dict[str, Any]] | None = None,
-    values: dict[str, Any] | None = None,
-    data: dict[str, Any] | None = None,
-) -> RequestEvent:
-    """Fire ``event`` on ``request`` as ``actor``; returns the timeline entry.
-
-    Checks the actor's role for this request (:class:`NotAllowed`) and the state
-    (:class:`Conflict`), then changes the state with ``UPDATE … WHERE id = ? AND state = ?
-    AND version = ?``: if another transaction decided first, no row matches and
-    :class:`Conflict` is raised with nothing changed. ``values`` are extra columns set in the
-    same statement (e.g. ``decided_at``). Flushes, never commits.
-    """
-    from sqlalchemy import update
-    from sqlalchemy.orm.attributes import set_committed_value
-
-    from datapass import clock
-    from datapass.audit import service as audit
-    from datapass.authorizations.models import AuthorizationRequest, RequestEvent
-    from datapass.extensions import db
-
-    event = Event(event)
-    roles = {Role.SYSTEM} if actor.type == "system" else roles_of(actor.user, request)
-    transition = check(event, request, roles)
-    reason = (reason or "").strip() or None
-    if transition.reason_required and not reason:
-        raise ReasonRequired("Indiquez un motif : il est transmis au demandeur.")
-    source = state_of(request)
-    target = target_of(transition, request)
-    now = clock.now()
-    changes = {
-        "state": target.value,
-        "version": request.version + 1,
-        "state_changed_at": now,
-        "updated_at": now,
-        **(values or {}),
-    }
-    db.session.flush()  # pending edits first, so the conditional UPDATE is the decision
-    result = db.session.execute(
-        update(AuthorizationRequest)
-        .where(
-            AuthorizationRequest.id == request.id,
-            AuthorizationRequest.state == source.value,
-            AuthorizationRequest.version == request.version,
-        )
-        .values(**changes)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        db.session.expire(request)
-        raise Conflict(
-            "Cette demande vient d'être traitée par quelqu'un d'autre : votre action n'a pas "
-            "été enregistrée. Rechargez la page pour voir sa décision."
-        )
-    for key, value in changes.items():
-        set_committed_value(request, key, value)
-    entry = RequestEvent(
-        request=request,
-        kind=event.value,
-        actor_type="system" if actor.type == "system" else "user",
-        actor_id=actor.user.id if actor.user is not None else None,
-        actor_label=actor.label or "",
-        from_state=source.value,
-        to_state=target.value,
-        text=reason,
-        diff=diff,
-        data=data,
-        created_at=now,
-    )
-    db.session.add(entry)
-    payload: dict[str, Any] = {"from": source.value, "to": target.value}
-    if reason:
-        payload["reason"] = reason
-    if diff:
-        payload["changed_fields"] = [change["field"] for change in diff]
-    if data:
-        payload.update(data)
-    audit.record(
-        f"authorizations:request:{event.value}",
-        actor,
-        subject=request,
-        organisation_id=request.organisation_id,
-        api_id=request.api_id,
-        payload=payload,
-    )
-    return entry
-
-
-# --- habilitations: active → obsolete | revoked (both final) ------------------------------
-
-
-def _leave_active(habilitation, new_status: HabilitationStatus) -> None:
-    from sqlalchemy import update
-
-    from datapass.authorizations.models import Habilitation
-    from datapass.extensions import db
-
-    if habilitation.status != HabilitationStatus.ACTIVE:
-        raise Conflict(
-            f"Cette habilitation est déjà « {HabilitationStatus(habilitation.status).label} »."
-        )
-    db.session.flush()
-    result = db.session.execute(
-        update(Habilitation)
-        .where(Habilitation.id == habilitation.id, Habilitation.status == HabilitationStatus.ACTIVE)
-        .values(status=new_status.value)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        db.session.expire(habilitation)
-        raise Conflict("Cette habilitation vient d'être modifiée par quelqu'un d'autre.")
-    from sqlalchemy.orm.attributes import set_committed_value
-
-    set_committed_value(habilitation, "status", new_status.value)
-
-
-def make_obsolete(habilitation, replaced_by, actor: Actor) -> None:
-    """The approval of an update replaces ``habilitation`` by ``replaced_by``."""
-    from datapass import clock
-    from datapass.audit import service as audit
-
-    _leave_active(habilitation, HabilitationStatus.OBSOLETE)
-    habilitation.obsoleted_at = clock.now()
-    habilitation.replaced_by_id = replaced_by.id
-    audit.record(
-        "authorizations:habilitation:obsoleted",
-        actor,
-        subject=habilitation,
-        organisation_id=habilitation.organisation_id,
-        api_id=habilitation.api_id,
-        payload={"replaced_by": replaced_by.id},
-    )
-
-
-def revoke_habilitation(habilitation, actor: Actor, reason: str | None) -> None:
-    """Revoke ``habilitation`` (its request's revoke event calls this; tokens follow)."""
-    from datapass import clock
-    from datapass.audit import service as audit
-
-    _leave_active(habilitation, HabilitationStatus.REVOKED)
-    habilitation.revoked_at = clock.now()
-    habilitation.revoked_by_id = actor.user.id if actor.user is not None else None
-    habilitation.revocation_reason = reason
-    audit.record(
-        "authorizations:habilitation:revoked",
-        actor,
-        subject=habilitation,
-        organisation_id=habilitation.organisation_id,
-        api_id=habilitation.api_id,
-        payload={"reason": reason},
-    )
+# --- the timeline ------------------------------------------------------------------------
 
 
 TIMELINE_LABELS = {
@@ -464,7 +302,7 @@ TIMELINE_LABELS = {
 }
 
 
-def timeline_label(entry) -> str:
+def timeline_label(entry: RequestEvent) -> str:
     """What the timeline says of one entry."""
     if entry.kind in TIMELINE_LABELS:
         return TIMELINE_LABELS[entry.kind]

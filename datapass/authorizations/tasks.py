@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.authorizations import service, states
+from datapass.authorizations import service, states, transitions
 from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 from datapass.authorizations.states import Event, RequestState
 from datapass.extensions import db
@@ -164,7 +164,7 @@ def archive_stale_changes_requested() -> int:
         if waited > clock.as_utc(request.changes_warning_sent_at) or states.is_reopening(request):
             continue
         try:
-            states.fire(
+            transitions.fire(
                 Event.ARCHIVE,
                 request,
                 actor,

@@ -21,11 +21,13 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    inspect,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from datapass import clock
 from datapass.extensions import db
+from datapass.lifecycle import states
 from datapass.lifecycle.states import RenewalStatus
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
@@ -107,8 +109,6 @@ class Renewal(db.Model):
 
     @property
     def is_open(self) -> bool:
-        from datapass.lifecycle import states
-
         return states.is_open(self)
 
 
@@ -143,8 +143,6 @@ def _due_on_insert(_mapper, _connection, token: AccessToken) -> None:
 
 @event.listens_for(AccessToken, "before_update")
 def _due_on_update(_mapper, _connection, token: AccessToken) -> None:
-    from sqlalchemy import inspect
-
     state = inspect(token)
     if state.attrs.lifecycle_due_at.history.has_changes():
         return

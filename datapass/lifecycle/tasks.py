@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datapass.lifecycle import service
+from datapass.lifecycle import digest, sweep
 
 
 def token_lifecycle() -> dict[str, int]:
     """Reminders, expiry, grace ends, unused-access steps and closings that fell due: only
     the due tokens are read (index on ``lifecycle_due_at``); commits chunk by chunk."""
-    return service.sweep_tokens()
+    return sweep.sweep_tokens()
 
 
 def instructor_digest() -> dict[str, int]:
     """The instructors' daily digest (once per Paris day, from ``LIFECYCLE_DIGEST_HOUR``)."""
-    return service.send_digests()
+    return digest.send_digests()

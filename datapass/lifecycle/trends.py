@@ -10,9 +10,11 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select
 
 from datapass import charts, clock, formatting
+from datapass.accounts.models import Organisation
 from datapass.extensions import db
+from datapass.lifecycle.dashboard import DashboardFilters, organisation_matches
+from datapass.lifecycle.days import day_start
 from datapass.lifecycle.models import LifecycleAct
-from datapass.lifecycle.service import DashboardFilters, _organisation_matches, day_start
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -28,13 +30,11 @@ STAGES = (
 
 
 def _filtered(query, filters: DashboardFilters):
-    from datapass.accounts.models import Organisation
-
     if filters.api_id:
         query = query.where(AccessToken.api_id == filters.api_id)
     if filters.organisation:
         query = query.join(Organisation, Organisation.id == AccessToken.organisation_id).where(
-            _organisation_matches(filters.organisation)
+            organisation_matches(filters.organisation)
         )
     return query
 
@@ -72,7 +72,7 @@ def expiries_per_week(filters: DashboardFilters, weeks: int = WEEKS) -> list[dic
 
 
 def _idle_since():
-    """Where a token's idleness starts (as :func:`service.unused_since`): the latest of its
+    """Where a token's idleness starts (as :func:`plan.unused_since`): the latest of its
     issuance, last use and reactivation."""
     issued = AccessToken.issued_at
     parts = (

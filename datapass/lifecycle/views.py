@@ -17,9 +17,11 @@ from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.catalogue import service as catalogue_service
-from datapass.extensions import db
-from datapass.lifecycle import forms, service, trends
-from datapass.lifecycle.service import DashboardFilters, LifecycleError, RenewalAnswers
+from datapass.lifecycle import dashboard as dashboards
+from datapass.lifecycle import decisions, forms, plan, queries, reactivation, renewal, trends
+from datapass.lifecycle import updates as _updates  # noqa: F401 - connects its signal receivers
+from datapass.lifecycle.dashboard import DashboardFilters
+from datapass.lifecycle.renewal import RenewalAnswers
 
 bp = Blueprint("lifecycle", __name__)
 
@@ -30,7 +32,7 @@ def _me():
 
 def _member_token(token_id: int):
     """A token of one of the user's organisations (another organisation's → 404)."""
-    token = service.get_member_token(_me(), token_id)
+    token = queries.get_member_token(_me(), token_id)
     if token is None:
         abort(404)
     return token
@@ -38,27 +40,27 @@ def _member_token(token_id: int):
 
 @bp.app_template_global("lifecycle_upcoming_steps")
 def _upcoming_steps(token):
-    return service.upcoming_steps(token)
+    return plan.upcoming_steps(token)
 
 
 @bp.app_template_global("lifecycle_can_renew")
 def _can_renew(token, user):
-    return service.can_renew(token, user)
+    return renewal.can_renew(token, user)
 
 
 @bp.app_template_global("lifecycle_can_self_reactivate")
 def _can_self_reactivate(token, user):
-    return service.can_self_reactivate(token, user)
+    return reactivation.can_self_reactivate(token, user)
 
 
 @bp.app_template_global("lifecycle_renewal")
 def _renewal(token):
-    return service.shown_renewal(token)
+    return renewal.shown_renewal(token)
 
 
 @bp.app_template_global("lifecycle_renewal_blocker")
 def _renewal_blocker(token):
-    return service.renewal_blocker(token)
+    return renewal.renewal_blocker(token)
 
 
 @bp.app_template_global("lifecycle_justification_form")
@@ -74,8 +76,8 @@ def _renewal_form(token) -> forms.RenewalForm:
         forms.SelectChoice(code, labels.get(code, code)) for code in habilitation.scopes
     ]
     if request.method == "GET":
-        contacts = service.current_contacts(habilitation)
-        for role in service.CONTACTS:
+        contacts = renewal.current_contacts(habilitation)
+        for role in renewal.CONTACTS:
             sub = getattr(form, role)
             for part in ("name", "email", "phone"):
                 getattr(sub.form, part).data = contacts[role][part]
@@ -87,7 +89,7 @@ def _renewal_form(token) -> forms.RenewalForm:
 @access.signed_in
 def renew(token_id: int):
     token = _member_token(token_id)
-    blocker = service.renewal_refusal(token, _me())
+    blocker = renewal.renewal_refusal(token, _me())
     form = _renewal_form(token)
     if blocker is not None:
         return render_template(
@@ -105,17 +107,14 @@ def renew(token_id: int):
                 part: getattr(getattr(form, role).form, part).data or ""
                 for part in ("name", "email", "phone")
             }
-            for role in service.CONTACTS
+            for role in renewal.CONTACTS
         },
         scopes=list(form.scopes.data or []),
     )
-    try:
-        outcome = service.renew(token, access.current_actor(), answers)
-    except LifecycleError as exc:
-        db.session.rollback()
-        form.form_errors.append(str(exc))
+    with web.acting(form=form) as act:
+        outcome = renewal.renew(token, access.current_actor(), answers)
+    if act.refused:
         return render_template("lifecycle/renew.html", token=token, form=form), 409
-    db.session.commit()
     if outcome.completed:
         # Shown once: the page is not cached and the token is no longer kept sealed.
         return render_template(
@@ -149,47 +148,36 @@ def self_reactivate(token_id: int):
         for error in form.justification.errors:
             flash(error, "error")
         return redirect(url_for("tokens.show", token_id=token.id))
-    try:
-        service.self_reactivate(token, access.current_actor(), form.justification.data)
-    except LifecycleError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-        return redirect(url_for("tokens.show", token_id=token.id))
-    db.session.commit()
-    flash("Le jeton est réactivé. Les instructeurs de l'API en sont informés.", "success")
+    with web.acting(success="Le jeton est réactivé. Les instructeurs de l'API en sont informés."):
+        reactivation.self_reactivate(token, access.current_actor(), form.justification.data)
     return redirect(url_for("tokens.show", token_id=token.id))
 
 
 @bp.route("/renouvellements")
 @access.role_required("instructor")
 def renewals():
-    return render_template("lifecycle/renewals.html", renewals=service.pending_renewals(_me()))
+    return render_template("lifecycle/renewals.html", renewals=decisions.pending_renewals(_me()))
 
 
 @bp.route("/renouvellements/<int:renewal_id>", methods=["GET", "POST"])
 @access.role_required("instructor")
 def decide(renewal_id: int):
-    renewal = service.get_renewal_for_instructor(renewal_id, _me())
-    if renewal is None:
+    pending = decisions.get_renewal_for_instructor(renewal_id, _me())
+    if pending is None:
         abort(404)
     form = forms.DecisionForm()
     if request.method == "POST" and form.validate_on_submit():
-        try:
-            service.decide(
-                renewal, access.current_actor(), form.decision.data == "confirmer", form.note.data
+        with web.acting(form=form, success="Décision enregistrée.") as act:
+            decisions.decide(
+                pending, access.current_actor(), form.decision.data == "confirmer", form.note.data
             )
-        except LifecycleError as exc:
-            db.session.rollback()
-            form.form_errors.append(str(exc))
-        else:
-            db.session.commit()
-            flash("Décision enregistrée.", "success")
+        if act.done:
             return redirect(url_for("lifecycle.renewals"))
     return render_template(
         "lifecycle/decide.html",
-        renewal=renewal,
+        renewal=pending,
         form=form,
-        can_decide=service.can_decide(renewal, _me()),
+        can_decide=decisions.can_decide(pending, _me()),
     ), (422 if request.method == "POST" else 200)
 
 
@@ -211,8 +199,8 @@ def dashboard():
         expiries_chart=trends.expiries_chart(weeks),
         stages=stages,
         stages_chart=trends.stages_chart(stages),
-        lists=service.dashboard(filters),
-        summary=service.dashboard_by_api(filters),
+        lists=dashboards.dashboard(filters),
+        summary=dashboards.dashboard_by_api(filters),
         filters=filters,
         apis=catalogue_service.list_apis(),
     )
@@ -221,12 +209,12 @@ def dashboard():
 @bp.route("/securite/tableau-de-bord/<name>.csv")
 @access.role_required("security_officer")
 def dashboard_csv(name: str):
-    if name not in service.DASHBOARD_LISTS:
+    if name not in dashboards.DASHBOARD_LISTS:
         abort(404)
     filters = _filters()
     stamp = clock.local(clock.now()).strftime("%Y%m%d-%H%M")
     return Response(
-        web.stream_lazily(service.dashboard_csv, name, filters),
+        web.stream_lazily(dashboards.dashboard_csv, name, filters),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="datapass-{name}-{stamp}.csv"',

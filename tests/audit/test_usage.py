@@ -12,7 +12,7 @@ from datapass import clock
 from datapass.audit import consumption
 from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import db
-from datapass.lifecycle.service import last_use_evidence
+from datapass.lifecycle.unused import last_use_evidence
 
 
 def _event(i, tok, **fields):

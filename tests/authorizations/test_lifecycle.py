@@ -287,7 +287,7 @@ def test_the_system_may_revoke_but_not_approve(app, api, instructor, applicant, 
 
 
 def test_the_lifecycle_hears_when_an_update_ends(app, api, instructor, applicant):
-    from datapass.lifecycle import service as lifecycle_service
+    from datapass.lifecycle import updates as lifecycle_service
 
     heard = []
     with (

@@ -27,9 +27,9 @@ def test_dashboard_statistics_and_statement(page, new_page, committed_app):
             expiring_token(api, days_left=days)  # used just now: the sweep leaves them be
         idle_api = make_listening_api(unused_never_used_warning_days=10)
         issue(idle_api, now - timedelta(days=12))  # never used: warned by the sweep
-        from datapass.lifecycle import service as lifecycle_service
+        from datapass.lifecycle import sweep
 
-        lifecycle_service.sweep_tokens()
+        sweep.sweep_tokens()
         # demo staff skip TOTP outside production (DEMO_SKIP_MFA): the sign-in form suffices
         instructor = factories.user(roles=("instructor",), api=api, is_demo=True)
         actor = Actor.for_user(instructor)

@@ -258,14 +258,14 @@ def test_each_role_walks_its_main_pages(new_page, committed_app, auditor):
 
 
 def test_from_a_reminder_mail_to_a_renewed_token(page, committed_app):
-    from datapass.lifecycle import service as lifecycle
+    from datapass.lifecycle import sweep
     from tests.lifecycle.conftest import expiring_token, mails, make_listening_api
 
     with committed_app.app_context():
         token = expiring_token(make_listening_api(name="API Quotient familial"), days_left=30)
         email = token.habilitation.requester.email
         db.session.commit()
-        lifecycle.sweep_tokens()
+        sweep.sweep_tokens()
         db.session.commit()
         (reminder,) = [m for m in mails("reminder_expiry") if m.recipient == email]
         link = re.search(r"https?://\S+/renouvellement", reminder.body_text).group(0)

@@ -13,7 +13,8 @@ from sqlalchemy import update
 from datapass import clock
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.lifecycle import service
+from datapass.lifecycle import reactivation, renewal, states
+from datapass.lifecycle.sweep import sweep_tokens
 from datapass.tokens import mails as token_mails
 from datapass.tokens.models import AccessToken
 from tests.lifecycle.conftest import acts, issue, mails, make_listening_api, webhooks
@@ -39,7 +40,7 @@ def use(*tokens: AccessToken) -> None:
 
 
 def sweep() -> None:
-    service.sweep_tokens()
+    sweep_tokens()
 
 
 def first_days(token: AccessToken) -> dict[str, list[date]]:
@@ -87,8 +88,8 @@ def test_two_years_day_by_day(app):
             use(tokens["D"])
         if "D" in tokens and day == d_reactivate:
             token = db.session.get(AccessToken, tokens["D"].id)
-            assert service.can_self_reactivate(token, token.habilitation.requester)
-            service.self_reactivate(
+            assert reactivation.can_self_reactivate(token, token.habilitation.requester)
+            reactivation.self_reactivate(
                 token,
                 Actor.for_user(token.habilitation.requester),
                 "Le traitement reprend à la rentrée scolaire.",
@@ -97,18 +98,20 @@ def test_two_years_day_by_day(app):
             token = db.session.get(AccessToken, tokens["C"].id)
             if pday(token.expires_at) - day == timedelta(days=45):
                 requester = token.habilitation.requester
-                renew_answers = service.RenewalAnswers(
-                    True, True, True, service.current_contacts(token.habilitation), token.scopes
+                renew_answers = renewal.RenewalAnswers(
+                    True, True, True, renewal.current_contacts(token.habilitation), token.scopes
                 )
-                outcome = service.renew(token, Actor.for_user(requester), renew_answers)
+                outcome = renewal.renew(token, Actor.for_user(requester), renew_answers)
                 assert outcome.completed and outcome.raw
                 renewed["C"] = outcome.new_token
         if "D" in tokens and day == date(2028, 2, 5):
             token = db.session.get(AccessToken, tokens["D"].id)
             requester = token.habilitation.requester
-            assert not service.can_self_reactivate(token, requester)
-            with pytest.raises(service.LifecycleError):
-                service.self_reactivate(token, Actor.for_user(requester), "Encore une fois svp.")
+            assert not reactivation.can_self_reactivate(token, requester)
+            with pytest.raises(states.LifecycleError):
+                reactivation.self_reactivate(
+                    token, Actor.for_user(requester), "Encore une fois svp."
+                )
             second_refusal.append("refused")
         clock.set_frozen(paris(day, 23, 59))
         sweep()

@@ -15,8 +15,8 @@ from datapass import charts, clock
 from datapass.actor import Actor
 from datapass.authorizations import service as authorizations_service
 from datapass.extensions import db
-from datapass.lifecycle import service, trends
-from datapass.lifecycle.service import DashboardFilters
+from datapass.lifecycle import sweep, trends
+from datapass.lifecycle.dashboard import DashboardFilters
 from tests import factories
 from tests.lifecycle.conftest import issue, make_listening_api
 
@@ -131,7 +131,7 @@ def test_unused_access_by_stage(app, login_as):
     fresh = issue(api, now - timedelta(days=3))  # nothing yet
     manual = issue(api, now - timedelta(days=3))
     db.session.flush()
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert (suspended.status, revoked.status) == ("suspended", "revoked")
     from datapass.tokens import transitions as token_transitions
 

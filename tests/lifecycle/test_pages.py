@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from datapass import clock, spreadsheet
 from datapass.extensions import db
-from datapass.lifecycle import service
+from datapass.lifecycle import renewal, sweep
 from tests import factories
 from tests.lifecycle.conftest import expiring_token, issue, make_listening_api
 
@@ -21,7 +21,7 @@ def wizard_data(token, **overrides):
         "legal_basis_holds": "oui",
         "scopes": list(token.habilitation.scopes),
     }
-    for role, parts in service.current_contacts(token.habilitation).items():
+    for role, parts in renewal.current_contacts(token.habilitation).items():
         for part, value in parts.items():
             data[f"{role}-{part}"] = value
     data.update(overrides)
@@ -102,7 +102,7 @@ def test_self_reactivation_through_the_page(app, login_as):
     api = make_listening_api()
     token = issue(api)
     clock.advance(timedelta(days=121))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "suspended"
     client = login_as(token.habilitation.requester)
     page = client.get(f"/jetons/{token.id}").get_data(as_text=True)
@@ -129,13 +129,13 @@ def test_instructor_confirms_a_renewal(app, login_as):
     client = login_as(token.habilitation.requester)
     response = client.post(f"/jetons/{token.id}/renouvellement", data=wizard_data(token))
     assert response.status_code == 302
-    renewal = service.open_renewal(token)
+    pending = renewal.open_renewal(token)
     client = login_as(instructor)
     assert "Examiner" in client.get("/renouvellements").get_data(as_text=True)
-    response = client.post(f"/renouvellements/{renewal.id}", data={"decision": "confirmer"})
+    response = client.post(f"/renouvellements/{pending.id}", data={"decision": "confirmer"})
     assert response.status_code == 302
     db.session.expire_all()
-    assert renewal.status == "completed" and token.status == "superseded"
+    assert pending.status == "completed" and token.status == "superseded"
 
 
 def test_dashboard_is_for_security_officers_and_exports_safe_csv(app, login_as):

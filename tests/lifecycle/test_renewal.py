@@ -3,6 +3,7 @@ is reopened and the renewal completes at its approval); the window; the grace pe
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,8 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.lifecycle import service
+from datapass.lifecycle import decisions, states, sweep
+from datapass.lifecycle import renewal as renewals
 from datapass.lifecycle.models import Renewal
 from datapass.tokens.models import AccessToken
 from tests import factories
@@ -26,11 +28,11 @@ from tests.lifecycle.conftest import (
 
 
 def answers_for(token, **changes):
-    answers = service.RenewalAnswers(
+    answers = renewals.RenewalAnswers(
         same_person=True,
         purpose_unchanged=True,
         legal_basis_holds=True,
-        contacts=service.current_contacts(token.habilitation),
+        contacts=renewals.current_contacts(token.habilitation),
         scopes=list(token.habilitation.scopes),
     )
     for key, value in changes.items():
@@ -46,8 +48,8 @@ def test_nothing_changed_renews_at_once_with_a_new_token_and_a_grace_period(app)
     api = make_listening_api()
     token = expiring_token(api, days_left=60)
     requester = token.habilitation.requester
-    assert service.can_renew(token, requester)
-    outcome = service.renew(token, Actor.for_user(requester), answers_for(token))
+    assert renewals.can_renew(token, requester)
+    outcome = renewals.renew(token, Actor.for_user(requester), answers_for(token))
     assert outcome.completed
     new = outcome.new_token
     assert outcome.raw and outcome.raw.count(".") == 2
@@ -61,13 +63,13 @@ def test_nothing_changed_renews_at_once_with_a_new_token_and_a_grace_period(app)
     events = [w.event for w in webhooks()]
     assert "token.rotated" in events and events.count("token.issued") == 2
     # A second renewal of the same token is refused.
-    assert not service.can_renew(token, requester)
-    with pytest.raises(service.LifecycleError):
-        service.renew(token, Actor.for_user(requester), answers_for(token))
+    assert not renewals.can_renew(token, requester)
+    with pytest.raises(states.LifecycleError):
+        renewals.renew(token, Actor.for_user(requester), answers_for(token))
     # The grace end revokes the old token; the new one lives on.
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     clock.advance(timedelta(days=30, minutes=1))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "revoked" and new.status == "active"
 
 
@@ -77,7 +79,7 @@ def test_an_automatic_renewal_tells_the_technical_contact_when_the_old_token_sto
     requester = token.habilitation.requester
     technical = token.habilitation.technical_contact_email
     assert technical and technical != requester.email
-    outcome = service.renew(token, Actor.for_user(requester), answers_for(token))
+    outcome = renewals.renew(token, Actor.for_user(requester), answers_for(token))
     (mail,) = mails("renewal_completed")
     assert mail.recipient == technical
     grace_day = clock.local(outcome.renewal.grace_ends_at).strftime("%d/%m/%Y")
@@ -93,7 +95,7 @@ def test_grace_is_configurable_and_capped_at_90_days(app):
     token = expiring_token(api, days_left=80)
     app.config["LIFECYCLE_RENEWAL_GRACE_DAYS"] = 400
     try:
-        outcome = service.renew(
+        outcome = renewals.renew(
             token, Actor.for_user(token.habilitation.requester), answers_for(token)
         )
     finally:
@@ -106,27 +108,29 @@ def test_window_opens_90_days_before_and_closes_90_days_after(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=120)
     requester = token.habilitation.requester
-    assert "ouvrira" in service.renewal_blocker(token)
-    assert not service.can_renew(token, requester)
+    assert "ouvrira" in renewals.renewal_blocker(token)
+    assert not renewals.can_renew(token, requester)
     clock.advance(timedelta(days=31))
-    assert service.can_renew(token, requester)
+    assert renewals.can_renew(token, requester)
     clock.advance(timedelta(days=89))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "expired"
-    assert service.can_renew(token, requester)  # still open after expiry…
+    assert renewals.can_renew(token, requester)  # still open after expiry…
     clock.advance(timedelta(days=91))
-    assert "dépassé" in service.renewal_blocker(token)  # …for 90 days
+    assert "dépassé" in renewals.renewal_blocker(token)  # …for 90 days
 
 
 def test_renewal_after_expiry_issues_a_token_without_grace(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=5)
     clock.advance(timedelta(days=10))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "expired"
     assert len(mails("expiry_notice")) == 3
     assert len(webhooks("token.expired")) == 1
-    outcome = service.renew(token, Actor.for_user(token.habilitation.requester), answers_for(token))
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
     assert outcome.completed and outcome.renewal.grace_ends_at is None
     assert outcome.new_token.status == "active"
 
@@ -135,16 +139,18 @@ def test_instructor_policy_waits_for_a_confirmation(app):
     api = make_listening_api(renewal_policy="instructor")
     instructor = factories.user(roles=("instructor",), api=api)
     token = expiring_token(api, days_left=30)
-    outcome = service.renew(token, Actor.for_user(token.habilitation.requester), answers_for(token))
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
     assert outcome.pending and outcome.new_token is None
     assert [m.recipient for m in mails("renewal_to_confirm")] == [instructor.email]
     assert token.status == "active"
-    assert service.pending_renewals(instructor) == [outcome.renewal]
+    assert decisions.pending_renewals(instructor) == [outcome.renewal]
     outsider = factories.user(roles=("instructor",), api=make_listening_api())
-    assert service.get_renewal_for_instructor(outcome.renewal.id, outsider) is None
-    with pytest.raises(service.LifecycleError):
-        service.decide(outcome.renewal, Actor.for_user(instructor), False, "")
-    service.decide(outcome.renewal, Actor.for_user(instructor), True)
+    assert decisions.get_renewal_for_instructor(outcome.renewal.id, outsider) is None
+    with pytest.raises(states.LifecycleError):
+        decisions.decide(outcome.renewal, Actor.for_user(instructor), False, "")
+    decisions.decide(outcome.renewal, Actor.for_user(instructor), True)
     renewal = outcome.renewal
     assert renewal.status == "completed" and renewal.new_token.sealed_value is not None
     assert token.status == "superseded"
@@ -155,8 +161,10 @@ def test_instructor_may_refuse_with_a_reason(app):
     api = make_listening_api(renewal_policy="instructor")
     instructor = factories.user(roles=("instructor",), api=api)
     token = expiring_token(api, days_left=30)
-    outcome = service.renew(token, Actor.for_user(token.habilitation.requester), answers_for(token))
-    service.decide(outcome.renewal, Actor.for_user(instructor), False, "Cadre juridique abrogé.")
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
+    decisions.decide(outcome.renewal, Actor.for_user(instructor), False, "Cadre juridique abrogé.")
     assert outcome.renewal.status == "refused" and token.status == "active"
     assert "lifecycle:renewal:refused" in tags()
 
@@ -171,7 +179,7 @@ def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
     answers = answers_for(token)
     answers.contacts["technical"]["email"] = "nouveau.tech@mairie.fr"
     answers.scopes = ["revenus"]
-    outcome = service.renew(token, Actor.for_user(requester), answers)
+    outcome = renewals.renew(token, Actor.for_user(requester), answers)
     assert outcome.reopened and outcome.new_token is None
     request = token.habilitation.request
     assert request.state == "draft"
@@ -180,7 +188,7 @@ def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
     assert token.status == "active"  # the habilitation stays in force meanwhile
     changed = {c["field"] for c in outcome.renewal.changes}
     assert {"technical_email", "scopes"} <= changed
-    assert not service.can_renew(token, requester)  # one renewal at a time
+    assert not renewals.can_renew(token, requester)  # one renewal at a time
     # The instructor approves the update: the renewal completes with the new token.
     instructor = factories.user(roles=("instructor",), api=api)
     request.state = "submitted"
@@ -201,20 +209,20 @@ def test_a_cancelled_update_frees_the_renewal(app):
     token = expiring_token(api, days_left=40)
     requester = token.habilitation.requester
     token.habilitation.snapshot = authorizations.snapshot(token.habilitation.request)
-    outcome = service.renew(
+    outcome = renewals.renew(
         token, Actor.for_user(requester), answers_for(token, purpose_unchanged=False)
     )
     assert outcome.reopened
     authorizations.cancel_reopening(token.habilitation.request, Actor.for_user(requester))
-    assert service.open_renewal(token) is None
-    assert service.can_renew(token, requester)
+    assert renewals.open_renewal(token) is None
+    assert renewals.can_renew(token, requester)
 
 
 def test_scopes_may_only_shrink(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=40)
-    with pytest.raises(service.LifecycleError):
-        service.renew(
+    with pytest.raises(states.LifecycleError):
+        renewals.renew(
             token,
             Actor.for_user(token.habilitation.requester),
             answers_for(token, scopes=["revenus", "casier"]),
@@ -225,4 +233,45 @@ def test_only_members_renew(app):
     api = make_listening_api()
     token = expiring_token(api, days_left=40)
     stranger = factories.user(organisation=factories.organisation())
-    assert not service.can_renew(token, stranger)
+    assert not renewals.can_renew(token, stranger)
+
+
+def test_a_renewal_moves_only_along_its_transitions_table(app):
+    api = make_listening_api(renewal_policy="instructor")
+    instructor = factories.user(roles=("instructor",), api=api)
+    token = expiring_token(api, days_left=30)
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
+    renewal = outcome.renewal
+    assert states.can(renewal, states.RenewalEvent.REFUSE)
+    assert not states.can(renewal, states.RenewalEvent.REQUEST)
+    decisions.decide(renewal, Actor.for_user(instructor), False, "Cadre juridique abrogé.")
+    assert renewal.status == "refused" and renewal.decided_at is not None
+    for event in states.RenewalEvent:
+        assert not states.can(renewal, event)  # refused is final
+    with pytest.raises(states.LifecycleError):
+        renewals.apply_transition(renewal, states.RenewalEvent.COMPLETE, Actor.system("test"))
+    assert renewal.status == "refused"
+
+
+def test_closing_a_habilitation_cancels_its_open_renewal_with_an_audit_event(app):
+    api = make_listening_api(renewal_policy="instructor")
+    token = expiring_token(api, days_left=3)
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
+    assert outcome.pending
+    clock.advance(timedelta(days=4))
+    sweep.sweep_tokens()
+    clock.advance(timedelta(days=91))
+    sweep.sweep_tokens()
+    assert not token.habilitation.is_active
+    assert outcome.renewal.status == "cancelled" and outcome.renewal.decided_at is not None
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.tag == "lifecycle:renewal:cancelled")
+    ).one()
+    assert event.actor_type == "system" and json.loads(event.payload)["cause"] == "closure"
+    assert tags().index("lifecycle:renewal:cancelled") < tags().index(
+        "lifecycle:habilitation:closed"
+    )

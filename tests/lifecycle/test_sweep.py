@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from datapass import clock, scheduler
 from datapass.extensions import db
-from datapass.lifecycle import service
+from datapass.lifecycle import renewal, steps, sweep
 from datapass.lifecycle.models import LifecycleAct
 from datapass.tokens.models import AccessToken
 from tests.lifecycle.conftest import acts, issue, mails, make_listening_api, webhooks
@@ -57,13 +57,13 @@ def test_downtime_sends_only_the_latest_reminder(app):
     day = expiry_day - timedelta(days=100)
     while day <= expiry_day - timedelta(days=40):  # running normally
         clock.set_frozen(at_paris(day))
-        service.sweep_tokens()
+        sweep.sweep_tokens()
         day += timedelta(days=1)
     sent = {a.key for a in acts(token.id)}
     assert sent == {"reminder:90", "reminder:60"}
     # Stopped from D-40 to D-10; on restart only the D-15 reminder goes out.
     clock.set_frozen(at_paris(expiry_day - timedelta(days=10)))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     rows = {a.key: a.outcome for a in acts(token.id)}
     assert rows["reminder:30"] == "skipped"
     assert rows["reminder:15"] == "done"
@@ -74,7 +74,7 @@ def test_downtime_sends_only_the_latest_reminder(app):
     # The provider still learns the token is expiring (the D-30 webhook was crossed).
     assert len(webhooks("token.expiring")) == 1
     # A second run the same day does nothing more.
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert len(mails("reminder_expiry")) == 3 * 3
 
 
@@ -86,13 +86,13 @@ def test_crash_half_way_then_rerun(app, monkeypatch):
     api = make_listening_api()
     tokens = [issue(api) for _ in range(6)]
     for token in tokens:
-        service.sweep_tokens()  # first look: schedules them
+        sweep.sweep_tokens()  # first look: schedules them
     clock.set_frozen(at_paris(clock.local(tokens[0].expires_at).date() - timedelta(days=30)))
     for token in tokens:
         used_now(token)
     db.session.commit()
     app.config["LIFECYCLE_CHUNK"] = 2
-    real = service._HANDLERS["reminder"]
+    real = steps.HANDLERS["reminder"]
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -101,16 +101,16 @@ def test_crash_half_way_then_rerun(app, monkeypatch):
             raise Crash("panne simulée")
         return real(*args, **kwargs)
 
-    monkeypatch.setitem(service._HANDLERS, "reminder", flaky)
+    monkeypatch.setitem(steps.HANDLERS, "reminder", flaky)
     try:
         with pytest.raises(Crash):
-            service.sweep_tokens()
+            sweep.sweep_tokens()
         db.session.rollback()
         done_before = {a.token_id for a in acts() if a.key == "reminder:30"}
         assert len(done_before) == 2  # the first chunk was committed, the second rolled back
-        monkeypatch.setitem(service._HANDLERS, "reminder", real)
-        service.sweep_tokens()
-        service.sweep_tokens()
+        monkeypatch.setitem(steps.HANDLERS, "reminder", real)
+        sweep.sweep_tokens()
+        sweep.sweep_tokens()
     finally:
         app.config["LIFECYCLE_CHUNK"] = 500
     rows = [a for a in acts() if a.key.startswith("reminder:")]
@@ -202,12 +202,12 @@ def test_selection_follows_due_rows_only(app):
     """Tokens whose next moment is far away are not even read."""
     api = make_listening_api()
     tokens = [issue(api) for _ in range(5)]
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     due = db.session.scalars(
         select(AccessToken.lifecycle_due_at).where(AccessToken.id.in_([t.id for t in tokens]))
     ).all()
     assert all(d is not None and d > clock.now() for d in due)
-    assert service.claim_due(100) == []
+    assert sweep.claim_due(100) == []
 
 
 def test_other_domains_changes_make_the_token_due(app):
@@ -217,15 +217,15 @@ def test_other_domains_changes_make_the_token_due(app):
 
     api = make_listening_api()
     token = issue(api)
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.lifecycle_due_at > clock.now()
     new, _ = tokens_service.rotate(token, Actor.for_user(token.habilitation.requester), 5)
     db.session.flush()
     assert token.lifecycle_due_at <= clock.now()
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.lifecycle_due_at == token.grace_ends_at
     clock.advance(timedelta(days=5, minutes=1))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "revoked"
     assert [a.key for a in acts(token.id)] == ["grace_end"]
     assert (
@@ -237,28 +237,28 @@ def test_other_domains_changes_make_the_token_due(app):
 def test_a_failing_token_does_not_block_the_others(app, monkeypatch):
     api = make_listening_api()
     tokens = [issue(api) for _ in range(3)]
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     clock.set_frozen(at_paris(clock.local(tokens[0].expires_at).date() - timedelta(days=30)))
     for token in tokens:
         used_now(token)
     db.session.commit()
-    real = service._HANDLERS["reminder"]
+    real = steps.HANDLERS["reminder"]
 
     def broken_for_first(token, *args, **kwargs):
         if token.id == tokens[0].id:
             raise ValueError("données incohérentes")
         return real(token, *args, **kwargs)
 
-    monkeypatch.setitem(service._HANDLERS, "reminder", broken_for_first)
-    result = service.sweep_tokens()
+    monkeypatch.setitem(steps.HANDLERS, "reminder", broken_for_first)
+    result = sweep.sweep_tokens()
     assert result["failed"] == 1 and result["reminder"] == 2
     assert {a.token_id for a in acts() if a.key == "reminder:30"} == {tokens[1].id, tokens[2].id}
     assert len(mails("reminder_expiry")) == 2 * 3
     db.session.expire_all()
     assert tokens[0].lifecycle_due_at == clock.now() + timedelta(hours=1)
-    monkeypatch.setitem(service._HANDLERS, "reminder", real)
+    monkeypatch.setitem(steps.HANDLERS, "reminder", real)
     clock.advance(timedelta(hours=1))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert {a.token_id for a in acts() if a.key == "reminder:30"} == {t.id for t in tokens}
 
 
@@ -272,18 +272,18 @@ def test_expired_unrenewed_habilitation_is_closed_as_a_system_event(app):
     renewed = expiring_token(api, days_left=3)
     from datapass.actor import Actor
 
-    service.renew(
+    renewal.renew(
         renewed,
         Actor.for_user(renewed.habilitation.requester),
-        service.RenewalAnswers(
-            True, True, True, service.current_contacts(renewed.habilitation), renewed.scopes
+        renewal.RenewalAnswers(
+            True, True, True, renewal.current_contacts(renewed.habilitation), renewed.scopes
         ),
     )
     clock.advance(timedelta(days=4))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "expired" and token.habilitation.is_active
     clock.set_frozen(at_paris(clock.local(token.expires_at).date() + timedelta(days=90), hour=1))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     habilitation = token.habilitation
     assert habilitation.status == "revoked" and "90 jours" in habilitation.revocation_reason
     event = db.session.scalars(select(RequestEvent).where(RequestEvent.kind == "revoke")).one()
@@ -295,7 +295,7 @@ def test_expired_unrenewed_habilitation_is_closed_as_a_system_event(app):
     }
     # The renewed one stays: its old token was superseded, the new one is alive.
     assert renewed.habilitation.is_active
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert (
         len(db.session.scalars(select(RequestEvent).where(RequestEvent.kind == "revoke")).all())
         == 1

@@ -12,7 +12,9 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.lifecycle import service
+from datapass.lifecycle import plan, reactivation, states, sweep
+from datapass.lifecycle.days import day_start
+from datapass.lifecycle.digest import DIGEST_CATEGORY, send_digests
 from datapass.tokens import transitions as token_transitions
 from tests import factories
 from tests.lifecycle.conftest import acts, expiring_token, issue, mails, make_listening_api
@@ -27,7 +29,7 @@ def test_thresholds_are_per_api_and_shown_before_they_are_reached(app):
     )
     token = issue(api)
     issued = clock.local(token.issued_at).date()
-    steps = dict((label, day) for day, label in service.upcoming_steps(token))
+    steps = dict((label, day) for day, label in plan.upcoming_steps(token))
     assert steps["Sera suspendu faute d'utilisation"] == issued + timedelta(days=30)
     assert steps["Sera révoqué faute d'utilisation"] == issued + timedelta(days=40)
     assert steps["Avertissement : jeton jamais utilisé"] == issued + timedelta(days=10)
@@ -35,7 +37,7 @@ def test_thresholds_are_per_api_and_shown_before_they_are_reached(app):
     # A use moves every unused-access step.
     token.last_used_at = clock.now() + timedelta(days=5)
     clock.advance(timedelta(days=5))
-    steps = dict((label, day) for day, label in service.upcoming_steps(token))
+    steps = dict((label, day) for day, label in plan.upcoming_steps(token))
     assert steps["Sera suspendu faute d'utilisation"] == issued + timedelta(days=35)
     assert "Avertissement : jeton jamais utilisé" not in steps
 
@@ -43,10 +45,10 @@ def test_thresholds_are_per_api_and_shown_before_they_are_reached(app):
 def test_a_step_set_to_zero_is_off(app):
     api = make_listening_api(unused_suspend_days=0, unused_revoke_days=0)
     token = issue(api)
-    labels = [label for _day, label in service.upcoming_steps(token)]
+    labels = [label for _day, label in plan.upcoming_steps(token)]
     assert "Sera suspendu faute d'utilisation" not in labels
     clock.advance(timedelta(days=400))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "active"
 
 
@@ -71,9 +73,9 @@ def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
         ]
     )
     assert stored == 1
-    service.sweep_tokens()
-    clock.set_frozen(service.day_start(clock.local(used_at).date() + timedelta(days=90)))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
+    clock.set_frozen(day_start(clock.local(used_at).date() + timedelta(days=90)))
+    sweep.sweep_tokens()
     warned = mails("unused_warning")
     assert instructor.email in {m.recipient for m in warned}
     assert len(warned) == 4  # requester, technical contact, controller, instructor
@@ -88,7 +90,7 @@ def test_suspension_then_one_reactivation_by_the_organisation(app):
     token = issue(api)
     requester = token.habilitation.requester
     clock.advance(timedelta(days=121))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "suspended"
     assert "120 jours" in token.suspended_reason
     suspended = db.session.scalars(
@@ -96,25 +98,25 @@ def test_suspension_then_one_reactivation_by_the_organisation(app):
     ).all()
     assert suspended[-1].payload and "unused" in suspended[-1].payload
     # A justification is required.
-    with pytest.raises(service.LifecycleError):
-        service.self_reactivate(token, Actor.for_user(requester), "  ")
+    with pytest.raises(states.LifecycleError):
+        reactivation.self_reactivate(token, Actor.for_user(requester), "  ")
     assert token.status == "suspended"
     # Another organisation's member cannot.
     stranger = factories.user(organisation=factories.organisation())
-    assert not service.can_self_reactivate(token, stranger)
-    service.self_reactivate(token, Actor.for_user(requester), "Reprise du service en janvier.")
+    assert not reactivation.can_self_reactivate(token, stranger)
+    reactivation.self_reactivate(token, Actor.for_user(requester), "Reprise du service en janvier.")
     assert token.status == "active" and token.reactivated_at == clock.now()
     assert instructor.email in {m.recipient for m in mails("lifecycle_reactivated")}
     # The count restarts at the reactivation: no immediate re-suspension.
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "active"
     clock.advance(timedelta(days=121))
-    service.sweep_tokens()
+    sweep.sweep_tokens()
     assert token.status == "suspended"
     # The second time, only an instructor may lift it.
-    assert not service.can_self_reactivate(token, requester)
-    with pytest.raises(service.LifecycleError, match="instructeur"):
-        service.self_reactivate(token, Actor.for_user(requester), "Encore une fois, svp.")
+    assert not reactivation.can_self_reactivate(token, requester)
+    with pytest.raises(states.LifecycleError, match="instructeur"):
+        reactivation.self_reactivate(token, Actor.for_user(requester), "Encore une fois, svp.")
     token_transitions.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
     assert token.status == "active"
 
@@ -123,10 +125,8 @@ def test_revocation_after_180_days_says_why_in_the_audit(app):
     api = make_listening_api()
     token = issue(api)
     for days in (60, 90, 120, 180):
-        clock.set_frozen(
-            service.day_start(clock.local(token.issued_at).date() + timedelta(days=days))
-        )
-        service.sweep_tokens()
+        clock.set_frozen(day_start(clock.local(token.issued_at).date() + timedelta(days=days)))
+        sweep.sweep_tokens()
     assert token.status == "revoked"
     event = db.session.scalars(
         select(AuditEvent).where(AuditEvent.tag == "tokens:token:revoked")
@@ -142,14 +142,14 @@ def test_digest_once_a_day_to_instructors(app):
     instructor = factories.user(roles=("instructor",), api=api)
     expiring_token(api, days_left=10)
     expiring_token(api, days_left=60)
-    clock.set_frozen(service.day_start(date(2026, 11, 29)) + timedelta(hours=6))  # 06:00
-    assert service.send_digests()["sent"] == 0  # before the digest hour
+    clock.set_frozen(day_start(date(2026, 11, 29)) + timedelta(hours=6))  # 06:00
+    assert send_digests()["sent"] == 0  # before the digest hour
     clock.advance(timedelta(hours=2))
-    assert service.send_digests()["sent"] == 1
-    assert service.send_digests()["sent"] == 0  # once a day
+    assert send_digests()["sent"] == 1
+    assert send_digests()["sent"] == 0  # once a day
     digest = mails("lifecycle_digest")
     assert [m.recipient for m in digest] == [instructor.email]
-    assert digest[0].category == service.DIGEST_CATEGORY
+    assert digest[0].category == DIGEST_CATEGORY
     assert "1 jeton expirant, aucun renouvelé" in digest[0].subject
     clock.advance(timedelta(days=1))
-    assert service.send_digests()["sent"] == 1
+    assert send_digests()["sent"] == 1

@@ -166,7 +166,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     from datapass.accounts.models import User
     from datapass.authorizations import service as authorizations
     from datapass.demo import accounts as demo_accounts
-    from datapass.lifecycle import service as lifecycle
+    from datapass.lifecycle import renewal as renewals
     from datapass.notify import service as notify
     from datapass.notify.models import WebhookEndpoint
     from tests.lifecycle.conftest import expiring_token
@@ -194,10 +194,10 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     organisation = applicant.current_organisation
     token = expiring_token(api, days_left=40, organisation=organisation, requester=applicant)
     habilitation = token.habilitation
-    answers = lifecycle.RenewalAnswers(
-        True, True, True, lifecycle.current_contacts(habilitation), list(habilitation.scopes)
+    answers = renewals.RenewalAnswers(
+        True, True, True, renewals.current_contacts(habilitation), list(habilitation.scopes)
     )
-    lifecycle.renew(token, Actor.for_user(applicant), answers)
+    renewals.renew(token, Actor.for_user(applicant), answers)
     authorizations.save_template(
         instructor, Actor.for_user(instructor), api.id, "=Modèle", "Précisez la finalité."
     )

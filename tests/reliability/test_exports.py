@@ -41,9 +41,9 @@ def world(backend, app_for_backend):
 
 
 def _dashboard(app, world, name):
-    from datapass.lifecycle import service
+    from datapass.lifecycle import dashboard
 
-    return service.dashboard(service.DashboardFilters(), limit=1)[name]["count"]
+    return dashboard.dashboard(dashboard.DashboardFilters(), limit=1)[name]["count"]
 
 
 def _queue(app, world, _):
@@ -79,7 +79,7 @@ class Export:
 
 
 def _dashboard_urls(world):
-    from datapass.lifecycle.service import DASHBOARD_LISTS
+    from datapass.lifecycle.dashboard import DASHBOARD_LISTS
 
     return [({"name": name}, {}, name) for name in DASHBOARD_LISTS]
 

@@ -13,7 +13,7 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.lifecycle import service as lifecycle
+from datapass.lifecycle.sweep import sweep_tokens
 from datapass.notify.models import OutboxMail
 from datapass.tokens import service, transitions
 from datapass.tokens.models import AccessToken
@@ -74,7 +74,7 @@ def test_expired_is_inactive(client, world):
     assert introspect(client, world, raw).get_json()["active"] is True
     clock.set_frozen(token.expires_at)
     assert introspect(client, world, raw).get_json() == {"active": False}
-    lifecycle.sweep_tokens()  # the lifecycle job expires it, once
+    sweep_tokens()  # the lifecycle job expires it, once
     assert token.status == "expired"
 
 
@@ -87,7 +87,7 @@ def test_superseded_within_and_after_grace(client, world):
     assert new.expires_at == token.expires_at  # rotating never postpones renewal
     clock.advance(timedelta(days=3))
     assert introspect(client, world, raw).get_json() == {"active": False}
-    lifecycle.sweep_tokens()  # the lifecycle job ends the grace period
+    sweep_tokens()  # the lifecycle job ends the grace period
     assert token.status == "revoked"
     assert introspect(client, world, new_raw).get_json()["active"] is True
 
