@@ -20,7 +20,7 @@ from datapass.accounts import (
 )
 from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
@@ -66,7 +66,7 @@ def _actor():
 
 
 def _apis():
-    return catalogue_service.list_apis(active_only=True)
+    return catalogue_apis.list_apis(active_only=True)
 
 
 def _page_number() -> int:

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
 from datapass import access, clock
-from datapass.catalogue import forms, service
+from datapass.catalogue import apis, forms, providers
+from datapass.catalogue.errors import CatalogueError
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
 from datapass.extensions import db
 
@@ -18,7 +19,7 @@ bp = Blueprint("catalogue", __name__)
 @bp.route("/catalogue")
 @access.public
 def index():
-    return render_template("catalogue/index.html", apis=service.list_apis(active_only=True))
+    return render_template("catalogue/index.html", apis=apis.list_apis(active_only=True))
 
 
 @bp.route("/catalogue/<slug>")
@@ -38,8 +39,8 @@ def api_detail(slug: str):
 def admin_index():
     return render_template(
         "catalogue/admin_index.html",
-        apis=service.list_apis(),
-        providers=service.list_providers(),
+        apis=apis.list_apis(),
+        providers=providers.list_providers(),
     )
 
 
@@ -61,14 +62,14 @@ def _api_values(form) -> dict:
 @access.recent_auth
 def new_api():
     form = forms.NewApiForm(data={"is_active": True} if request.method == "GET" else None)
-    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in service.list_providers()]
+    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in providers.list_providers()]
     if form.validate_on_submit():
         provider = db.get_or_404(Provider, form.provider_id.data)
         try:
-            api = service.create_api(
+            api = apis.create_api(
                 provider, access.current_actor(), {"slug": form.slug.data, **_api_values(form)}
             )
-        except service.CatalogueError as exc:
+        except CatalogueError as exc:
             db.session.rollback()
             form[exc.field].errors = [exc.message]
         else:
@@ -117,8 +118,8 @@ def edit_api(api_id: int):
     form = forms.ApiForm()
     if form.validate_on_submit():
         try:
-            service.update_api(api, access.current_actor(), _api_values(form))
-        except service.CatalogueError as exc:
+            apis.update_api(api, access.current_actor(), _api_values(form))
+        except CatalogueError as exc:
             db.session.rollback()
             form[exc.field].errors = [exc.message]
         else:
@@ -136,7 +137,7 @@ def set_status(api_id: int):
     form = forms.StatusForm()
     if not form.validate_on_submit():
         return _render_api(api, status_form=form, status=422)
-    service.set_status(
+    apis.set_status(
         api,
         access.current_actor(),
         form.status.data,
@@ -157,14 +158,14 @@ def add_scope(api_id: int):
     form = forms.ScopeForm()
     if form.validate_on_submit():
         try:
-            service.add_scope(
+            apis.add_scope(
                 api,
                 access.current_actor(),
                 form.code.data,
                 form.label.data.strip(),
                 bool(form.sensitive.data),
             )
-        except service.CatalogueError as exc:
+        except CatalogueError as exc:
             db.session.rollback()
             form[exc.field].errors = [exc.message]
         else:
@@ -183,7 +184,7 @@ def edit_scope(scope_id: int):
     if not form.validate_on_submit():
         flash("Le libellé de la donnée est obligatoire.", "error")
     else:
-        service.update_scope(
+        apis.update_scope(
             scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
         )
         db.session.commit()
@@ -197,7 +198,7 @@ def edit_scope(scope_id: int):
 def delete_scope(scope_id: int):
     scope = db.get_or_404(Scope, scope_id)
     api_id = scope.api_id
-    service.remove_scope(scope, access.current_actor())
+    apis.remove_scope(scope, access.current_actor())
     db.session.commit()
     flash("Donnée retirée du catalogue (les habilitations existantes gardent la leur).", "success")
     return redirect(url_for("catalogue.edit_api", api_id=api_id))
@@ -210,13 +211,13 @@ def new_provider():
     form = forms.NewProviderForm()
     if form.validate_on_submit():
         try:
-            provider = service.create_provider(
+            provider = providers.create_provider(
                 access.current_actor(),
                 form.slug.data,
                 form.name.data.strip(),
                 form.contact_email.data,
             )
-        except service.CatalogueError as exc:
+        except CatalogueError as exc:
             db.session.rollback()
             form[exc.field].errors = [exc.message]
         else:
@@ -249,7 +250,7 @@ def edit_provider(provider_id: int):
     form = forms.ProviderForm()
     if not form.validate_on_submit():
         return _render_provider(provider, form=form, status=422)
-    service.update_provider(
+    providers.update_provider(
         provider,
         access.current_actor(),
         {
@@ -271,7 +272,7 @@ def create_client(provider_id: int):
     form = forms.ClientForm()
     if not form.validate_on_submit():
         return _render_provider(provider, client_form=form, status=422)
-    client, secret = service.register_client(
+    client, secret = providers.register_client(
         provider, access.current_actor(), form.name.data.strip()
     )
     db.session.commit()
@@ -284,7 +285,7 @@ def create_client(provider_id: int):
 @access.recent_auth
 def revoke_client(client_id: int):
     client = db.get_or_404(MachineClient, client_id)
-    if service.revoke_client(client, access.current_actor()):
+    if providers.revoke_client(client, access.current_actor()):
         db.session.commit()
         flash(
             f"Client {client.client_id} révoqué : ses appels sont refusés dès maintenant.",

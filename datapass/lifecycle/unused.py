@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from datapass.actor import Actor
-from datapass.audit.models import UsageRecent
+from datapass.consumption.models import UsageRecent
 from datapass.extensions import db
 from datapass.formatting import plural
 from datapass.lifecycle.days import days_after, format_day

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,12 +19,11 @@ from sqlalchemy import select, update
 
 from datapass import clock, signals, vault
 from datapass.actor import Actor
-from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
+from datapass.extensions import adopt, db, sqlite_read_snapshot
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
-from datapass.tokens import flusher as flushing
-from datapass.tokens import mails, states, transitions
+from datapass.tokens import mails, states, transitions, uses
 from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
 from datapass.tokens.states import TokenStatus
 
@@ -294,178 +291,6 @@ def consume_link(link: TokenLink, actor: Actor) -> str:
     return reveal(link.token, actor)
 
 
-# --- usage: every introspection is counted, from an in-process buffer ----------------------
-# Each introspection call is noted here, then written as consumption (daily counts, last
-# calls, last use) by a flush: every USAGE_FLUSH_SECONDS by the process's background flusher
-# (datapass.tokens.flusher), never inside a request. With USAGE_FLUSH_SECONDS = 0 (tests)
-# there is no thread: the request that finds the buffer due writes it (its caller commits).
-
-# A call is ``(digest, at, ip)``; calls of a long database outage are compacted into
-# ``(digest, at, None, count)``: ``count`` calls of that token on ``at``'s Paris day.
-_USE_CALLS: list[tuple] = []
-# A buffer that holds this many calls is written at once (by the flusher, woken), so that a
-# flush stays a small batch.
-MAX_BUFFERED_CALLS = 5000
-_USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest (inline mode)
-_USE_LOCK = threading.Lock()
-_last_flush: list[datetime | None] = [None]
-
-
-def record_use(
-    digest: str,
-    at: datetime,
-    ip: str | None,
-    last_written: datetime | None,
-    interval: timedelta,
-) -> bool:
-    """Note one introspection of a token. With a background flusher (``USAGE_FLUSH_SECONDS``
-    > 0) that is all: returns False. Inline (0), the buffer is written here when this token's
-    last written use (stored, or written by this process), or the buffer itself, is older
-    than ``TOKEN_USE_FLUSH_SECONDS`` (``interval``), or when it is full: returns True when it
-    wrote (the caller commits)."""
-    every = current_app.config.get("USAGE_FLUSH_SECONDS", 1.0)
-    if every > 0:
-        with _USE_LOCK:
-            _USE_CALLS.append((digest, at, ip))
-            full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
-        flusher = flushing.active or flushing.ensure_started(
-            current_app._get_current_object(), every
-        )
-        if full:
-            flusher.wakeup.set()
-        return False
-    with _USE_LOCK:
-        _USE_CALLS.append((digest, at, ip))
-        mine = _USE_WRITTEN.get(digest)
-        if mine is not None and (last_written is None or mine > last_written):
-            last_written = mine
-        stale = last_written is None or at - last_written >= interval
-        buffer_old = _last_flush[0] is None or at - _last_flush[0] >= interval
-        buffer_full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
-    if stale or buffer_old or buffer_full:
-        return flush_usage(at) > 0
-    return False
-
-
-# Past this many entries (the flushes have been failing for a while: the database is down),
-# the buffer is compacted: each token keeps its newest calls (its last calls, its last use)
-# and the others become one count per token and day, so that memory stays bounded by the
-# tokens and days, not the calls, until a flush goes through.
-COMPACT_ABOVE = 100_000
-
-
-def _size(calls: list[tuple]) -> int:
-    return sum(call[3] if len(call) > 3 else 1 for call in calls)
-
-
-def buffered_calls() -> int:
-    """How many introspection calls this process holds, not yet written."""
-    with _USE_LOCK:
-        return _size(_USE_CALLS)
-
-
-def _take_calls(at: datetime) -> list[tuple]:
-    with _USE_LOCK:
-        calls = _USE_CALLS[:]
-        _USE_CALLS.clear()
-        _last_flush[0] = at
-    return calls
-
-
-def _give_back(calls: list[tuple]) -> None:
-    """A failed flush's calls return to the buffer, before the calls noted meanwhile."""
-    with _USE_LOCK:
-        _USE_CALLS[:0] = calls
-        if len(_USE_CALLS) > COMPACT_ABOVE:
-            _USE_CALLS[:] = _compact(_USE_CALLS)
-
-
-def _compact(calls: list[tuple]) -> list[tuple]:
-    """The same calls as few entries: each token's newest calls as they are, the rest one
-    ``(digest, at, None, count)`` per token and Paris day (``at``: its newest call)."""
-    from datapass.audit.consumption import RECENT_CALLS
-
-    by_digest: dict[str, list[tuple]] = {}
-    for call in calls:
-        by_digest.setdefault(call[0], []).append(call)
-    kept: list[tuple] = []
-    for digest, own in by_digest.items():
-        singles = sorted((c for c in own if len(c) == 3), key=lambda c: c[1], reverse=True)
-        kept += singles[:RECENT_CALLS]
-        days: dict[Any, list] = {}
-        for call in [*singles[RECENT_CALLS:], *(c for c in own if len(c) > 3)]:
-            day = call[1].astimezone(clock.PARIS).date()
-            entry = days.get(day)
-            if entry is None:
-                days[day] = [call[1], call[3] if len(call) > 3 else 1]
-            else:
-                entry[0] = max(entry[0], call[1])
-                entry[1] += call[3] if len(call) > 3 else 1
-        kept += [(digest, at, None, count) for at, count in days.values()]
-    return kept
-
-
-def _write_calls(calls: list[tuple]) -> None:
-    from datapass.audit import consumption
-
-    interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
-    consumption.record_introspection_uses(
-        (
-            {"digest": call[0], "at": call[1], "ip": call[2]}
-            if len(call) == 3
-            else {"digest": call[0], "at": call[1], "ip": None, "calls": call[3]}
-            for call in calls
-        ),
-        use_interval=interval,
-    )
-    with _USE_LOCK:
-        if len(_USE_WRITTEN) > 100_000:
-            _USE_WRITTEN.clear()
-        for call in calls:
-            _USE_WRITTEN[call[0]] = call[1]
-
-
-def flush_usage(at: datetime | None = None) -> int:
-    """Write the buffered calls as consumption in the session (flushes, never commits: the
-    caller commits). If writing fails, the calls go back to the buffer. Returns how many
-    calls were written."""
-    calls = _take_calls(at or clock.now())
-    if not calls:
-        return 0
-    try:
-        _write_calls(calls)
-    except BaseException:
-        _give_back(calls)
-        raise
-    return _size(calls)
-
-
-def flush_usage_committed(attempts: int = 3) -> int:
-    """Write the buffered calls in a transaction of their own and commit it, redone on a
-    deadlock or a serialization failure; on failure (commit included) the calls go back to
-    the buffer and the error propagates. What the background flusher runs."""
-    calls = _take_calls(clock.now())
-    if not calls:
-        return 0
-    try:
-        retryable(lambda: _write_calls(calls), attempts=attempts)
-    except BaseException:
-        _give_back(calls)
-        raise
-    return _size(calls)
-
-
-def _forget_buffer_in_child() -> None:
-    # A forked child holds a copy of its parent's calls, which the parent writes: not its own.
-    global _USE_LOCK
-    _USE_LOCK = threading.Lock()
-    _USE_CALLS.clear()
-    _last_flush[0] = None
-
-
-os.register_at_fork(after_in_child=_forget_buffer_in_child)
-
-
 # --- introspection (the hot path) ---------------------------------------------------------
 
 _INTROSPECT_COLUMNS = None
@@ -565,7 +390,7 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
     if (window[0] is not None and window[0] > now) or now >= window[1]:
         return INACTIVE_BODY, False
     interval = timedelta(seconds=config["TOKEN_USE_FLUSH_SECONDS"])
-    return body, record_use(digest, now, ip, row.last_used_at, interval)
+    return body, uses.record_use(digest, now, ip, row.last_used_at, interval)
 
 
 # --- leaks --------------------------------------------------------------------------------

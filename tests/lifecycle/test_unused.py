@@ -53,7 +53,7 @@ def test_a_step_set_to_zero_is_off(app):
 
 
 def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
-    from datapass.audit import consumption
+    from datapass.consumption import flush
 
     api = make_listening_api()
     instructor = factories.user(roles=("instructor",), api=api)
@@ -61,7 +61,7 @@ def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
     used_at = clock.now() + timedelta(days=1)
     token.last_used_at, token.last_used_ip = used_at, "192.0.2.7"
     # The call as consumption records it (event, daily count, the token's last calls).
-    stored = consumption.record_introspection_uses(
+    stored = flush.record_introspection_uses(
         [
             {
                 "token_id": token.id,

@@ -84,10 +84,11 @@ def destroy(app) -> None:
 def _seed() -> World:
     from datapass import demo
     from datapass.accounts.models import User
-    from datapass.audit import consumption, exports
+    from datapass.audit import exports
     from datapass.audit.search import AuditFilter
     from datapass.authorizations import service as authorizations
     from datapass.authorizations.models import Habilitation
+    from datapass.consumption import ingest
     from datapass.tokens import service as tokens_service
     from datapass.tokens import transitions as token_transitions
     from tests.lifecycle.conftest import expiring_token, issue
@@ -136,7 +137,7 @@ def _seed() -> World:
         if n == 0:  # a member of a payload organisation (its token's consumption)
             world.sessions["member"] = member.get_id()
             world.payload_token_id = used.id
-    consumption.ingest_usage(api.provider_id, events)
+    ingest.ingest_usage(api.provider_id, events)
     db.session.flush()
     for fmt in exports.FORMATS:
         world.export_ids[fmt] = exports.create_export(AuditFilter(), fmt, officer).id
@@ -144,9 +145,9 @@ def _seed() -> World:
     _confirmed_renewal_world(world, officer)
     victim = factories.staff("instructor", api=api, full_name="Victime des routes d'admin")
     world.victim_id = victim.id
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import clients as catalogue_clients
 
-    world.victim_client_id = catalogue_service.create_client(api.provider, "Victime")[0].id
+    world.victim_client_id = catalogue_clients.create_client(api.provider, "Victime")[0].id
     db.session.flush()
     world.ids = _ids(world)
     world.texts = {

@@ -177,9 +177,10 @@ def test_use_is_written_at_most_once_a_minute(client, world):
 def test_every_introspection_counts_as_consumption(client, world):
     from sqlalchemy import func, select
 
-    from datapass.audit.models import UsageDaily
+    from datapass.consumption import flush
+    from datapass.consumption.models import UsageDaily
 
-    service.flush_usage()  # start from an empty buffer
+    flush.flush_usage()  # start from an empty buffer
     token, raw = issue(world)
     for _ in range(3):
         introspect(client, world, raw)  # the first call writes, the next two are buffered
@@ -199,10 +200,12 @@ def test_a_full_call_buffer_goes_out_at_once(client, world, monkeypatch):
     per introspection)."""
     from sqlalchemy import func, select
 
-    from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
+    from datapass.consumption import flush
+    from datapass.consumption.models import UsageDaily, UsageEvent, UsageRecent
+    from datapass.tokens import uses
 
-    service.flush_usage()
-    monkeypatch.setattr(service, "MAX_BUFFERED_CALLS", 3)
+    flush.flush_usage()
+    monkeypatch.setattr(uses, "MAX_BUFFERED_CALLS", 3)
     token, raw = issue(world)
 
     def counted():
