@@ -7,9 +7,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from datapass import access, clock
+from datapass import access, clock, web
 from datapass.catalogue import apis, forms, providers
-from datapass.catalogue.errors import CatalogueError
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
 from datapass.extensions import db
 
@@ -65,16 +64,11 @@ def new_api():
     form.provider_id.choices = [SelectChoice(p.id, p.name) for p in providers.list_providers()]
     if form.validate_on_submit():
         provider = db.get_or_404(Provider, form.provider_id.data)
-        try:
+        with web.acting(form=form, success="API ajoutée au catalogue.") as act:
             api = apis.create_api(
                 provider, access.current_actor(), {"slug": form.slug.data, **_api_values(form)}
             )
-        except CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("API ajoutée au catalogue.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return render_template("catalogue/api_new.html", form=form), (
         422 if request.method == "POST" else 200
@@ -117,14 +111,9 @@ def edit_api(api_id: int):
         return _render_api(api)
     form = forms.ApiForm()
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form, success="API enregistrée.") as act:
             apis.update_api(api, access.current_actor(), _api_values(form))
-        except CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("API enregistrée.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return _render_api(api, form=form, status=422)
 
@@ -137,16 +126,15 @@ def set_status(api_id: int):
     form = forms.StatusForm()
     if not form.validate_on_submit():
         return _render_api(api, status_form=form, status=422)
-    apis.set_status(
-        api,
-        access.current_actor(),
-        form.status.data,
-        (form.message.data or "").strip() or None,
-        forms.paris_to_utc(form.start.data),
-        forms.paris_to_utc(form.end.data),
-    )
-    db.session.commit()
-    flash("Statut enregistré.", "success")
+    with web.acting(success="Statut enregistré."):
+        apis.set_status(
+            api,
+            access.current_actor(),
+            form.status.data,
+            (form.message.data or "").strip() or None,
+            forms.paris_to_utc(form.start.data),
+            forms.paris_to_utc(form.end.data),
+        )
     return redirect(url_for("catalogue.edit_api", api_id=api.id))
 
 
@@ -157,7 +145,7 @@ def add_scope(api_id: int):
     api = db.get_or_404(Api, api_id)
     form = forms.ScopeForm()
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form, success="Donnée ajoutée.") as act:
             apis.add_scope(
                 api,
                 access.current_actor(),
@@ -165,12 +153,7 @@ def add_scope(api_id: int):
                 form.label.data.strip(),
                 bool(form.sensitive.data),
             )
-        except CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("Donnée ajoutée.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return _render_api(api, scope_form=form, status=422)
 
@@ -184,11 +167,10 @@ def edit_scope(scope_id: int):
     if not form.validate_on_submit():
         flash("Le libellé de la donnée est obligatoire.", "error")
     else:
-        apis.update_scope(
-            scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
-        )
-        db.session.commit()
-        flash("Donnée enregistrée.", "success")
+        with web.acting(success="Donnée enregistrée."):
+            apis.update_scope(
+                scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
+            )
     return redirect(url_for("catalogue.edit_api", api_id=scope.api_id))
 
 
@@ -198,9 +180,10 @@ def edit_scope(scope_id: int):
 def delete_scope(scope_id: int):
     scope = db.get_or_404(Scope, scope_id)
     api_id = scope.api_id
-    apis.remove_scope(scope, access.current_actor())
-    db.session.commit()
-    flash("Donnée retirée du catalogue (les habilitations existantes gardent la leur).", "success")
+    with web.acting(
+        success="Donnée retirée du catalogue (les habilitations existantes gardent la leur)."
+    ):
+        apis.remove_scope(scope, access.current_actor())
     return redirect(url_for("catalogue.edit_api", api_id=api_id))
 
 
@@ -210,19 +193,14 @@ def delete_scope(scope_id: int):
 def new_provider():
     form = forms.NewProviderForm()
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form, success="Fournisseur ajouté.") as act:
             provider = providers.create_provider(
                 access.current_actor(),
                 form.slug.data,
                 form.name.data.strip(),
                 form.contact_email.data,
             )
-        except CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("Fournisseur ajouté.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
     return render_template("catalogue/provider_new.html", form=form), (
         422 if request.method == "POST" else 200
@@ -250,17 +228,16 @@ def edit_provider(provider_id: int):
     form = forms.ProviderForm()
     if not form.validate_on_submit():
         return _render_provider(provider, form=form, status=422)
-    providers.update_provider(
-        provider,
-        access.current_actor(),
-        {
-            "name": form.name.data.strip(),
-            "contact_email": form.contact_email.data,
-            "developer_emails": form.developer_emails.data or "",
-        },
-    )
-    db.session.commit()
-    flash("Fournisseur enregistré.", "success")
+    with web.acting(success="Fournisseur enregistré."):
+        providers.update_provider(
+            provider,
+            access.current_actor(),
+            {
+                "name": form.name.data.strip(),
+                "contact_email": form.contact_email.data,
+                "developer_emails": form.developer_emails.data or "",
+            },
+        )
     return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
 
 

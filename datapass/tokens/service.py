@@ -1,4 +1,4 @@
-"""Token rules: signing keys, issuance, the token's acts, introspection, revocation, leaks.
+"""Token rules: issuance, links, introspection, leaks.
 
 Services flush, never commit; every act writes its audit event (with the token's digest, never
 the token) and queues its mails and webhooks in the same transaction.
@@ -23,15 +23,11 @@ from datapass.extensions import adopt, db, sqlite_read_snapshot
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
-from datapass.tokens import mails, queries, states, uses
+from datapass.tokens import mails, states, transitions, uses
 from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
-from datapass.tokens.states import TokenStatus, TransitionError
+from datapass.tokens.states import TokenStatus
 
 SEAL_TOKEN = "access-token"
-
-
-class TokenError(Exception):
-    """A token act that cannot be done (wrong state, missing reason, closed link…)."""
 
 
 # --- issuance ----------------------------------------------------------------------------
@@ -120,7 +116,7 @@ def issue_for_habilitation(
 
     The first token of a habilitation also fires the ``habilitation.approved`` webhook.
     A renewal passes ``predecessor`` to link the two tokens; superseding the old one (with
-    its grace period) is the caller's act (``states.apply(old, "supersede", …)``).
+    its grace period) is the caller's act (``transitions.apply(old, "supersede", …)``).
     """
     from datapass.notify import service as notify_service
 
@@ -138,7 +134,7 @@ def issue_for_habilitation(
         notify_service.queue_webhook_for_api(
             token.api_id,
             "habilitation.approved",
-            habilitation_webhook_data(habilitation),
+            transitions.habilitation_webhook_data(habilitation),
             model_type="Habilitation",
             model_id=habilitation.id,
         )
@@ -151,7 +147,7 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
     from datapass.notify import service as notify_service
 
     predecessor_jti = predecessor.jti if predecessor is not None else None
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:issued",
         actor,
@@ -167,24 +163,10 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
     notify_service.queue_webhook_for_api(
         token.api_id,
         "token.issued",
-        states.token_webhook_data(token, predecessor_jti=predecessor_jti),
+        transitions.token_webhook_data(token, predecessor_jti=predecessor_jti),
         model_type="AccessToken",
         model_id=token.id,
     )
-
-
-def habilitation_webhook_data(habilitation, **extra: Any) -> dict[str, Any]:
-    data = {
-        "id": habilitation.id,
-        "client_id": str(habilitation.id),
-        "siret": habilitation.organisation.siret,
-        "organisation": habilitation.organisation.name,
-        "aud": habilitation.api.audience,
-        "scopes": list(habilitation.scopes or []),
-        "status": habilitation.status,
-    }
-    data.update({k: v for k, v in extra.items() if v is not None})
-    return data
 
 
 def rotate(
@@ -195,16 +177,18 @@ def rotate(
     never postpones the 18-month renewal."""
     max_grace = current_app.config["TOKEN_MAX_GRACE_DAYS"]
     if not 0 <= grace_days <= max_grace:
-        raise TokenError(f"Le délai de grâce doit être compris entre 0 et {max_grace} jours.")
+        raise transitions.TokenError(
+            f"Le délai de grâce doit être compris entre 0 et {max_grace} jours."
+        )
     now = clock.now()
     if token.expires_at <= now:
-        raise TokenError("Ce jeton a expiré : renouvelez l'habilitation.")
+        raise transitions.TokenError("Ce jeton a expiré : renouvelez l'habilitation.")
     habilitation = token.habilitation
     grace_end = min(now + timedelta(days=grace_days), token.expires_at)
     token.grace_ends_at = grace_end
     claims, raw, kid = mint(habilitation, expires_at=token.expires_at)
     new = _store(habilitation, claims, raw, kid, actor, predecessor=token)
-    states.apply(
+    transitions.apply(
         token,
         "supersede",
         actor,
@@ -213,71 +197,24 @@ def rotate(
     )
     _announce_issued(new, actor, token)
     if grace_days == 0:
-        states.apply(token, "revoke", actor, role="system", reason="Rotation sans délai de grâce")
-    return new, raw
-
-
-def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None) -> None:
-    try:
-        states.apply(token, name, actor, reason=reason)
-    except TransitionError as exc:
-        raise TokenError(str(exc)) from exc
-
-
-def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Revoke for good (final); the holders are told."""
-    _transition(token, "revoke", actor, reason)
-    mails.mail_holders(token, "token_revoked", reason=reason)
-
-
-def suspend(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Suspend (reversible): the token stops opening the API until reactivated."""
-    _transition(token, "suspend", actor, reason)
-    mails.mail_holders(token, "token_suspended", reason=reason)
-
-
-def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Lift a suspension."""
-    _transition(token, "reactivate", actor, reason)
-    mails.mail_holders(token, "token_reactivated", reason=reason)
-
-
-@signals.habilitation_revoked.connect
-def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
-    """Revoking a habilitation revokes every token of it still alive (called by the
-    authorizations domain, which has already checked the actor may revoke)."""
-    from datapass.notify import service as notify_service
-
-    tokens = list(
-        db.session.scalars(
-            select(AccessToken).where(
-                AccessToken.habilitation_id == habilitation.id,
-                AccessToken.status.in_(sorted(states.TRANSITIONS["revoke"].sources)),
-            )
+        transitions.apply(
+            token, "revoke", actor, role="system", reason="Rotation sans délai de grâce"
         )
-    )
-    for token in tokens:
-        states.apply(token, "revoke", actor, reason=reason, role="habilitation")
-    notify_service.queue_webhook_for_api(
-        habilitation.api_id,
-        "habilitation.revoked",
-        habilitation_webhook_data(habilitation, reason=reason),
-        model_type="Habilitation",
-        model_id=habilitation.id,
-    )
-    return tokens
+    return new, raw
 
 
 def reveal(token: AccessToken, actor: Actor) -> str:
     """Show the token once: unseal it, erase the sealed copy, audit the act."""
     if token.sealed_value is None:
-        raise TokenError("Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un.")
+        raise transitions.TokenError(
+            "Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un."
+        )
     if not states.is_usable(token):
-        raise TokenError("Ce jeton n'est plus utilisable.")
+        raise transitions.TokenError("Ce jeton n'est plus utilisable.")
     raw = vault.unseal(token.sealed_value, SEAL_TOKEN).decode()
     token.sealed_value = None
     token.revealed_at = clock.now()
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:revealed",
         actor,
@@ -293,9 +230,11 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
 
     recipient = token.habilitation.technical_contact_email
     if not recipient:
-        raise TokenError("L'habilitation ne désigne pas de contact technique.")
+        raise transitions.TokenError("L'habilitation ne désigne pas de contact technique.")
     if token.sealed_value is None or not states.is_usable(token):
-        raise TokenError("Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un.")
+        raise transitions.TokenError(
+            "Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un."
+        )
     now = clock.now()
     db.session.execute(
         update(TokenLink)
@@ -313,7 +252,7 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
     )
     db.session.add(link)
     db.session.flush()
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:sent",
         actor,
@@ -346,7 +285,7 @@ def find_link(secret: str) -> TokenLink | None:
 def consume_link(link: TokenLink, actor: Actor) -> str:
     """Use a link once: it closes, and the token is revealed (then erased)."""
     if not link.is_open:
-        raise TokenError("Ce lien a déjà servi ou a expiré.")
+        raise transitions.TokenError("Ce lien a déjà servi ou a expiré.")
     link.used_at = clock.now()
     link.used_ip = actor.ip
     return reveal(link.token, actor)
@@ -454,19 +393,6 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
     return body, uses.record_use(digest, now, ip, row.last_used_at, interval)
 
 
-def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
-    """RFC 7009 for a provider's machine client: revokes a token of one of its APIs; any
-    other token (unknown, foreign, already dead) is silently ignored."""
-    token = queries.find_by_raw(raw)
-    if token is None or token.api.provider_id != client.provider_id:
-        return False
-    if states.status_of(token) not in states.TRANSITIONS["revoke"].sources:
-        return False
-    states.apply(token, "revoke", actor, reason="Révoqué par le fournisseur de l'API (RFC 7009)")
-    mails.mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
-    return True
-
-
 # --- leaks --------------------------------------------------------------------------------
 
 
@@ -502,12 +428,14 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     token = db.session.scalar(select(AccessToken).where(AccessToken.jti == jti))
     if token is None:
         return
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:leaked",
         actor,
         {"jti": token.jti, "source": (source or "")[:500], "status": token.status},
     )
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
-        states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
+        transitions.apply(
+            token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué"
+        )
     mails.mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)

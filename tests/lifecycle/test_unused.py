@@ -15,7 +15,7 @@ from datapass.extensions import db
 from datapass.lifecycle import plan, reactivation, states, sweep
 from datapass.lifecycle.days import day_start
 from datapass.lifecycle.digest import DIGEST_CATEGORY, send_digests
-from datapass.tokens import service as tokens_service
+from datapass.tokens import transitions as token_transitions
 from tests import factories
 from tests.lifecycle.conftest import acts, expiring_token, issue, mails, make_listening_api
 
@@ -117,7 +117,7 @@ def test_suspension_then_one_reactivation_by_the_organisation(app):
     assert not reactivation.can_self_reactivate(token, requester)
     with pytest.raises(states.LifecycleError, match="instructeur"):
         reactivation.self_reactivate(token, Actor.for_user(requester), "Encore une fois, svp.")
-    tokens_service.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
+    token_transitions.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
     assert token.status == "active"
 
 

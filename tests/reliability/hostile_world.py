@@ -90,6 +90,7 @@ def _seed() -> World:
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
     from datapass.tokens import service as tokens_service
+    from datapass.tokens import transitions as token_transitions
     from tests.lifecycle.conftest import expiring_token, issue
 
     result = demo.run_demo()
@@ -119,9 +120,9 @@ def _seed() -> World:
         used = expiring_token(api, days_left=60, **owned)
         rotated = expiring_token(api, days_left=300, **owned)
         tokens_service.rotate(rotated, Actor.for_user(member), 10)
-        tokens_service.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
+        token_transitions.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
         issue(api, now - timedelta(days=90), **owned)  # unused for 90 days
-        tokens_service.revoke(expiring_token(api, days_left=300, **owned), officer, payload)
+        token_transitions.revoke(expiring_token(api, days_left=300, **owned), officer, payload)
         for k in range(3):
             events.append(
                 {
