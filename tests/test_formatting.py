@@ -101,7 +101,7 @@ def test_reminder_mail_speaks_french(app):
 
 def test_consumption_page_formats_numbers_and_rates(app, client):
     """The token page's consumption: « Aucun appel », no « 0.0 % »; thousands separated."""
-    from datapass.audit import consumption
+    from datapass.consumption import store
 
     api = make_api()
     token = expiring_token(api, days_left=200)
@@ -114,7 +114,7 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
     from datapass.extensions import db
 
     db.session.execute(
-        consumption.DAILY.insert().values(
+        store.DAILY.insert().values(
             day=today - timedelta(days=1),
             token_id=token.id,
             api_id=token.api_id,

@@ -20,7 +20,7 @@ from datapass.accounts import (
 )
 from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
@@ -48,15 +48,6 @@ def _next(raw: str | None) -> str | None:
     return sessions.safe_next(raw, host=request.host)
 
 
-def _attach(form, error: AccountError) -> None:
-    """Show a service's refusal beside its field, or at the top of the form."""
-    target = getattr(form, error.field, None) if error.field else None
-    if target is not None:
-        target.errors = [*target.errors, error.message]
-    else:
-        flash(error.message, "error")
-
-
 def _me() -> User:
     return current_user._get_current_object()
 
@@ -66,7 +57,7 @@ def _actor():
 
 
 def _apis():
-    return catalogue_service.list_apis(active_only=True)
+    return catalogue_apis.list_apis(active_only=True)
 
 
 def _page_number() -> int:
@@ -294,23 +285,18 @@ def _set_password_page(token: str, purpose: str):
     form = forms.NewPasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            links.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
+        if purpose == "invite":
+            success = "Votre mot de passe est enregistré : vous pouvez vous connecter."
         else:
-            db.session.commit()
-            if purpose == "invite":
-                flash("Votre mot de passe est enregistré : vous pouvez vous connecter.", "success")
-            else:
-                flash(
-                    "Votre mot de passe a été modifié. Toutes vos sessions ont été fermées : "
-                    "connectez-vous avec le nouveau mot de passe.",
-                    "success",
-                )
+            success = (
+                "Votre mot de passe a été modifié. Toutes vos sessions ont été fermées : "
+                "connectez-vous avec le nouveau mot de passe."
+            )
+        with web.acting(form=form, success=success) as act:
+            links.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
+        if act.done:
             return redirect(url_for("accounts.login"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template(
@@ -336,21 +322,14 @@ def change_password():
     form = forms.ChangePasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
+        success = "Votre mot de passe a été modifié. Vos autres sessions ont été fermées."
+        with web.acting(form=form, success=success) as act:
             passwords.change_password(
                 _me(), form.current_password.data, form.password.data, _actor()
             )
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
-            flash(
-                "Votre mot de passe a été modifié. Vos autres sessions ont été fermées.",
-                "success",
-            )
+        if act.done:
             return redirect(url_for("accounts.profile"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/change_password.html", form=form), status
@@ -393,17 +372,13 @@ def mfa_setup():
     form = forms.TotpConfirmForm()
     status = 200
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form) as act:
             codes = mfa.enable_totp(user, form.code.data, _actor())
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             return render_template(
                 "accounts/recovery_codes.html", codes=codes, enabled=True, next_url=next_url
             )
+        status = 422
     elif form.is_submitted():
         status = 422
     enrolment = mfa.totp_enrolment(user)
@@ -423,13 +398,10 @@ def mfa_disable():
     if not form.validate_on_submit():
         return redirect(url_for("accounts.mfa_setup"))
     user = _me()
-    try:
+    with web.acting() as act:
         mfa.disable_totp(user, _actor())
-    except AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
+    if act.refused:
         return redirect(url_for("accounts.profile"))
-    db.session.commit()
     if mfa.mfa_required(user):
         flash(
             "La double authentification a été désactivée. Elle est obligatoire pour votre rôle : "
@@ -448,13 +420,10 @@ def mfa_regenerate_codes():
     form = forms.EmptyForm()
     if not form.validate_on_submit():
         return redirect(url_for("accounts.mfa_setup"))
-    try:
+    with web.acting() as act:
         codes = mfa.regenerate_recovery_codes(_me(), _actor())
-    except AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
+    if act.refused:
         return redirect(url_for("accounts.profile"))
-    db.session.commit()
     return render_template("accounts/recovery_codes.html", codes=codes, enabled=False)
 
 
@@ -497,18 +466,14 @@ def choose_organisation():
     )
     status = 200
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form) as act:
             chosen = organisations.switch_organisation(
                 user, int(form.organisation_id.data), _actor()
             )
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             flash(f"Vous agissez désormais pour {chosen.name}.", "success")
             return redirect(_next(request.args.get("next")) or url_for("accounts.home"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template(
@@ -558,7 +523,7 @@ def admin_invite():
         # The service keeps the API for the instructor role only.
         api_id = int(form.api_id.data) if form.api_id.data else None
         roles = [(role, api_id) for role in form.roles.data]
-        try:
+        with web.acting(form=form) as act:
             user = directory.invite_user(
                 form.email.data,
                 form.full_name.data,
@@ -567,14 +532,10 @@ def admin_invite():
                 verified=form.verified.data,
                 roles=roles,
             )
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             flash(f"Invitation envoyée à {user.email}.", "success")
             return redirect(url_for("accounts.admin_user", user_id=user.id))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/admin_invite.html", form=form, has_apis=bool(apis)), status
@@ -615,13 +576,10 @@ def admin_grant_role(user_id: int):
     if not form.validate_on_submit():
         return _render_admin_user(user, form, apis, 422)
     api_id = int(form.api_id.data) if form.api_id.data else None
-    try:
+    with web.acting(form=form) as act:
         directory.grant_role(user, form.role.data, api_id, _actor())
-    except AccountError as exc:
-        db.session.rollback()
-        _attach(form, exc)
+    if act.refused:
         return _render_admin_user(user, form, apis, 422)
-    db.session.commit()
     flash(f"Rôle « {directory.role_label(form.role.data)} » attribué à {user.email}.", "success")
     return redirect(url_for("accounts.admin_user", user_id=user.id))
 
@@ -633,14 +591,8 @@ def _post_act(user_id: int, act, success: str):
     if not form.validate_on_submit():
         flash("Le formulaire a expiré : recommencez.", "error")
         return redirect(url_for("accounts.admin_user", user_id=user.id))
-    try:
+    with web.acting(success=success.format(email=user.email)):
         act(user)
-    except AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        db.session.commit()
-        flash(success.format(email=user.email), "success")
     return redirect(url_for("accounts.admin_user", user_id=user.id))
 
 
@@ -712,18 +664,14 @@ def admin_organisation_new():
     form = forms.OrganisationForm()
     status = 200
     if form.validate_on_submit():
-        try:
+        with web.acting(form=form) as act:
             organisation = organisations.create_organisation(
                 form.siret.data, form.name.data, form.address.data, _actor()
             )
-        except AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             flash(f"Organisation « {organisation.name} » enregistrée.", "success")
             return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/admin_organisation_new.html", form=form), status
@@ -754,14 +702,11 @@ def admin_add_member(organisation_id: int):
     form = forms.MemberForm()
     if not form.validate_on_submit():
         return _render_admin_organisation(organisation, form, 422)
-    try:
+    with web.acting(form=form) as act:
         membership = organisations.add_member(
             organisation, form.email.data, form.verified.data, _actor()
         )
-    except AccountError as exc:
-        db.session.rollback()
-        _attach(form, exc)
+    if act.refused:
         return _render_admin_organisation(organisation, form, 422)
-    db.session.commit()
     flash(f"{membership.user.email} est membre de {organisation.name}.", "success")
     return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))

@@ -16,6 +16,7 @@ from datapass.lifecycle.models import LifecycleAct
 from datapass.lifecycle.states import LifecycleError
 from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -76,7 +77,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     # The member is authorised here (once, with a justification): the transitions table
     # keeps reactivation for staff, so this trusted caller passes the role itself.
-    token_states.apply(
+    token_transitions.apply(
         token,
         "reactivate",
         actor,

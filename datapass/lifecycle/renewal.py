@@ -30,6 +30,7 @@ from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.states import LifecycleError, RenewalEvent
 from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -341,7 +342,7 @@ def supersede_with_grace(
         return None
     grace_end = min(clock.now() + timedelta(days=grace_days()), clock.as_utc(old.expires_at))
     old.grace_ends_at = grace_end
-    token_states.apply(
+    token_transitions.apply(
         old,
         "supersede",
         actor,

@@ -37,6 +37,7 @@ from datapass.lifecycle.unused import (
 )
 from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _do_expire(
 ) -> StepOutcome:
     was = token.status
     if was in token_states.TRANSITIONS["expire"].sources:
-        token_states.apply(token, "expire", actor)
+        token_transitions.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or has_successor(token):
         return "done", {"from": was, "mails": 0}
     sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", mail_context(token, api))
@@ -95,7 +96,7 @@ def _do_grace_end(
 ) -> StepOutcome:
     if token.status != TokenStatus.SUPERSEDED:
         return "void", None
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,

@@ -40,7 +40,7 @@ from datapass.lifecycle.states import LifecycleError
 from datapass.lifecycle.steps import HANDLERS
 from datapass.lifecycle.unused import newest_calls
 from datapass.notify import service as notify
-from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 
 log = logging.getLogger("datapass.lifecycle")
@@ -154,7 +154,7 @@ class Effects:
 
     def webhook(self, token: AccessToken, event: str, **extra: Any) -> None:
         self.webhooks.setdefault(token.api_id, []).append(
-            (event, token_states.token_webhook_data(token, **extra), "AccessToken", token.id)
+            (event, token_transitions.token_webhook_data(token, **extra), "AccessToken", token.id)
         )
 
     def write(self) -> None:

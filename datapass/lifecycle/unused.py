@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from datapass.actor import Actor
-from datapass.audit.models import UsageRecent
+from datapass.consumption.models import UsageRecent
 from datapass.extensions import db
 from datapass.formatting import plural
 from datapass.lifecycle.days import days_after, format_day
@@ -19,7 +19,7 @@ from datapass.lifecycle.mails import mail_context
 from datapass.lifecycle.plan import Step, StepOutcome, unused_since, unused_thresholds
 from datapass.lifecycle.reactivation import SELF_REACTIVATION
 from datapass.tokens import mails as token_mails
-from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -157,7 +157,7 @@ def do_unused_suspend(
     if token.status != TokenStatus.ACTIVE:
         return "void", None
     context = _unused_context(token, api, step, done, fx)
-    token_states.apply(
+    token_transitions.apply(
         token,
         "suspend",
         actor,
@@ -185,7 +185,7 @@ def do_unused_revoke(
         return "void", None
     context = _unused_context(token, api, step, done, fx)
     evidence = context["evidence"]
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,

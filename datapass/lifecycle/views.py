@@ -18,7 +18,7 @@ from flask import (
 from flask_login import current_user
 
 from datapass import access, clock, web
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
 from datapass.lifecycle import dashboard as dashboards
 from datapass.lifecycle import decisions, forms, plan, queries, reactivation, renewal, trends
 from datapass.lifecycle import updates as _updates  # noqa: F401 - connects its signal receivers
@@ -211,7 +211,7 @@ def dashboard():
         lists=dashboards.dashboard(filters),
         summary=dashboards.dashboard_by_api(filters),
         filters=filters,
-        apis=catalogue_service.list_apis(),
+        apis=catalogue_apis.list_apis(),
     )
 
 
