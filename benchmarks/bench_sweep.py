@@ -258,7 +258,7 @@ def build(path: Path, total: int, due: int, mix: bool = False) -> dict[str, list
             for act in prior
         ]
         if recent:
-            from datapass.audit.models import UsageRecent
+            from datapass.consumption.models import UsageRecent
 
             db.session.execute(
                 insert(UsageRecent),

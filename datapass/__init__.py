@@ -64,22 +64,24 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.after_request_funcs[None].remove(login_manager._update_remember_cookie)
     _register_models()
 
-    from datapass.accounts import service as accounts_service
-    from datapass.catalogue import service as catalogue_service
+    from datapass.accounts import mfa as accounts_mfa
+    from datapass.accounts import sessions as accounts_sessions
+    from datapass.catalogue import clients as catalogue_clients
 
-    login_manager.user_loader(accounts_service.load_session_user)
+    login_manager.user_loader(accounts_sessions.load_session_user)
     login_manager.login_view = "accounts.login"
     login_manager.login_message = "Connectez-vous pour accéder à cette page."
     login_manager.login_message_category = "info"
     login_manager.session_protection = "basic"
 
     _register_blueprints(app)
+    _connect_receivers()
     access.init_app(
         app,
         access.Checks(
-            authenticate_client=catalogue_service.authenticate_client,
-            mfa_enrolment_pending=accounts_service.mfa_enrolment_pending,
-            recently_authenticated=accounts_service.recently_authenticated,
+            authenticate_client=catalogue_clients.authenticate_client,
+            mfa_enrolment_pending=accounts_mfa.mfa_enrolment_pending,
+            recently_authenticated=accounts_sessions.recently_authenticated,
         ),
     )
     web.init_app(app)
@@ -103,18 +105,27 @@ def _register_models() -> None:
     from datapass.audit import models as _audit  # noqa: F401
     from datapass.authorizations import models as _authorizations  # noqa: F401
     from datapass.catalogue import models as _catalogue  # noqa: F401
+    from datapass.consumption import models as _consumption  # noqa: F401
     from datapass.keys import models as _keys  # noqa: F401
     from datapass.lifecycle import models as _lifecycle  # noqa: F401
     from datapass.notify import models as _notify  # noqa: F401
     from datapass.tokens import models as _tokens  # noqa: F401
 
 
+def _connect_receivers() -> None:
+    # Modules that only receive signals (datapass.signals) connect at import: no page imports
+    # them. Tokens' use buffer needs its flusher, `audit verify` the consumption seals.
+    from datapass.consumption import flusher as _flusher  # noqa: F401
+    from datapass.consumption import seal as _seal  # noqa: F401
+
+
 def _register_blueprints(app: Flask) -> None:
     from datapass.accounts.views import bp as accounts_bp
-    from datapass.audit.api import bp as audit_api_bp
     from datapass.audit.views import bp as audit_bp
     from datapass.authorizations.views import bp as authorizations_bp
     from datapass.catalogue.views import bp as catalogue_bp
+    from datapass.consumption.api import bp as consumption_api_bp
+    from datapass.consumption.views import bp as consumption_bp
     from datapass.lifecycle.views import bp as lifecycle_bp
     from datapass.notify.views import bp as notify_bp
     from datapass.tokens.api import bp as tokens_api_bp
@@ -126,8 +137,9 @@ def _register_blueprints(app: Flask) -> None:
         catalogue_bp,
         notify_bp,
         tokens_api_bp,
-        audit_api_bp,
+        consumption_api_bp,
         audit_bp,
+        consumption_bp,
         tokens_bp,
         lifecycle_bp,
     ):

@@ -57,7 +57,7 @@ JOBS: list[Job] = [
     ),
     Job(
         "audit_seal_consumption",
-        "datapass.audit.tasks:seal_consumption",
+        "datapass.consumption.tasks:seal_consumption",
         "interval",
         {"hours": 1},
         "Sceau quotidien de la consommation des API dans la chaîne d'audit.",

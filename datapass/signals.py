@@ -40,3 +40,15 @@ waiting on that update."""
 habilitation_revoked = _signals.signal("habilitation-revoked")
 """A habilitation was revoked: sender the habilitation; ``actor``, ``reason``. Tokens revokes
 its live tokens."""
+
+# --- tokens → consumption, audit → consumption -----------------------------------------------
+
+use_buffer_due = _signals.signal("use-buffer-due")
+"""Tokens' introspection use buffer needs its writer (consumption): sent with the app as
+sender, ``every`` (``USAGE_FLUSH_SECONDS``), ``full`` (the buffer is full) and, inline
+(``every == 0``), ``at`` (the flush's moment). Background: start (or wake) the flusher,
+return 0; inline: write the buffer now and return how many calls were written."""
+
+audit_verifying = _signals.signal("audit-verifying")
+"""``audit verify`` runs: each domain whose records are sealed into the chain checks them and
+returns its report (``checked``, ``problems``); sent with the session as sender."""

@@ -354,7 +354,7 @@ NAVIGATION = [
     ("authorizations.instructor_queue", "Instruction", "instructor"),
     ("tokens.supervision", "Jetons", "instructor"),
     ("lifecycle.renewals", "Renouvellements", "instructor"),
-    ("audit.api_usage", "Consommation", "instructor"),
+    ("consumption.api_usage", "Consommation", "instructor"),
     ("lifecycle.dashboard", "Tableau de bord sécurité", "security_officer"),
     ("audit.console", "Journal d'audit", "security_officer"),
     ("catalogue.admin_index", "Gestion du catalogue", "admin"),

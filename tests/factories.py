@@ -46,13 +46,13 @@ def user(
     api=None,
     **fields,
 ) -> User:
-    from datapass.accounts import service as accounts_service
+    from datapass.accounts import passwords
 
     n = next(_counter)
     person = User(
         email=email or f"agent{n}@example.fr",
         full_name=fields.pop("full_name", f"Agent {n}"),
-        password_hash=accounts_service.hash_password(password) if password else None,
+        password_hash=passwords.hash_password(password) if password else None,
         created_at=clock.now(),
         is_active_account=True,
         session_epoch=0,

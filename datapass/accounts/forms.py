@@ -14,8 +14,11 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional, ValidationError
 
-from datapass.accounts import service
+from datapass.accounts.addresses import normalise_email
+from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Role
+from datapass.accounts.organisations import normalise_siret
+from datapass.accounts.passwords import password_problem
 from datapass.forms import Form
 
 EMAIL_REQUIRED = "Saisissez votre adresse électronique."
@@ -24,21 +27,21 @@ PASSWORD_REQUIRED = "Saisissez votre mot de passe."
 
 def _valid_email(form, field) -> None:
     try:
-        field.data = service.normalise_email(field.data or "")
-    except service.AccountError as exc:
+        field.data = normalise_email(field.data or "")
+    except AccountError as exc:
         raise ValidationError(exc.message) from exc
 
 
 def _strong_password(form, field) -> None:
-    problem = service.password_problem(field.data or "")
+    problem = password_problem(field.data or "")
     if problem:
         raise ValidationError(problem)
 
 
 def _valid_siret(form, field) -> None:
     try:
-        field.data = service.normalise_siret(field.data or "")
-    except service.AccountError as exc:
+        field.data = normalise_siret(field.data or "")
+    except AccountError as exc:
         raise ValidationError(exc.message) from exc
 
 

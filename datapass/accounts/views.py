@@ -3,23 +3,24 @@ administration of users and organisations."""
 
 from __future__ import annotations
 
-from flask import (
-    Blueprint,
-    abort,
-    current_app,
-    flash,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
 from datapass import access, web
-from datapass.accounts import forms, service
+from datapass.accounts import (
+    authentication,
+    directory,
+    forms,
+    links,
+    mfa,
+    organisations,
+    passwords,
+    sessions,
+)
+from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
 
 bp = Blueprint("accounts", __name__)
@@ -33,7 +34,7 @@ def demo_mfa_notice() -> bool:
         and current_user.is_demo
         and current_user.is_staff
         and not current_user.mfa_enabled
-        and not service.mfa_required(current_user)
+        and not mfa.mfa_required(current_user)
     )
 
 
@@ -44,16 +45,7 @@ PER_PAGE = 25
 
 
 def _next(raw: str | None) -> str | None:
-    return service.safe_next(raw, host=request.host)
-
-
-def _attach(form, error: service.AccountError) -> None:
-    """Show a service's refusal beside its field, or at the top of the form."""
-    target = getattr(form, error.field, None) if error.field else None
-    if target is not None:
-        target.errors = [*target.errors, error.message]
-    else:
-        flash(error.message, "error")
+    return sessions.safe_next(raw, host=request.host)
 
 
 def _me() -> User:
@@ -65,7 +57,7 @@ def _actor():
 
 
 def _apis():
-    return catalogue_service.list_apis(active_only=True)
+    return catalogue_apis.list_apis(active_only=True)
 
 
 def _page_number() -> int:
@@ -170,8 +162,8 @@ def home():
     return render_template(
         "accounts/home.html",
         cards=_cards(user),
-        organisation=service.current_organisation(user),
-        role_labels=[service.role_label(r) for r in sorted(user.roles)],
+        organisation=organisations.current_organisation(user),
+        role_labels=[directory.role_label(r) for r in sorted(user.roles)],
     )
 
 
@@ -194,7 +186,7 @@ def accessibility():
 
 def _after_login(user: User, next_url: str | None):
     target = _next(next_url)
-    if service.mfa_enrolment_pending(user):
+    if mfa.mfa_enrolment_pending(user):
         return redirect(url_for("accounts.mfa_setup", next=target))
     return redirect(target or url_for("accounts.home"))
 
@@ -208,9 +200,11 @@ def login():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.authenticate(form.email.data, form.password.data, access.client_ip())
+        outcome = authentication.authenticate(
+            form.email.data, form.password.data, access.client_ip()
+        )
         if outcome.status == "second_factor":
-            service.begin_second_factor(outcome.user, _next(form.next.data))
+            authentication.begin_second_factor(outcome.user, _next(form.next.data))
         db.session.commit()
         if outcome.status == "second_factor":
             return redirect(url_for("accounts.login_second_factor"))
@@ -227,7 +221,7 @@ def login():
 @bp.route("/connexion/verification", methods=["GET", "POST"])
 @access.public
 def login_second_factor():
-    user, next_url = service.pending_second_factor()
+    user, next_url = authentication.pending_second_factor()
     if user is None:
         flash("Votre connexion a expiré : saisissez de nouveau vos identifiants.", "warning")
         return redirect(url_for("accounts.login"))
@@ -235,7 +229,7 @@ def login_second_factor():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.complete_second_factor(user, form.code.data, access.client_ip())
+        outcome = authentication.complete_second_factor(user, form.code.data, access.client_ip())
         db.session.commit()
         if outcome.status == "signed_in":
             flash(f"Bienvenue, {user.display_name}.", "success")
@@ -251,7 +245,7 @@ def login_second_factor():
 @access.signed_in
 @access.mfa_enrolment
 def logout():
-    service.sign_out(_me(), access.client_ip())
+    authentication.sign_out(_me(), access.client_ip())
     db.session.commit()
     flash(
         "Vous êtes déconnecté, ici et sur tous les autres navigateurs et appareils où vous "
@@ -269,7 +263,7 @@ def logout():
 def forgot_password():
     form = forms.ForgotPasswordForm()
     if form.validate_on_submit():
-        service.request_password_reset(form.email.data, access.client_ip())
+        links.request_password_reset(form.email.data, access.client_ip())
         db.session.commit()
         return render_template(
             "accounts/forgot_password.html",
@@ -283,31 +277,26 @@ def forgot_password():
 
 def _set_password_page(token: str, purpose: str):
     try:
-        user = service.read_password_link(token, purpose)
-    except service.AccountError as exc:
+        user = links.read_password_link(token, purpose)
+    except AccountError as exc:
         return render_template(
             "accounts/link_invalid.html", message=exc.message, purpose=purpose
         ), 400
     form = forms.NewPasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            service.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
+        if purpose == "invite":
+            success = "Votre mot de passe est enregistré : vous pouvez vous connecter."
         else:
-            db.session.commit()
-            if purpose == "invite":
-                flash("Votre mot de passe est enregistré : vous pouvez vous connecter.", "success")
-            else:
-                flash(
-                    "Votre mot de passe a été modifié. Toutes vos sessions ont été fermées : "
-                    "connectez-vous avec le nouveau mot de passe.",
-                    "success",
-                )
+            success = (
+                "Votre mot de passe a été modifié. Toutes vos sessions ont été fermées : "
+                "connectez-vous avec le nouveau mot de passe."
+            )
+        with web.acting(form=form, success=success) as act:
+            links.reset_password(token, form.password.data, access.client_ip(), purpose=purpose)
+        if act.done:
             return redirect(url_for("accounts.login"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template(
@@ -333,19 +322,14 @@ def change_password():
     form = forms.ChangePasswordForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            service.change_password(_me(), form.current_password.data, form.password.data, _actor())
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
-            flash(
-                "Votre mot de passe a été modifié. Vos autres sessions ont été fermées.",
-                "success",
+        success = "Votre mot de passe a été modifié. Vos autres sessions ont été fermées."
+        with web.acting(form=form, success=success) as act:
+            passwords.change_password(
+                _me(), form.current_password.data, form.password.data, _actor()
             )
+        if act.done:
             return redirect(url_for("accounts.profile"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/change_password.html", form=form), status
@@ -362,11 +346,11 @@ def profile():
     return render_template(
         "accounts/profile.html",
         user=user,
-        organisation=service.current_organisation(user),
+        organisation=organisations.current_organisation(user),
         role_grants=sorted(user.role_grants, key=lambda g: (g.role, g.api_id or 0)),
         role_labels=ROLE_LABELS,
-        mfa_required=service.mfa_required(user),
-        remaining_codes=service.remaining_recovery_codes(user) if user.mfa_enabled else 0,
+        mfa_required=mfa.mfa_required(user),
+        remaining_codes=mfa.remaining_recovery_codes(user) if user.mfa_enabled else 0,
         action_form=forms.EmptyForm(),
     )
 
@@ -382,31 +366,27 @@ def mfa_setup():
         return render_template(
             "accounts/mfa_status.html",
             user=user,
-            remaining_codes=service.remaining_recovery_codes(user),
-            mfa_required=service.mfa_required(user),
+            remaining_codes=mfa.remaining_recovery_codes(user),
+            mfa_required=mfa.mfa_required(user),
         )
     form = forms.TotpConfirmForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            codes = service.enable_totp(user, form.code.data, _actor())
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        with web.acting(form=form) as act:
+            codes = mfa.enable_totp(user, form.code.data, _actor())
+        if act.done:
             return render_template(
                 "accounts/recovery_codes.html", codes=codes, enabled=True, next_url=next_url
             )
+        status = 422
     elif form.is_submitted():
         status = 422
-    enrolment = service.totp_enrolment(user)
+    enrolment = mfa.totp_enrolment(user)
     return render_template(
         "accounts/mfa_setup.html",
         form=form,
         enrolment=enrolment,
-        mfa_required=service.mfa_required(user),
+        mfa_required=mfa.mfa_required(user),
     ), status
 
 
@@ -418,14 +398,11 @@ def mfa_disable():
     if not form.validate_on_submit():
         return redirect(url_for("accounts.mfa_setup"))
     user = _me()
-    try:
-        service.disable_totp(user, _actor())
-    except service.AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
+    with web.acting() as act:
+        mfa.disable_totp(user, _actor())
+    if act.refused:
         return redirect(url_for("accounts.profile"))
-    db.session.commit()
-    if service.mfa_required(user):
+    if mfa.mfa_required(user):
         flash(
             "La double authentification a été désactivée. Elle est obligatoire pour votre rôle : "
             "configurez-la de nouveau avec votre nouvel appareil.",
@@ -443,13 +420,10 @@ def mfa_regenerate_codes():
     form = forms.EmptyForm()
     if not form.validate_on_submit():
         return redirect(url_for("accounts.mfa_setup"))
-    try:
-        codes = service.regenerate_recovery_codes(_me(), _actor())
-    except service.AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
+    with web.acting() as act:
+        codes = mfa.regenerate_recovery_codes(_me(), _actor())
+    if act.refused:
         return redirect(url_for("accounts.profile"))
-    db.session.commit()
     return render_template("accounts/recovery_codes.html", codes=codes, enabled=False)
 
 
@@ -462,7 +436,7 @@ def reauthenticate():
     status = 200
     error = None
     if form.validate_on_submit():
-        outcome = service.reauthenticate(
+        outcome = authentication.reauthenticate(
             user, form.password.data, form.code.data, access.client_ip()
         )
         db.session.commit()
@@ -484,30 +458,28 @@ def reauthenticate():
 @access.signed_in
 def choose_organisation():
     user = _me()
-    organisations = sorted(user.organisations, key=lambda o: o.name)
-    current = service.current_organisation(user)
+    mine = sorted(user.organisations, key=lambda o: o.name)
+    current = organisations.current_organisation(user)
     form = forms.OrganisationChoiceForm(
-        organisations=organisations,
+        organisations=mine,
         data={"organisation_id": str(current.id) if current else None},
     )
     status = 200
     if form.validate_on_submit():
-        try:
-            chosen = service.switch_organisation(user, int(form.organisation_id.data), _actor())
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        with web.acting(form=form) as act:
+            chosen = organisations.switch_organisation(
+                user, int(form.organisation_id.data), _actor()
+            )
+        if act.done:
             flash(f"Vous agissez désormais pour {chosen.name}.", "success")
             return redirect(_next(request.args.get("next")) or url_for("accounts.home"))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template(
         "accounts/choose_organisation.html",
         form=form,
-        organisations=organisations,
+        organisations=mine,
         current=current,
     ), status
 
@@ -520,7 +492,7 @@ def choose_organisation():
 def admin_users():
     search = forms.SearchForm(request.args)
     query = search.q.data or "" if search.validate() else ""
-    pagination = service.users_page(query, _page_number(), PER_PAGE)
+    pagination = directory.users_page(query, _page_number(), PER_PAGE)
     return render_template(
         "accounts/admin_users.html",
         search=search,
@@ -538,9 +510,9 @@ def _organisations():
 @access.role_required("admin")
 @access.recent_auth
 def admin_invite():
-    organisations = _organisations()
+    choices = _organisations()
     apis = _apis()
-    form = forms.InviteForm(organisations=organisations, apis=apis)
+    form = forms.InviteForm(organisations=choices, apis=apis)
     status = 200
     if form.validate_on_submit():
         organisation = (
@@ -551,8 +523,8 @@ def admin_invite():
         # The service keeps the API for the instructor role only.
         api_id = int(form.api_id.data) if form.api_id.data else None
         roles = [(role, api_id) for role in form.roles.data]
-        try:
-            user = service.invite_user(
+        with web.acting(form=form) as act:
+            user = directory.invite_user(
                 form.email.data,
                 form.full_name.data,
                 _actor(),
@@ -560,14 +532,10 @@ def admin_invite():
                 verified=form.verified.data,
                 roles=roles,
             )
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             flash(f"Invitation envoyée à {user.email}.", "success")
             return redirect(url_for("accounts.admin_user", user_id=user.id))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/admin_invite.html", form=form, has_apis=bool(apis)), status
@@ -608,14 +576,11 @@ def admin_grant_role(user_id: int):
     if not form.validate_on_submit():
         return _render_admin_user(user, form, apis, 422)
     api_id = int(form.api_id.data) if form.api_id.data else None
-    try:
-        service.grant_role(user, form.role.data, api_id, _actor())
-    except service.AccountError as exc:
-        db.session.rollback()
-        _attach(form, exc)
+    with web.acting(form=form) as act:
+        directory.grant_role(user, form.role.data, api_id, _actor())
+    if act.refused:
         return _render_admin_user(user, form, apis, 422)
-    db.session.commit()
-    flash(f"Rôle « {service.role_label(form.role.data)} » attribué à {user.email}.", "success")
+    flash(f"Rôle « {directory.role_label(form.role.data)} » attribué à {user.email}.", "success")
     return redirect(url_for("accounts.admin_user", user_id=user.id))
 
 
@@ -626,14 +591,8 @@ def _post_act(user_id: int, act, success: str):
     if not form.validate_on_submit():
         flash("Le formulaire a expiré : recommencez.", "error")
         return redirect(url_for("accounts.admin_user", user_id=user.id))
-    try:
+    with web.acting(success=success.format(email=user.email)):
         act(user)
-    except service.AccountError as exc:
-        db.session.rollback()
-        flash(exc.message, "error")
-    else:
-        db.session.commit()
-        flash(success.format(email=user.email), "success")
     return redirect(url_for("accounts.admin_user", user_id=user.id))
 
 
@@ -647,7 +606,7 @@ def admin_withdraw_role(user_id: int, grant_id: int):
     if grant is None:
         abort(404)
     return _post_act(
-        user_id, lambda user: service.withdraw_role(grant, _actor()), "Rôle retiré à {email}."
+        user_id, lambda user: directory.withdraw_role(grant, _actor()), "Rôle retiré à {email}."
     )
 
 
@@ -657,7 +616,7 @@ def admin_withdraw_role(user_id: int, grant_id: int):
 def admin_deactivate(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.deactivate_user(user, _actor()),
+        lambda user: directory.deactivate_user(user, _actor()),
         "Le compte {email} est désactivé : ses sessions sont fermées.",
     )
 
@@ -668,7 +627,7 @@ def admin_deactivate(user_id: int):
 def admin_reactivate(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.reactivate_user(user, _actor()),
+        lambda user: directory.reactivate_user(user, _actor()),
         "Le compte {email} est réactivé.",
     )
 
@@ -679,7 +638,7 @@ def admin_reactivate(user_id: int):
 def admin_resend_invitation(user_id: int):
     return _post_act(
         user_id,
-        lambda user: service.resend_invitation(user, _actor()),
+        lambda user: directory.resend_invitation(user, _actor()),
         "Nouvelle invitation envoyée à {email}.",
     )
 
@@ -692,7 +651,7 @@ def admin_resend_invitation(user_id: int):
 def admin_organisations():
     search = forms.SearchForm(request.args)
     query = search.q.data or "" if search.validate() else ""
-    pagination = service.organisations_page(query, _page_number(), PER_PAGE)
+    pagination = directory.organisations_page(query, _page_number(), PER_PAGE)
     return render_template(
         "accounts/admin_organisations.html", search=search, query=query, pagination=pagination
     )
@@ -705,18 +664,14 @@ def admin_organisation_new():
     form = forms.OrganisationForm()
     status = 200
     if form.validate_on_submit():
-        try:
-            organisation = service.create_organisation(
+        with web.acting(form=form) as act:
+            organisation = organisations.create_organisation(
                 form.siret.data, form.name.data, form.address.data, _actor()
             )
-        except service.AccountError as exc:
-            db.session.rollback()
-            _attach(form, exc)
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             flash(f"Organisation « {organisation.name} » enregistrée.", "success")
             return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("accounts/admin_organisation_new.html", form=form), status
@@ -747,12 +702,11 @@ def admin_add_member(organisation_id: int):
     form = forms.MemberForm()
     if not form.validate_on_submit():
         return _render_admin_organisation(organisation, form, 422)
-    try:
-        membership = service.add_member(organisation, form.email.data, form.verified.data, _actor())
-    except service.AccountError as exc:
-        db.session.rollback()
-        _attach(form, exc)
+    with web.acting(form=form) as act:
+        membership = organisations.add_member(
+            organisation, form.email.data, form.verified.data, _actor()
+        )
+    if act.refused:
         return _render_admin_organisation(organisation, form, 422)
-    db.session.commit()
     flash(f"{membership.user.email} est membre de {organisation.name}.", "success")
     return redirect(url_for("accounts.admin_organisation", organisation_id=organisation.id))

@@ -4,6 +4,9 @@ The purge removes a prefix of the audit chain (every event older than the retent
 up to the newest such one) and keeps its last hash as an *anchor*: the remaining chain starts
 from it, so it still verifies. What went is recorded in an ``audit:retention:purged`` event
 and in an :class:`~datapass.audit.models.AuditAnchor` row that repeats it.
+
+The consumption tables are reached through the metadata by name: the audit domain sits below
+consumption and imports none of its models.
 """
 
 from __future__ import annotations
@@ -21,13 +24,11 @@ from datapass.audit.models import (
     AuditAnchor,
     AuditCheckpoint,
     AuditEvent,
-    UsageDaily,
-    UsageEvent,
-    UsageRecent,
 )
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
-PURGE_TAG = "audit:retention:purged"
+PURGE_TAG = EventTag.Audit.RetentionPurged
 
 
 def horizons(now: datetime | None = None) -> dict[str, Any]:
@@ -54,6 +55,9 @@ def purge(actor: audit.Actor | None = None) -> dict[str, Any] | None:
     session.flush()
     audit._lock_head(session)  # one purge at a time, and no append in between
     limits = horizons()
+    tables = db.metadata.tables
+    usage_events, usage_recent = tables["usage_events"], tables["usage_recent"]
+    usage_daily = tables["usage_daily"]
     previous = audit.latest_anchor(session)
     anchor_seq = previous.anchor_seq if previous else 0
     anchor_hash = previous.anchor_hash if previous else GENESIS_HASH
@@ -75,17 +79,17 @@ def purge(actor: audit.Actor | None = None) -> dict[str, Any] | None:
         delete(AuditCheckpoint).where(AuditCheckpoint.seq < anchor_seq)
     ).rowcount
     events_removed = session.execute(
-        delete(UsageEvent).where(UsageEvent.day < limits["usage_events_before"])
+        delete(usage_events).where(usage_events.c.day < limits["usage_events_before"])
     ).rowcount
     # The last calls kept per token are copies of events: they go with them.
     session.execute(
-        delete(UsageRecent).where(
-            UsageRecent.occurred_at
+        delete(usage_recent).where(
+            usage_recent.c.occurred_at
             < datetime.combine(limits["usage_events_before"], time(), tzinfo=clock.PARIS)
         )
     )
     daily_removed = session.execute(
-        delete(UsageDaily).where(UsageDaily.day < limits["usage_daily_before"])
+        delete(usage_daily).where(usage_daily.c.day < limits["usage_daily_before"])
     ).rowcount
     if not (audit_removed or events_removed or daily_removed):
         return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from datapass.audit import checkpoints, consumption, retention
+from datapass.audit import checkpoints, retention
 
 
 def sign_checkpoint() -> str:
@@ -17,14 +17,6 @@ def sign_checkpoint() -> str:
         return "pas encore dû"
     checkpoint = checkpoints.create_checkpoint()
     return f"point de contrôle à l'événement n° {checkpoint.seq}"
-
-
-def seal_consumption() -> str:
-    """Seal every finished day of consumption into the audit chain (one seal per day)."""
-    days = consumption.seal_finished_days()
-    if not days:
-        return "rien à sceller"
-    return f"{len(days)} journée(s) scellée(s), jusqu'au {days[-1].isoformat()}"
 
 
 def purge_expired() -> dict[str, Any] | str:

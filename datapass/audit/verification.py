@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from datapass.audit import checkpoints, consumption
+from datapass import signals
+from datapass.audit import checkpoints
 from datapass.audit import service as audit
 from datapass.extensions import db
+
+
+class Report(Protocol):
+    """What each sealing domain answers to :data:`~datapass.signals.audit_verifying`."""
+
+    checked: int
+    problems: list[str]
 
 
 @dataclass
 class Verification:
     chain: audit.VerifyResult
     checkpoints: checkpoints.CheckpointReport
-    seals: consumption.SealReport
+    seals: Report
 
     @property
     def ok(self) -> bool:
@@ -34,8 +43,10 @@ class Verification:
 
 def verify_all(session=None) -> Verification:
     """Verify the chain (from the retention anchor), every checkpoint's signature and position
-    in the chain, and every daily seal against the consumption still retained."""
+    in the chain, and every daily seal against the consumption still retained (the
+    consumption domain, above this one, answers :data:`~datapass.signals.audit_verifying`)."""
     session = session or db.session
-    return Verification(
-        audit.verify_chain(session), checkpoints.verify_checkpoints(), consumption.verify_seals()
-    )
+    chain = audit.verify_chain(session)
+    signed = checkpoints.verify_checkpoints()
+    [(_receiver, seals)] = signals.audit_verifying.send(session)  # one sealing domain
+    return Verification(chain, signed, seals)

@@ -4,7 +4,6 @@ exports) and consumption pages (an API's daily volume and top consumers, CSV dow
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 from flask import (
     Blueprint,
@@ -20,9 +19,8 @@ from flask import (
 from flask_login import current_user
 from sqlalchemy import select
 
-from datapass import access, spreadsheet, web
-from datapass.accounts.models import Role as AccountRole
-from datapass.audit import consumption, exports, forms, names, search
+from datapass import access, web
+from datapass.audit import exports, forms, names, search
 from datapass.audit.models import AuditExport
 from datapass.extensions import db
 
@@ -36,22 +34,10 @@ def _me():
 
 
 def _apis():
-    from datapass.catalogue.models import Api
-
-    return list(db.session.scalars(select(Api).order_by(Api.name)))
-
-
-@bp.app_template_global("token_consumption")
-def _token_consumption(token, days: int | None = None):
-    """For templates/audit/_consumption.html (included in the token page)."""
-    if days is None:
-        days = web.query_int("jours", 30)
-    return consumption.token_consumption(token, days)
-
-
-@bp.app_template_global("consumption_chart")
-def _consumption_chart(series):
-    return consumption.bar_chart(series)
+    """Every API (id, name) for the console's filter, through the metadata by name: the audit
+    domain sits below the catalogue and imports none of its models."""
+    apis = db.metadata.tables["apis"]
+    return db.session.execute(select(apis.c.id, apis.c.name).order_by(apis.c.name)).all()
 
 
 # --- console --------------------------------------------------------------------------------
@@ -169,78 +155,8 @@ def export_manifest(export_id: int):
     return response
 
 
-# --- consumption ----------------------------------------------------------------------------
-
-
-def _visible_api_ids() -> list[int]:
-    """APIs whose consumption the current person sees: their instructed APIs; every API for a
-    security officer or an admin."""
-    user = _me()
-    if user.has_role(AccountRole.SECURITY_OFFICER) or user.has_role(AccountRole.ADMIN):
-        return [api.id for api in _apis()]
-    return sorted(user.instructed_api_ids())
-
-
-def _chosen_apis() -> tuple[list, list[int], int]:
-    visible = set(_visible_api_ids())
-    apis = [api for api in _apis() if api.id in visible]
-    api_id = web.query_int("api")
-    chosen = [api_id] if api_id in visible else [a.id for a in apis]
-    days = web.query_int("jours", 30)
-    days = days if days in consumption.PERIODS else 30
-    return apis, chosen, days
-
-
-@bp.route("/consommation")
-@access.role_required("instructor", *OFFICERS)
-def api_usage():
-    apis, chosen, days = _chosen_apis()
-    data = consumption.api_consumption(chosen, days) if chosen else None
-    return render_template(
-        "audit/api_usage.html",
-        apis=apis,
-        chosen=chosen,
-        selected=request.args.get("api", ""),
-        days=days,
-        data=data,
-        periods=consumption.PERIODS,
-    )
-
-
-def _csv_response(header: list[str], rows: Iterator[tuple], name: str) -> Response:
-    stream = web.stream_lazily(spreadsheet.csv_stream, header, rows, delimiter=",")
-    response = Response(stream, mimetype="text/csv; charset=utf-8")
-    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
-    return response
-
-
-CSV_HEADER = ["jour", "jeton", "point_d_acces", "appels", "erreurs", "latence_moyenne_ms"]
-
-
-@bp.route("/consommation.csv")
-@access.role_required("instructor", *OFFICERS)
-def api_usage_csv():
-    _apis_, chosen, days = _chosen_apis()
-    rows = consumption.daily_rows(api_ids=chosen, days=days)
-    return _csv_response(CSV_HEADER, rows, f"consommation-{days}j.csv")
-
-
-@bp.route("/jetons/<int:token_id>/consommation.csv")
-@access.signed_in
-def token_usage_csv(token_id: int):
-    from datapass.tokens import queries as token_queries
-
-    token = token_queries.get_visible(_me(), token_id)
-    if token is None:
-        abort(404)
-    days = web.query_int("jours", 90)
-    rows = consumption.daily_rows(token_id=token.id, days=days)
-    return _csv_response(CSV_HEADER, rows, f"consommation-jeton-{token.id}.csv")
-
-
 @bp.app_context_processor
 def _limits():
     return {
-        "usage_max_events": consumption.MAX_EVENTS,
         "audit_base_url": current_app.config["BASE_URL"],
     }

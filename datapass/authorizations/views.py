@@ -14,7 +14,7 @@ from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
 
 bp = Blueprint("authorizations", __name__)
@@ -81,7 +81,7 @@ def new_request():
     if organisation is None:
         flash("Choisissez d'abord l'organisation pour laquelle vous faites la demande.", "warning")
         return redirect(url_for("authorizations.applicant_index"))
-    apis = catalogue_service.list_apis(active_only=True)
+    apis = catalogue_apis.list_apis(active_only=True)
     form = forms.NewRequestForm()
     form.api_id.choices = [(api.id, api.name) for api in apis]
     if request.method == "GET":
@@ -390,7 +390,7 @@ def _filters() -> service.QueueFilters:
 def instructor_queue():
     filters = _filters()
     page = service.instructor_queue(current_user, filters)
-    apis = [a for a in catalogue_service.list_apis() if a.id in current_user.instructed_api_ids()]
+    apis = [a for a in catalogue_apis.list_apis() if a.id in current_user.instructed_api_ids()]
     return render_template(
         "authorizations/queue.html",
         page=page,
@@ -444,7 +444,7 @@ def statistics():
 
 def _template_form(template=None):
     form = forms.TemplateForm(obj=template)
-    apis = [a for a in catalogue_service.list_apis() if a.id in current_user.instructed_api_ids()]
+    apis = [a for a in catalogue_apis.list_apis() if a.id in current_user.instructed_api_ids()]
     form.api_id.choices = [(a.id, a.name) for a in apis]
     return form
 

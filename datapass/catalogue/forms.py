@@ -6,13 +6,7 @@ import re
 from datetime import UTC, datetime
 
 from email_validator import EmailNotValidError, validate_email
-from wtforms import (
-    BooleanField,
-    DateTimeLocalField,
-    SelectField,
-    StringField,
-    TextAreaField,
-)
+from wtforms import BooleanField, DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 

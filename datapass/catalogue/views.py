@@ -7,8 +7,8 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 from wtforms.fields.choices import SelectChoice
 
-from datapass import access, clock
-from datapass.catalogue import forms, service
+from datapass import access, clock, web
+from datapass.catalogue import apis, forms, providers
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
 from datapass.extensions import db
 
@@ -18,7 +18,7 @@ bp = Blueprint("catalogue", __name__)
 @bp.route("/catalogue")
 @access.public
 def index():
-    return render_template("catalogue/index.html", apis=service.list_apis(active_only=True))
+    return render_template("catalogue/index.html", apis=apis.list_apis(active_only=True))
 
 
 @bp.route("/catalogue/<slug>")
@@ -38,8 +38,8 @@ def api_detail(slug: str):
 def admin_index():
     return render_template(
         "catalogue/admin_index.html",
-        apis=service.list_apis(),
-        providers=service.list_providers(),
+        apis=apis.list_apis(),
+        providers=providers.list_providers(),
     )
 
 
@@ -61,19 +61,14 @@ def _api_values(form) -> dict:
 @access.recent_auth
 def new_api():
     form = forms.NewApiForm(data={"is_active": True} if request.method == "GET" else None)
-    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in service.list_providers()]
+    form.provider_id.choices = [SelectChoice(p.id, p.name) for p in providers.list_providers()]
     if form.validate_on_submit():
         provider = db.get_or_404(Provider, form.provider_id.data)
-        try:
-            api = service.create_api(
+        with web.acting(form=form, success="API ajoutée au catalogue.") as act:
+            api = apis.create_api(
                 provider, access.current_actor(), {"slug": form.slug.data, **_api_values(form)}
             )
-        except service.CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("API ajoutée au catalogue.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return render_template("catalogue/api_new.html", form=form), (
         422 if request.method == "POST" else 200
@@ -116,14 +111,9 @@ def edit_api(api_id: int):
         return _render_api(api)
     form = forms.ApiForm()
     if form.validate_on_submit():
-        try:
-            service.update_api(api, access.current_actor(), _api_values(form))
-        except service.CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("API enregistrée.", "success")
+        with web.acting(form=form, success="API enregistrée.") as act:
+            apis.update_api(api, access.current_actor(), _api_values(form))
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return _render_api(api, form=form, status=422)
 
@@ -136,16 +126,15 @@ def set_status(api_id: int):
     form = forms.StatusForm()
     if not form.validate_on_submit():
         return _render_api(api, status_form=form, status=422)
-    service.set_status(
-        api,
-        access.current_actor(),
-        form.status.data,
-        (form.message.data or "").strip() or None,
-        forms.paris_to_utc(form.start.data),
-        forms.paris_to_utc(form.end.data),
-    )
-    db.session.commit()
-    flash("Statut enregistré.", "success")
+    with web.acting(success="Statut enregistré."):
+        apis.set_status(
+            api,
+            access.current_actor(),
+            form.status.data,
+            (form.message.data or "").strip() or None,
+            forms.paris_to_utc(form.start.data),
+            forms.paris_to_utc(form.end.data),
+        )
     return redirect(url_for("catalogue.edit_api", api_id=api.id))
 
 
@@ -156,20 +145,15 @@ def add_scope(api_id: int):
     api = db.get_or_404(Api, api_id)
     form = forms.ScopeForm()
     if form.validate_on_submit():
-        try:
-            service.add_scope(
+        with web.acting(form=form, success="Donnée ajoutée.") as act:
+            apis.add_scope(
                 api,
                 access.current_actor(),
                 form.code.data,
                 form.label.data.strip(),
                 bool(form.sensitive.data),
             )
-        except service.CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("Donnée ajoutée.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_api", api_id=api.id))
     return _render_api(api, scope_form=form, status=422)
 
@@ -183,11 +167,10 @@ def edit_scope(scope_id: int):
     if not form.validate_on_submit():
         flash("Le libellé de la donnée est obligatoire.", "error")
     else:
-        service.update_scope(
-            scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
-        )
-        db.session.commit()
-        flash("Donnée enregistrée.", "success")
+        with web.acting(success="Donnée enregistrée."):
+            apis.update_scope(
+                scope, access.current_actor(), form.label.data.strip(), bool(form.sensitive.data)
+            )
     return redirect(url_for("catalogue.edit_api", api_id=scope.api_id))
 
 
@@ -197,9 +180,10 @@ def edit_scope(scope_id: int):
 def delete_scope(scope_id: int):
     scope = db.get_or_404(Scope, scope_id)
     api_id = scope.api_id
-    service.remove_scope(scope, access.current_actor())
-    db.session.commit()
-    flash("Donnée retirée du catalogue (les habilitations existantes gardent la leur).", "success")
+    with web.acting(
+        success="Donnée retirée du catalogue (les habilitations existantes gardent la leur)."
+    ):
+        apis.remove_scope(scope, access.current_actor())
     return redirect(url_for("catalogue.edit_api", api_id=api_id))
 
 
@@ -209,19 +193,14 @@ def delete_scope(scope_id: int):
 def new_provider():
     form = forms.NewProviderForm()
     if form.validate_on_submit():
-        try:
-            provider = service.create_provider(
+        with web.acting(form=form, success="Fournisseur ajouté.") as act:
+            provider = providers.create_provider(
                 access.current_actor(),
                 form.slug.data,
                 form.name.data.strip(),
                 form.contact_email.data,
             )
-        except service.CatalogueError as exc:
-            db.session.rollback()
-            form[exc.field].errors = [exc.message]
-        else:
-            db.session.commit()
-            flash("Fournisseur ajouté.", "success")
+        if act.done:
             return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
     return render_template("catalogue/provider_new.html", form=form), (
         422 if request.method == "POST" else 200
@@ -249,17 +228,16 @@ def edit_provider(provider_id: int):
     form = forms.ProviderForm()
     if not form.validate_on_submit():
         return _render_provider(provider, form=form, status=422)
-    service.update_provider(
-        provider,
-        access.current_actor(),
-        {
-            "name": form.name.data.strip(),
-            "contact_email": form.contact_email.data,
-            "developer_emails": form.developer_emails.data or "",
-        },
-    )
-    db.session.commit()
-    flash("Fournisseur enregistré.", "success")
+    with web.acting(success="Fournisseur enregistré."):
+        providers.update_provider(
+            provider,
+            access.current_actor(),
+            {
+                "name": form.name.data.strip(),
+                "contact_email": form.contact_email.data,
+                "developer_emails": form.developer_emails.data or "",
+            },
+        )
     return redirect(url_for("catalogue.edit_provider", provider_id=provider.id))
 
 
@@ -271,7 +249,7 @@ def create_client(provider_id: int):
     form = forms.ClientForm()
     if not form.validate_on_submit():
         return _render_provider(provider, client_form=form, status=422)
-    client, secret = service.register_client(
+    client, secret = providers.register_client(
         provider, access.current_actor(), form.name.data.strip()
     )
     db.session.commit()
@@ -284,7 +262,7 @@ def create_client(provider_id: int):
 @access.recent_auth
 def revoke_client(client_id: int):
     client = db.get_or_404(MachineClient, client_id)
-    if service.revoke_client(client, access.current_actor()):
+    if providers.revoke_client(client, access.current_actor()):
         db.session.commit()
         flash(
             f"Client {client.client_id} révoqué : ses appels sont refusés dès maintenant.",

@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from datapass.accounts.models import User
-from datapass.audit import consumption
 from datapass.demo.accounts import (
     ROLE_NAMES,
     accounts_json,
@@ -27,6 +26,7 @@ from datapass.demo.accounts import (
     seed_organisations,
 )
 from datapass.demo.authorizations import seed_authorizations
+from datapass.demo.consumption import seed_demo_consumption
 from datapass.demo.context import DemoContext, ensure_allowed
 from datapass.demo.tokens import issue_demo_token
 from datapass.extensions import db
@@ -35,7 +35,7 @@ from datapass.extensions import db
 def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
     """API consumption over the last 90 days for every token without any (the demo's and
     ``--scale``'s), so that the charts show something. Runs after the tokens exist."""
-    seeded = consumption.seed_demo_consumption(max_tokens=max(5000, context.scale))
+    seeded = seed_demo_consumption(max_tokens=max(5000, context.scale))
     # Days the scheduler already sealed keep their counts: the new tokens get none there.
     result["consumption"] = {
         "tokens": seeded["tokens"],

@@ -25,8 +25,11 @@ from sqlalchemy import func, insert, select
 from stdnum import luhn
 
 from datapass import clock
-from datapass.accounts import service as accounts
+from datapass.accounts.addresses import find_user_by_email
+from datapass.accounts.directory import create_user, grant_role
 from datapass.accounts.models import Membership, Organisation, Role, User
+from datapass.accounts.organisations import add_membership, create_organisation
+from datapass.accounts.passwords import hash_password
 from datapass.catalogue.models import Api
 from datapass.demo.context import ACTOR, DemoContext
 from datapass.extensions import db
@@ -119,7 +122,7 @@ def seed_organisations() -> dict[str, Organisation]:
             select(Organisation).where(Organisation.siret == spec.siret)
         )
         if organisation is None:
-            organisation = accounts.create_organisation(spec.siret, spec.name, spec.address, ACTOR)
+            organisation = create_organisation(spec.siret, spec.name, spec.address, ACTOR)
         found[spec.key] = organisation
     return found
 
@@ -130,20 +133,18 @@ def seed_accounts(organisations: dict[str, Organisation] | None = None) -> dict[
     organisations = organisations if organisations is not None else seed_organisations()
     users: dict[str, User] = {}
     for spec in ACCOUNTS:
-        user = accounts.find_user_by_email(spec.email)
+        user = find_user_by_email(spec.email)
         if user is None:
-            user = accounts.create_user(
-                spec.email, spec.full_name, spec.password, ACTOR, is_demo=True
-            )
+            user = create_user(spec.email, spec.full_name, spec.password, ACTOR, is_demo=True)
         for key in spec.organisations:
             organisation = organisations[key]
             if not any(m.organisation_id == organisation.id for m in user.memberships):
-                accounts.add_membership(organisation, user, True, ACTOR)
+                add_membership(organisation, user, True, ACTOR)
         for role in spec.roles:
             if role == Role.INSTRUCTOR:
                 continue  # scoped to APIs: see grant_demo_instructor
             if not user.has_role(role):
-                accounts.grant_role(user, role, None, ACTOR)
+                grant_role(user, role, None, ACTOR)
         users[spec.key] = user
     grant_demo_instructor(users["instructor"])
     return users
@@ -158,7 +159,7 @@ def grant_demo_instructor(instructor: User, api_ids: list[int] | None = None) ->
     granted = instructor.instructed_api_ids()
     for api_id in api_ids:
         if api_id not in granted:
-            accounts.grant_role(instructor, Role.INSTRUCTOR, api_id, ACTOR)
+            grant_role(instructor, Role.INSTRUCTOR, api_id, ACTOR)
 
 
 def accounts_json() -> dict[str, dict[str, str]]:
@@ -191,7 +192,7 @@ def scale_accounts(context: DemoContext, result: dict[str, Any]) -> None:
         result.setdefault("scale", {})["organisations"] = n
         return
     now = clock.now()
-    password_hash = accounts.hash_password("Echelle-Demo-2026")
+    password_hash = hash_password("Echelle-Demo-2026")
     org_rows, siret_list = [], []
     for i in range(existing, n):
         siren_body = f"{30000000 + i:08d}"

@@ -13,20 +13,21 @@ from datapass.notify import service as notify
 
 if TYPE_CHECKING:
     from datapass.catalogue.models import Api
+    from datapass.lifecycle.sweep import TokenRow
     from datapass.tokens.models import AccessToken
 
 RENEW_PATH = "/jetons/{id}/renouvellement"
 
 
-def renewal_url(token: AccessToken) -> str:
+def renewal_url(token: AccessToken | TokenRow) -> str:
     return current_app.config["BASE_URL"].rstrip("/") + RENEW_PATH.format(id=token.id)
 
 
-def token_url(token: AccessToken) -> str:
+def token_url(token: AccessToken | TokenRow) -> str:
     return current_app.config["BASE_URL"].rstrip("/") + f"/jetons/{token.id}"
 
 
-def mail_context(token: AccessToken, api: Api, **extra: Any) -> dict[str, Any]:
+def mail_context(token: AccessToken | TokenRow, api: Api, **extra: Any) -> dict[str, Any]:
     habilitation = token.habilitation
     labels = api.scope_labels()
     return {

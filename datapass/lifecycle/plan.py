@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import select
@@ -40,6 +40,9 @@ class Step(NamedTuple):  # a tuple: a sweep builds a dozen per token
     kind: str
     label: str  # what the token page says ("Sera suspendu faute d'utilisation")
     days: int | None = None
+
+
+StepOutcome = tuple[str, dict[str, Any] | None]  # what a step's handler did, and its detail
 
 
 def unused_thresholds(api: Api) -> dict[str, int]:

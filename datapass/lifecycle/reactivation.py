@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from datapass import clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.lifecycle.mails import mail_context, mail_now
@@ -16,6 +16,7 @@ from datapass.lifecycle.models import LifecycleAct
 from datapass.lifecycle.states import LifecycleError
 from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -76,7 +77,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     # The member is authorised here (once, with a justification): the transitions table
     # keeps reactivation for staff, so this trusted caller passes the role itself.
-    token_states.apply(
+    token_transitions.apply(
         token,
         "reactivate",
         actor,
@@ -86,7 +87,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     )
     api = token.api
     mail_now(
-        token_mails.holder_emails(token) + accounts_service.instructor_emails(token.api_id),
+        token_mails.holder_emails(token) + accounts_directory.instructor_emails(token.api_id),
         "lifecycle_reactivated",
         mail_context(token, api, justification=justification, by=actor.label),
     )

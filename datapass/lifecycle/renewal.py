@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from datapass import clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.authorizations import sections as authorization_sections
@@ -31,6 +31,7 @@ from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.states import LifecycleError, RenewalEvent
 from datapass.tokens import service as tokens_service
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -262,7 +263,7 @@ def renew(token: AccessToken, actor: Actor, answers: RenewalAnswers) -> RenewalO
         return RenewalOutcome(renewal)
     if token.api.renewal_policy == RenewalPolicy.INSTRUCTOR:
         mail_now(
-            accounts_service.instructor_emails(token.api_id),
+            accounts_directory.instructor_emails(token.api_id),
             "renewal_to_confirm",
             mail_context(token, token.api, renewal=renewal),
         )
@@ -344,7 +345,7 @@ def supersede_with_grace(
         return None
     grace_end = min(clock.now() + timedelta(days=grace_days()), clock.as_utc(old.expires_at))
     old.grace_ends_at = grace_end
-    token_states.apply(
+    token_transitions.apply(
         old,
         "supersede",
         actor,

@@ -25,7 +25,7 @@ from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.days import format_day
 from datapass.lifecycle.mails import mail_context
 from datapass.lifecycle.models import Renewal
-from datapass.lifecycle.plan import Step
+from datapass.lifecycle.plan import Step, StepOutcome
 from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.renewal import apply_transition
 from datapass.lifecycle.states import RenewalEvent
@@ -37,17 +37,26 @@ from datapass.lifecycle.unused import (
 )
 from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
-    from datapass.lifecycle.sweep import Effects
+    from datapass.catalogue.models import Api
+    from datapass.lifecycle.sweep import Effects, TokenRow
+    from datapass.tokens.models import AccessToken
 
 WEBHOOK_DAYS = frozenset({30, 7})  # token.expiring to the provider
 
 
 def _do_reminder(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken | TokenRow,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     days = step.days or 0
     sent = fx.mail(
         token_mails.holder_emails(token), "reminder_expiry", mail_context(token, api, days=days)
@@ -59,11 +68,17 @@ def _do_reminder(
 
 
 def _do_expire(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     was = token.status
     if was in token_states.TRANSITIONS["expire"].sources:
-        token_states.apply(token, "expire", actor)
+        token_transitions.apply(token, "expire", actor)
     if was == TokenStatus.SUPERSEDED or has_successor(token):
         return "done", {"from": was, "mails": 0}
     sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", mail_context(token, api))
@@ -71,11 +86,17 @@ def _do_expire(
 
 
 def _do_grace_end(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     if token.status != TokenStatus.SUPERSEDED:
         return "void", None
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,
@@ -86,8 +107,14 @@ def _do_grace_end(
 
 
 def _do_closure(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     """Close the habilitation whose token expired long ago without renewal."""
     habilitation = token.habilitation
     if not habilitation.is_active or has_successor(token):

@@ -30,7 +30,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from datapass import bulk, clock
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.authorizations.models import Habilitation
 from datapass.catalogue.models import Api
@@ -40,7 +40,7 @@ from datapass.lifecycle.states import LifecycleError
 from datapass.lifecycle.steps import HANDLERS
 from datapass.lifecycle.unused import newest_calls
 from datapass.notify import service as notify
-from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 
 log = logging.getLogger("datapass.lifecycle")
@@ -130,7 +130,7 @@ class Effects:
         of hundreds of tokens of one API write to the same people)."""
         found = self._instructors.get(api_id)
         if found is None:
-            found = self._instructors[api_id] = accounts_service.instructor_emails(api_id)
+            found = self._instructors[api_id] = accounts_directory.instructor_emails(api_id)
         return list(found)
 
     def mail(self, recipients: Iterable[str], template: str, context: dict[str, Any]) -> int:
@@ -154,7 +154,7 @@ class Effects:
 
     def webhook(self, token: AccessToken, event: str, **extra: Any) -> None:
         self.webhooks.setdefault(token.api_id, []).append(
-            (event, token_states.token_webhook_data(token, **extra), "AccessToken", token.id)
+            (event, token_transitions.token_webhook_data(token, **extra), "AccessToken", token.id)
         )
 
     def write(self) -> None:

@@ -11,19 +11,20 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import and_, func, select
 
 from datapass.actor import Actor
-from datapass.audit.models import UsageRecent
+from datapass.consumption.models import UsageRecent
 from datapass.extensions import db
 from datapass.formatting import plural
 from datapass.lifecycle.days import days_after, format_day
 from datapass.lifecycle.mails import mail_context
-from datapass.lifecycle.plan import Step, unused_since, unused_thresholds
+from datapass.lifecycle.plan import Step, StepOutcome, unused_since, unused_thresholds
 from datapass.lifecycle.reactivation import SELF_REACTIVATION
 from datapass.tokens import mails as token_mails
-from datapass.tokens import states as token_states
+from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
+    from datapass.catalogue.models import Api
     from datapass.lifecycle.sweep import Effects
 
 
@@ -79,7 +80,9 @@ def last_use_evidence(token: AccessToken, calls: dict[int, Any] | None = None) -
     return evidence
 
 
-def _unused_context(token, api, step: Step, done: set[str], fx: Effects) -> dict[str, Any]:
+def _unused_context(
+    token: AccessToken, api: Api, step: Step, done: set[str], fx: Effects
+) -> dict[str, Any]:
     limits = unused_thresholds(api)
     since = unused_since(token)
     return mail_context(
@@ -95,8 +98,14 @@ def _unused_context(token, api, step: Step, done: set[str], fx: Effects) -> dict
 
 
 def do_never_used(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     sent = fx.mail(
         token_mails.holder_emails(token),
         "unused_never_used",
@@ -106,8 +115,14 @@ def do_never_used(
 
 
 def do_unused_warning(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     context = _unused_context(token, api, step, done, fx)
     recipients = token_mails.holder_emails(token) + fx.instructors(token.api_id)
     sent = fx.mail(recipients, "unused_warning", context)
@@ -131,12 +146,18 @@ def _why(token: AccessToken, days: int) -> str:
 
 
 def do_unused_suspend(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     if token.status != TokenStatus.ACTIVE:
         return "void", None
     context = _unused_context(token, api, step, done, fx)
-    token_states.apply(
+    token_transitions.apply(
         token,
         "suspend",
         actor,
@@ -152,13 +173,19 @@ def do_unused_suspend(
 
 
 def do_unused_revoke(
-    token, api, step: Step, skipped: list[Step], actor: Actor, fx: Effects, done: set[str]
-):
+    token: AccessToken,
+    api: Api,
+    step: Step,
+    skipped: list[Step],
+    actor: Actor,
+    fx: Effects,
+    done: set[str],
+) -> StepOutcome:
     if token.status not in (TokenStatus.ACTIVE, TokenStatus.SUSPENDED):
         return "void", None
     context = _unused_context(token, api, step, done, fx)
     evidence = context["evidence"]
-    token_states.apply(
+    token_transitions.apply(
         token,
         "revoke",
         actor,

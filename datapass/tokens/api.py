@@ -16,7 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from datapass import access
 from datapass.extensions import csrf, db
 from datapass.keys import service as keys_service
-from datapass.tokens import revocation_list, service
+from datapass.tokens import revocation_list, service, transitions
 from datapass.tokens import rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
@@ -127,7 +127,7 @@ def revoke():
     raw = _form_token()
     if raw is None:
         return _missing_token()
-    service.revoke_by_client(raw, g.machine_client, access.current_actor())
+    transitions.revoke_by_client(raw, g.machine_client, access.current_actor())
     db.session.commit()
     # RFC 7009 §2.2: 200 whether the token was valid, unknown or already revoked.
     return "", 200

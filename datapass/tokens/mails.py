@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from datapass.accounts import service as accounts_service
+from datapass.accounts import directory as accounts_directory
 from datapass.notify import service as notify_service
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def mail_holders(token: AccessToken, template: str, *, instructors: bool = False
     recipients = holder_emails(token)
     if instructors:
         recipients += [
-            e for e in accounts_service.instructor_emails(token.api_id) if e not in recipients
+            e for e in accounts_directory.instructor_emails(token.api_id) if e not in recipients
         ]
     context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
     for recipient in recipients:

@@ -1,4 +1,4 @@
-"""Token rules: signing keys, issuance, the token's acts, introspection, revocation, leaks.
+"""Token rules: issuance, links, introspection, leaks.
 
 Services flush, never commit; every act writes its audit event (with the token's digest, never
 the token) and queues its mails and webhooks in the same transaction.
@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -21,20 +19,15 @@ from sqlalchemy import select, update
 
 from datapass import clock, signals, vault
 from datapass.actor import Actor
-from datapass.extensions import adopt, db, retryable, sqlite_read_snapshot
+from datapass.extensions import adopt, db, sqlite_read_snapshot
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
 from datapass.keys.service import jwks
-from datapass.tokens import flusher as flushing
-from datapass.tokens import mails, queries, states
+from datapass.tokens import mails, states, transitions, uses
 from datapass.tokens.models import MAX_TOKEN_LENGTH, AccessToken, TokenLink
-from datapass.tokens.states import TokenStatus, TransitionError
+from datapass.tokens.states import TokenStatus
 
 SEAL_TOKEN = "access-token"
-
-
-class TokenError(Exception):
-    """A token act that cannot be done (wrong state, missing reason, closed link…)."""
 
 
 # --- issuance ----------------------------------------------------------------------------
@@ -123,7 +116,7 @@ def issue_for_habilitation(
 
     The first token of a habilitation also fires the ``habilitation.approved`` webhook.
     A renewal passes ``predecessor`` to link the two tokens; superseding the old one (with
-    its grace period) is the caller's act (``states.apply(old, "supersede", …)``).
+    its grace period) is the caller's act (``transitions.apply(old, "supersede", …)``).
     """
     from datapass.notify import service as notify_service
 
@@ -141,7 +134,7 @@ def issue_for_habilitation(
         notify_service.queue_webhook_for_api(
             token.api_id,
             "habilitation.approved",
-            habilitation_webhook_data(habilitation),
+            transitions.habilitation_webhook_data(habilitation),
             model_type="Habilitation",
             model_id=habilitation.id,
         )
@@ -154,7 +147,7 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
     from datapass.notify import service as notify_service
 
     predecessor_jti = predecessor.jti if predecessor is not None else None
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:issued",
         actor,
@@ -170,24 +163,10 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
     notify_service.queue_webhook_for_api(
         token.api_id,
         "token.issued",
-        states.token_webhook_data(token, predecessor_jti=predecessor_jti),
+        transitions.token_webhook_data(token, predecessor_jti=predecessor_jti),
         model_type="AccessToken",
         model_id=token.id,
     )
-
-
-def habilitation_webhook_data(habilitation, **extra: Any) -> dict[str, Any]:
-    data = {
-        "id": habilitation.id,
-        "client_id": str(habilitation.id),
-        "siret": habilitation.organisation.siret,
-        "organisation": habilitation.organisation.name,
-        "aud": habilitation.api.audience,
-        "scopes": list(habilitation.scopes or []),
-        "status": habilitation.status,
-    }
-    data.update({k: v for k, v in extra.items() if v is not None})
-    return data
 
 
 def rotate(
@@ -198,16 +177,18 @@ def rotate(
     never postpones the 18-month renewal."""
     max_grace = current_app.config["TOKEN_MAX_GRACE_DAYS"]
     if not 0 <= grace_days <= max_grace:
-        raise TokenError(f"Le délai de grâce doit être compris entre 0 et {max_grace} jours.")
+        raise transitions.TokenError(
+            f"Le délai de grâce doit être compris entre 0 et {max_grace} jours."
+        )
     now = clock.now()
     if token.expires_at <= now:
-        raise TokenError("Ce jeton a expiré : renouvelez l'habilitation.")
+        raise transitions.TokenError("Ce jeton a expiré : renouvelez l'habilitation.")
     habilitation = token.habilitation
     grace_end = min(now + timedelta(days=grace_days), token.expires_at)
     token.grace_ends_at = grace_end
     claims, raw, kid = mint(habilitation, expires_at=token.expires_at)
     new = _store(habilitation, claims, raw, kid, actor, predecessor=token)
-    states.apply(
+    transitions.apply(
         token,
         "supersede",
         actor,
@@ -216,71 +197,24 @@ def rotate(
     )
     _announce_issued(new, actor, token)
     if grace_days == 0:
-        states.apply(token, "revoke", actor, role="system", reason="Rotation sans délai de grâce")
-    return new, raw
-
-
-def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None) -> None:
-    try:
-        states.apply(token, name, actor, reason=reason)
-    except TransitionError as exc:
-        raise TokenError(str(exc)) from exc
-
-
-def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Revoke for good (final); the holders are told."""
-    _transition(token, "revoke", actor, reason)
-    mails.mail_holders(token, "token_revoked", reason=reason)
-
-
-def suspend(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Suspend (reversible): the token stops opening the API until reactivated."""
-    _transition(token, "suspend", actor, reason)
-    mails.mail_holders(token, "token_suspended", reason=reason)
-
-
-def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
-    """Lift a suspension."""
-    _transition(token, "reactivate", actor, reason)
-    mails.mail_holders(token, "token_reactivated", reason=reason)
-
-
-@signals.habilitation_revoked.connect
-def revoke_for_habilitation(habilitation, actor: Actor, reason: str) -> list[AccessToken]:
-    """Revoking a habilitation revokes every token of it still alive (called by the
-    authorizations domain, which has already checked the actor may revoke)."""
-    from datapass.notify import service as notify_service
-
-    tokens = list(
-        db.session.scalars(
-            select(AccessToken).where(
-                AccessToken.habilitation_id == habilitation.id,
-                AccessToken.status.in_(sorted(states.TRANSITIONS["revoke"].sources)),
-            )
+        transitions.apply(
+            token, "revoke", actor, role="system", reason="Rotation sans délai de grâce"
         )
-    )
-    for token in tokens:
-        states.apply(token, "revoke", actor, reason=reason, role="habilitation")
-    notify_service.queue_webhook_for_api(
-        habilitation.api_id,
-        "habilitation.revoked",
-        habilitation_webhook_data(habilitation, reason=reason),
-        model_type="Habilitation",
-        model_id=habilitation.id,
-    )
-    return tokens
+    return new, raw
 
 
 def reveal(token: AccessToken, actor: Actor) -> str:
     """Show the token once: unseal it, erase the sealed copy, audit the act."""
     if token.sealed_value is None:
-        raise TokenError("Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un.")
+        raise transitions.TokenError(
+            "Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un."
+        )
     if not states.is_usable(token):
-        raise TokenError("Ce jeton n'est plus utilisable.")
+        raise transitions.TokenError("Ce jeton n'est plus utilisable.")
     raw = vault.unseal(token.sealed_value, SEAL_TOKEN).decode()
     token.sealed_value = None
     token.revealed_at = clock.now()
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:revealed",
         actor,
@@ -296,9 +230,11 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
 
     recipient = token.habilitation.technical_contact_email
     if not recipient:
-        raise TokenError("L'habilitation ne désigne pas de contact technique.")
+        raise transitions.TokenError("L'habilitation ne désigne pas de contact technique.")
     if token.sealed_value is None or not states.is_usable(token):
-        raise TokenError("Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un.")
+        raise transitions.TokenError(
+            "Ce jeton a déjà été affiché : effectuez une rotation pour en obtenir un."
+        )
     now = clock.now()
     db.session.execute(
         update(TokenLink)
@@ -316,7 +252,7 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
     )
     db.session.add(link)
     db.session.flush()
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:sent",
         actor,
@@ -349,182 +285,10 @@ def find_link(secret: str) -> TokenLink | None:
 def consume_link(link: TokenLink, actor: Actor) -> str:
     """Use a link once: it closes, and the token is revealed (then erased)."""
     if not link.is_open:
-        raise TokenError("Ce lien a déjà servi ou a expiré.")
+        raise transitions.TokenError("Ce lien a déjà servi ou a expiré.")
     link.used_at = clock.now()
     link.used_ip = actor.ip
     return reveal(link.token, actor)
-
-
-# --- usage: every introspection is counted, from an in-process buffer ----------------------
-# Each introspection call is noted here, then written as consumption (daily counts, last
-# calls, last use) by a flush: every USAGE_FLUSH_SECONDS by the process's background flusher
-# (datapass.tokens.flusher), never inside a request. With USAGE_FLUSH_SECONDS = 0 (tests)
-# there is no thread: the request that finds the buffer due writes it (its caller commits).
-
-# A call is ``(digest, at, ip)``; calls of a long database outage are compacted into
-# ``(digest, at, None, count)``: ``count`` calls of that token on ``at``'s Paris day.
-_USE_CALLS: list[tuple] = []
-# A buffer that holds this many calls is written at once (by the flusher, woken), so that a
-# flush stays a small batch.
-MAX_BUFFERED_CALLS = 5000
-_USE_WRITTEN: dict[str, datetime] = {}  # last use this process wrote, by digest (inline mode)
-_USE_LOCK = threading.Lock()
-_last_flush: list[datetime | None] = [None]
-
-
-def record_use(
-    digest: str,
-    at: datetime,
-    ip: str | None,
-    last_written: datetime | None,
-    interval: timedelta,
-) -> bool:
-    """Note one introspection of a token. With a background flusher (``USAGE_FLUSH_SECONDS``
-    > 0) that is all: returns False. Inline (0), the buffer is written here when this token's
-    last written use (stored, or written by this process), or the buffer itself, is older
-    than ``TOKEN_USE_FLUSH_SECONDS`` (``interval``), or when it is full: returns True when it
-    wrote (the caller commits)."""
-    every = current_app.config.get("USAGE_FLUSH_SECONDS", 1.0)
-    if every > 0:
-        with _USE_LOCK:
-            _USE_CALLS.append((digest, at, ip))
-            full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
-        flusher = flushing.active or flushing.ensure_started(
-            current_app._get_current_object(), every
-        )
-        if full:
-            flusher.wakeup.set()
-        return False
-    with _USE_LOCK:
-        _USE_CALLS.append((digest, at, ip))
-        mine = _USE_WRITTEN.get(digest)
-        if mine is not None and (last_written is None or mine > last_written):
-            last_written = mine
-        stale = last_written is None or at - last_written >= interval
-        buffer_old = _last_flush[0] is None or at - _last_flush[0] >= interval
-        buffer_full = len(_USE_CALLS) >= MAX_BUFFERED_CALLS
-    if stale or buffer_old or buffer_full:
-        return flush_usage(at) > 0
-    return False
-
-
-# Past this many entries (the flushes have been failing for a while: the database is down),
-# the buffer is compacted: each token keeps its newest calls (its last calls, its last use)
-# and the others become one count per token and day, so that memory stays bounded by the
-# tokens and days, not the calls, until a flush goes through.
-COMPACT_ABOVE = 100_000
-
-
-def _size(calls: list[tuple]) -> int:
-    return sum(call[3] if len(call) > 3 else 1 for call in calls)
-
-
-def buffered_calls() -> int:
-    """How many introspection calls this process holds, not yet written."""
-    with _USE_LOCK:
-        return _size(_USE_CALLS)
-
-
-def _take_calls(at: datetime) -> list[tuple]:
-    with _USE_LOCK:
-        calls = _USE_CALLS[:]
-        _USE_CALLS.clear()
-        _last_flush[0] = at
-    return calls
-
-
-def _give_back(calls: list[tuple]) -> None:
-    """A failed flush's calls return to the buffer, before the calls noted meanwhile."""
-    with _USE_LOCK:
-        _USE_CALLS[:0] = calls
-        if len(_USE_CALLS) > COMPACT_ABOVE:
-            _USE_CALLS[:] = _compact(_USE_CALLS)
-
-
-def _compact(calls: list[tuple]) -> list[tuple]:
-    """The same calls as few entries: each token's newest calls as they are, the rest one
-    ``(digest, at, None, count)`` per token and Paris day (``at``: its newest call)."""
-    from datapass.audit.consumption import RECENT_CALLS
-
-    by_digest: dict[str, list[tuple]] = {}
-    for call in calls:
-        by_digest.setdefault(call[0], []).append(call)
-    kept: list[tuple] = []
-    for digest, own in by_digest.items():
-        singles = sorted((c for c in own if len(c) == 3), key=lambda c: c[1], reverse=True)
-        kept += singles[:RECENT_CALLS]
-        days: dict[Any, list] = {}
-        for call in [*singles[RECENT_CALLS:], *(c for c in own if len(c) > 3)]:
-            day = call[1].astimezone(clock.PARIS).date()
-            entry = days.get(day)
-            if entry is None:
-                days[day] = [call[1], call[3] if len(call) > 3 else 1]
-            else:
-                entry[0] = max(entry[0], call[1])
-                entry[1] += call[3] if len(call) > 3 else 1
-        kept += [(digest, at, None, count) for at, count in days.values()]
-    return kept
-
-
-def _write_calls(calls: list[tuple]) -> None:
-    from datapass.audit import consumption
-
-    interval = timedelta(seconds=current_app.config["TOKEN_USE_FLUSH_SECONDS"])
-    consumption.record_introspection_uses(
-        (
-            {"digest": call[0], "at": call[1], "ip": call[2]}
-            if len(call) == 3
-            else {"digest": call[0], "at": call[1], "ip": None, "calls": call[3]}
-            for call in calls
-        ),
-        use_interval=interval,
-    )
-    with _USE_LOCK:
-        if len(_USE_WRITTEN) > 100_000:
-            _USE_WRITTEN.clear()
-        for call in calls:
-            _USE_WRITTEN[call[0]] = call[1]
-
-
-def flush_usage(at: datetime | None = None) -> int:
-    """Write the buffered calls as consumption in the session (flushes, never commits: the
-    caller commits). If writing fails, the calls go back to the buffer. Returns how many
-    calls were written."""
-    calls = _take_calls(at or clock.now())
-    if not calls:
-        return 0
-    try:
-        _write_calls(calls)
-    except BaseException:
-        _give_back(calls)
-        raise
-    return _size(calls)
-
-
-def flush_usage_committed(attempts: int = 3) -> int:
-    """Write the buffered calls in a transaction of their own and commit it, redone on a
-    deadlock or a serialization failure; on failure (commit included) the calls go back to
-    the buffer and the error propagates. What the background flusher runs."""
-    calls = _take_calls(clock.now())
-    if not calls:
-        return 0
-    try:
-        retryable(lambda: _write_calls(calls), attempts=attempts)
-    except BaseException:
-        _give_back(calls)
-        raise
-    return _size(calls)
-
-
-def _forget_buffer_in_child() -> None:
-    # A forked child holds a copy of its parent's calls, which the parent writes: not its own.
-    global _USE_LOCK
-    _USE_LOCK = threading.Lock()
-    _USE_CALLS.clear()
-    _last_flush[0] = None
-
-
-os.register_at_fork(after_in_child=_forget_buffer_in_child)
 
 
 # --- introspection (the hot path) ---------------------------------------------------------
@@ -626,20 +390,7 @@ def introspect(raw: str | None, provider_id: int, ip: str | None = None) -> tupl
     if (window[0] is not None and window[0] > now) or now >= window[1]:
         return INACTIVE_BODY, False
     interval = timedelta(seconds=config["TOKEN_USE_FLUSH_SECONDS"])
-    return body, record_use(digest, now, ip, row.last_used_at, interval)
-
-
-def revoke_by_client(raw: str | None, client, actor: Actor) -> bool:
-    """RFC 7009 for a provider's machine client: revokes a token of one of its APIs; any
-    other token (unknown, foreign, already dead) is silently ignored."""
-    token = queries.find_by_raw(raw)
-    if token is None or token.api.provider_id != client.provider_id:
-        return False
-    if states.status_of(token) not in states.TRANSITIONS["revoke"].sources:
-        return False
-    states.apply(token, "revoke", actor, reason="Révoqué par le fournisseur de l'API (RFC 7009)")
-    mails.mail_holders(token, "token_revoked", reason="Révoqué par le fournisseur de l'API")
-    return True
+    return body, uses.record_use(digest, now, ip, row.last_used_at, interval)
 
 
 # --- leaks --------------------------------------------------------------------------------
@@ -677,12 +428,14 @@ def report_leak(raw: str | None, actor: Actor, source: str | None = None) -> Non
     token = db.session.scalar(select(AccessToken).where(AccessToken.jti == jti))
     if token is None:
         return
-    states.record_act(
+    transitions.record_act(
         token,
         "tokens:token:leaked",
         actor,
         {"jti": token.jti, "source": (source or "")[:500], "status": token.status},
     )
     if states.status_of(token) in states.TRANSITIONS["revoke"].sources:
-        states.apply(token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué")
+        transitions.apply(
+            token, "revoke", actor, role="reporter", reason="Jeton signalé comme divulgué"
+        )
     mails.mail_holders(token, "token_leaked", source=(source or "")[:500], instructors=True)

@@ -1,4 +1,4 @@
-"""The access token's lifecycle: one enum, one transitions table, one place that applies them.
+"""The access token's lifecycle: one enum, one transitions table, the guards.
 
 ``active`` → ``suspended`` (reversible) → ``active``; ``active|suspended|superseded`` →
 ``revoked`` (final); ``active|suspended|superseded`` → ``expired`` (final, at ``exp``);
@@ -6,6 +6,7 @@
 stays valid until its grace end, then a job revokes it. Nothing extends a token.
 
 Templates and views ask ``can(...)``-style questions; status strings are compared here only.
+Applying a transition (and recording it) is ``datapass.tokens.transitions.apply``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapass import clock
 from datapass.accounts.models import Role as AccountRole
-from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
@@ -75,7 +76,7 @@ class Transition:
     sources: frozenset[TokenStatus]
     target: TokenStatus
     roles: frozenset[str]
-    tag: str  # the audit event written when the transition happens
+    tag: EventTag.Tokens  # the audit event written when the transition happens
     webhook: str | None  # the provider webhook it fires
     reason_required: bool = False
 
@@ -95,7 +96,7 @@ TRANSITIONS: dict[str, Transition] = {
             {S.ACTIVE},
             S.SUSPENDED,
             {"instructor", "security_officer", "system"},
-            "tokens:token:suspended",
+            EventTag.Tokens.TokenSuspended,
             "token.suspended",
             reason_required=True,
         ),
@@ -104,7 +105,7 @@ TRANSITIONS: dict[str, Transition] = {
             {S.SUSPENDED},
             S.ACTIVE,
             {"instructor", "security_officer", "system"},
-            "tokens:token:reactivated",
+            EventTag.Tokens.TokenReactivated,
             "token.reactivated",
             reason_required=True,
         ),
@@ -121,7 +122,7 @@ TRANSITIONS: dict[str, Transition] = {
                 "reporter",
                 "habilitation",
             },
-            "tokens:token:revoked",
+            EventTag.Tokens.TokenRevoked,
             "token.revoked",
             reason_required=True,
         ),
@@ -130,7 +131,7 @@ TRANSITIONS: dict[str, Transition] = {
             {S.ACTIVE},
             S.SUPERSEDED,
             {"member", "system", "habilitation"},
-            "tokens:token:rotated",
+            EventTag.Tokens.TokenRotated,
             "token.rotated",
         ),
         _t(
@@ -138,7 +139,7 @@ TRANSITIONS: dict[str, Transition] = {
             {S.ACTIVE, S.SUSPENDED, S.SUPERSEDED},
             S.EXPIRED,
             {"system"},
-            "tokens:token:expired",
+            EventTag.Tokens.TokenExpired,
             "token.expired",
         ),
     )
@@ -222,94 +223,3 @@ def is_usable(token: AccessToken, at: datetime | None = None) -> bool:
         return False
     at = at or clock.now()
     return (window[0] is None or window[0] <= at) and at < window[1]
-
-
-def apply(
-    token: AccessToken,
-    name: str,
-    actor: Actor,
-    *,
-    reason: str | None = None,
-    role: str | None = None,
-    payload: dict[str, Any] | None = None,
-) -> Transition:
-    """Check and apply one transition, then write its audit event and queue its webhook.
-
-    ``role`` is given by trusted callers that already authorised the act (a habilitation's
-    revocation cascading to its tokens); otherwise the actor's roles are checked.
-    """
-    from datapass.notify import service as notify_service
-    from datapass.tokens import service as tokens_service
-
-    transition = TRANSITIONS[name]
-    current = status_of(token)
-    if current not in transition.sources:
-        raise TransitionError(
-            f"transition {name} impossible depuis l'état {current.value} du jeton {token.jti}"
-        )
-    roles = {role} if role is not None else actor_roles(actor, token)
-    if not roles & transition.roles:
-        raise TransitionError(f"{actor.type} {actor.id} ne peut pas {name} ce jeton")
-    reason = (reason or "").strip() or None
-    if transition.reason_required and not reason:
-        raise TransitionError("un motif est obligatoire")
-    now = clock.now()
-    token.status = transition.target
-    if transition.target == TokenStatus.REVOKED:
-        token.revoked_at = now
-        token.revoked_reason = reason
-    elif transition.target == TokenStatus.SUSPENDED:
-        token.suspended_at = now
-        token.suspended_reason = reason
-    elif transition.target == TokenStatus.ACTIVE:
-        token.suspended_at = None
-        token.suspended_reason = None
-        token.reactivated_at = now  # lifecycle: the unused-access count restarts here
-    if transition.target in FINAL:
-        token.sealed_value = None  # a dead token is never revealed
-    tokens_service.forget_introspection(token.digest)
-    body = {"from": current.value, "to": transition.target.value, "jti": token.jti}
-    if reason:
-        body["reason"] = reason
-    body.update(payload or {})
-    record_act(token, transition.tag, actor, body)
-    if transition.webhook:
-        notify_service.queue_webhook_for_api(
-            token.api_id,
-            transition.webhook,
-            token_webhook_data(token, reason=reason, **(payload or {})),
-            model_type="AccessToken",
-            model_id=token.id,
-        )
-    return transition
-
-
-def record_act(token: AccessToken, tag: str, actor: Actor, payload: dict[str, Any]) -> None:
-    """The audit event of an act on ``token``, filed under its organisation, API and digest
-    (never the token itself)."""
-    audit.record(
-        tag,
-        actor,
-        subject=token,
-        organisation_id=token.organisation_id,
-        api_id=token.api_id,
-        token_digest=token.digest,
-        payload=payload,
-    )
-
-
-def token_webhook_data(token: AccessToken, **extra: Any) -> dict[str, Any]:
-    """What a provider learns about a token in a webhook (never the token itself)."""
-    data = {
-        "jti": token.jti,
-        "status": token.status,
-        "habilitation_id": token.habilitation_id,
-        "client_id": str(token.habilitation_id),
-        "siret": (token.claims or {}).get("siret"),
-        "aud": (token.claims or {}).get("aud"),
-        "scope": (token.claims or {}).get("scope"),
-        "iat": (token.claims or {}).get("iat"),
-        "exp": (token.claims or {}).get("exp"),
-    }
-    data.update({k: v for k, v in extra.items() if v is not None})
-    return data

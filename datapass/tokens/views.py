@@ -14,7 +14,7 @@ from datapass import access, formatting, web
 from datapass.authorizations import visibility as authorization_visibility
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
-from datapass.tokens import forms, queries, service
+from datapass.tokens import forms, queries, service, transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -143,7 +143,7 @@ def reveal(token_id: int):
         abort(400)
     try:
         raw = service.reveal(token, access.current_actor())
-    except service.TokenError as exc:
+    except transitions.TokenError as exc:
         db.session.rollback()
         flash(str(exc), "error")
         return redirect(url_for("tokens.show", token_id=token.id))
@@ -162,7 +162,7 @@ def send(token_id: int):
         abort(400)
     try:
         link = service.send_to_technical_contact(token, access.current_actor())
-    except service.TokenError as exc:
+    except transitions.TokenError as exc:
         db.session.rollback()
         flash(str(exc), "error")
     else:
@@ -187,7 +187,7 @@ def rotate(token_id: int):
         return _render_show(token, 422, rotate_form=form)
     try:
         new, _raw = service.rotate(token, access.current_actor(), form.grace_days.data)
-    except service.TokenError as exc:
+    except transitions.TokenError as exc:
         db.session.rollback()
         form.grace_days.errors = [*form.grace_days.errors, str(exc)]
         return _render_show(token, 422, rotate_form=form)
@@ -209,7 +209,7 @@ def _reason_act(token_id: int, name: str, prefix: str, act, done: str):
         return _render_show(token, 422, **{f"{prefix}_form": form})
     try:
         act(token, access.current_actor(), form.reason.data.strip())
-    except service.TokenError as exc:
+    except transitions.TokenError as exc:
         db.session.rollback()
         form.reason.errors = [*form.reason.errors, str(exc)]
         return _render_show(token, 422, **{f"{prefix}_form": form})
@@ -222,14 +222,16 @@ def _reason_act(token_id: int, name: str, prefix: str, act, done: str):
 @access.signed_in
 @access.recent_auth
 def revoke(token_id: int):
-    return _reason_act(token_id, "revoke", "revoke", service.revoke, "Le jeton est révoqué.")
+    return _reason_act(token_id, "revoke", "revoke", transitions.revoke, "Le jeton est révoqué.")
 
 
 @bp.route("/<int:token_id>/suspension", methods=["POST"])
 @access.role_required("instructor", "security_officer")
 @access.recent_auth
 def suspend(token_id: int):
-    return _reason_act(token_id, "suspend", "suspend", service.suspend, "Le jeton est suspendu.")
+    return _reason_act(
+        token_id, "suspend", "suspend", transitions.suspend, "Le jeton est suspendu."
+    )
 
 
 @bp.route("/<int:token_id>/reactivation", methods=["POST"])
@@ -237,7 +239,7 @@ def suspend(token_id: int):
 @access.recent_auth
 def reactivate(token_id: int):
     return _reason_act(
-        token_id, "reactivate", "reactivate", service.reactivate, "Le jeton est réactivé."
+        token_id, "reactivate", "reactivate", transitions.reactivate, "Le jeton est réactivé."
     )
 
 
@@ -253,7 +255,7 @@ def link(secret: str):
     if request.method == "POST" and form.validate_on_submit():
         try:
             raw = service.consume_link(found, access.current_actor())
-        except service.TokenError:
+        except transitions.TokenError:
             db.session.rollback()
             return render_template("tokens/link_invalid.html"), 404
         db.session.commit()

@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from datapass.accounts import service
+from datapass.accounts import sessions, throttle
 from datapass.accounts.models import LoginFailure, User
 from datapass.extensions import db
 from tests import factories
@@ -140,7 +140,7 @@ def test_a_successful_sign_in_clears_the_account_failures(client):
     for _ in range(3):
         post_login(client, "agent@mairie.fr", "wrong-password-123", ip="192.0.2.5")
     post_login(client, "agent@mairie.fr", factories.PASSWORD, ip="192.0.2.5")
-    key = service.login_key("agent@mairie.fr")
+    key = throttle.login_key("agent@mairie.fr")
     assert db.session.scalars(select(LoginFailure).where(LoginFailure.email_key == key)).all() == []
 
 
@@ -189,12 +189,12 @@ def test_unsafe_next_is_ignored(client, target):
 
 
 def test_safe_next_rules():
-    assert service.safe_next("/a/b?c=d") == "/a/b?c=d"
-    assert service.safe_next("http://host/x?y=1", host="host") == "/x?y=1"
-    assert service.safe_next("http://other/x", host="host") is None
-    assert service.safe_next("//host/x", host="host") is None
-    assert service.safe_next("/x\r\nSet-Cookie: a=b") is None
-    assert service.safe_next("") is None
+    assert sessions.safe_next("/a/b?c=d") == "/a/b?c=d"
+    assert sessions.safe_next("http://host/x?y=1", host="host") == "/x?y=1"
+    assert sessions.safe_next("http://other/x", host="host") is None
+    assert sessions.safe_next("//host/x", host="host") is None
+    assert sessions.safe_next("/x\r\nSet-Cookie: a=b") is None
+    assert sessions.safe_next("") is None
 
 
 def test_sign_out_is_a_post_and_is_audited(client, tags):

@@ -10,8 +10,9 @@ import pyotp
 from sqlalchemy import select
 
 from datapass import clock, vault
-from datapass.accounts import service
+from datapass.accounts import mfa
 from datapass.accounts.models import RecoveryCode, User
+from datapass.actor import Actor
 from datapass.extensions import db
 from tests import factories
 from tests.accounts.conftest import count, payload, post_login, signed_in, text
@@ -125,28 +126,28 @@ def test_a_totp_code_cannot_be_replayed(client, frozen_clock):
 def test_codes_from_the_neighbouring_steps_are_accepted(app):
     user = factories.user()
     secret = factories.enable_totp(user)
-    assert service.verify_totp(user, factories.totp_code(secret, -1))
-    assert service.verify_totp(user, factories.totp_code(secret, +1))
-    assert not service.verify_totp(user, factories.totp_code(secret, 0))  # older than the last
-    assert not service.verify_totp(user, factories.totp_code(secret, +3))
+    assert mfa.verify_totp(user, factories.totp_code(secret, -1))
+    assert mfa.verify_totp(user, factories.totp_code(secret, +1))
+    assert not mfa.verify_totp(user, factories.totp_code(secret, 0))  # older than the last
+    assert not mfa.verify_totp(user, factories.totp_code(secret, +3))
 
 
 def test_recovery_code_signs_in_once(client, login_as, tags):
     user = factories.user("agent@mairie.fr")
     factories.enable_totp(user)
-    codes = service._new_recovery_codes(user)
+    codes = mfa._new_recovery_codes(user)
     post_login(client, "agent@mairie.fr", factories.PASSWORD)
     response = client.post("/connexion/verification", data={"code": codes[3].upper()})
     assert response.status_code == 302
     assert signed_in(client)
     assert tags() == ["accounts:mfa:recovery_used", "accounts:user:login"]
-    assert service.remaining_recovery_codes(user) == 9
+    assert mfa.remaining_recovery_codes(user) == 9
     client.post("/deconnexion")
     post_login(client, "agent@mairie.fr", factories.PASSWORD)
     again = client.post("/connexion/verification", data={"code": codes[3]})
     assert again.status_code == 401
     assert not signed_in(client)
-    assert service.remaining_recovery_codes(user) == 9
+    assert mfa.remaining_recovery_codes(user) == 9
 
 
 def test_second_factor_failures_count_towards_the_rate_limit(client):
@@ -192,7 +193,7 @@ def test_disable_needs_a_recent_authentication(client, login_as, frozen_clock, t
 def test_disable_removes_totp_and_codes(client, login_as, tags):
     user = factories.user()
     factories.enable_totp(user)
-    service._new_recovery_codes(user)
+    mfa._new_recovery_codes(user)
     login_as(user)
     response = client.post("/profil/double-authentification/desactiver")
     assert response.headers["Location"] == "/profil"
@@ -218,14 +219,14 @@ def test_staff_who_disable_totp_must_enrol_again(client, login_as):
 def test_regenerating_codes_replaces_them(client, login_as, tags):
     user = factories.user("agent@mairie.fr")
     factories.enable_totp(user)
-    old = service._new_recovery_codes(user)
+    old = mfa._new_recovery_codes(user)
     login_as(user)
     response = client.post("/profil/double-authentification/codes-de-secours")
     new = _codes_on_page(response.get_data(as_text=True))
     assert len(new) == 10 and not set(new) & set(old)
     assert tags() == ["accounts:mfa:recovery_regenerated"]
-    assert not service.use_recovery_code(user, old[0], service.Actor.system("test"))
-    assert service.use_recovery_code(user, new[0], service.Actor.system("test"))
+    assert not mfa.use_recovery_code(user, old[0], Actor.system("test"))
+    assert mfa.use_recovery_code(user, new[0], Actor.system("test"))
 
 
 def test_reauthentication_with_password_and_code(client, login_as, frozen_clock, tags):

@@ -8,13 +8,15 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from datapass.accounts import service
+from datapass.accounts import addresses, organisations, passwords
+from datapass.accounts.errors import AccountError
 from datapass.accounts.models import Membership, Organisation, RoleGrant, User
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.accounts.conftest import count, payload, post_login, signed_in, text
+from tests.conftest import login
 from tests.tokens.conftest import make_api
 
 
@@ -36,10 +38,10 @@ def admin_client(client, login_as):
 
 
 def test_siret_validation():
-    assert service.normalise_siret("215 901 836 00019") == "21590183600019"
+    assert organisations.normalise_siret("215 901 836 00019") == "21590183600019"
     for bad in ("21590183600018", "2159018360001", "2159018360001A", "", "00000000000000x"):
-        with pytest.raises(service.AccountError) as error:
-            service.normalise_siret(bad)
+        with pytest.raises(AccountError) as error:
+            organisations.normalise_siret(bad)
         assert error.value.message == "Le SIRET doit comporter 14 chiffres et être valide."
 
 
@@ -104,7 +106,7 @@ def test_switch_organisation_among_own_ones(client, login_as, tags, audit_events
     second = factories.organisation("Commune B")
     foreign = factories.organisation("Commune C")
     user = factories.user(organisation=first)
-    service.add_membership(second, user, True, Actor.system("test"))
+    organisations.add_membership(second, user, True, Actor.system("test"))
     db.session.commit()
     login_as(user)
     page = client.get("/organisation").get_data(as_text=True)
@@ -112,7 +114,7 @@ def test_switch_organisation_among_own_ones(client, login_as, tags, audit_events
     response = client.post("/organisation", data={"organisation_id": str(second.id)})
     assert response.status_code == 302
     assert _reload(user).current_organisation_id == second.id
-    assert service.current_organisation(user) == second
+    assert organisations.current_organisation(user) == second
     event = audit_events()[-1]
     assert event.tag == "accounts:organisation:switched"
     assert payload(event) == {"from": first.id, "to": second.id}
@@ -130,8 +132,8 @@ def test_current_organisation_falls_back_to_a_membership(app):
     user = factories.user(organisation=first)
     other = factories.organisation()
     user.current_organisation_id = other.id  # no longer a member there
-    assert service.current_organisation(user) == first
-    assert service.current_organisation(factories.user()) is None
+    assert organisations.current_organisation(user) == first
+    assert organisations.current_organisation(factories.user()) is None
 
 
 # --- administration ---------------------------------------------------------------------
@@ -171,7 +173,7 @@ def test_invite_creates_the_account_and_mails_a_single_use_link(admin_client, ta
         },
     )
     assert response.status_code == 302
-    user = service.find_user_by_email("nouvelle.personne@mairie.fr")
+    user = addresses.find_user_by_email("nouvelle.personne@mairie.fr")
     assert user.password_hash is None
     assert user.has_role("security_officer")
     assert [m.organisation_id for m in user.memberships] == [organisation.id]
@@ -184,7 +186,7 @@ def test_invite_creates_the_account_and_mails_a_single_use_link(admin_client, ta
     password = "Mon-mot-de-passe-2026"
     response = client.post(path, data={"password": password, "confirm": password})
     assert response.headers["Location"] == "/connexion"
-    assert service.check_password(_reload(user), password)
+    assert passwords.check_password(_reload(user), password)
     assert tags()[-1] == "accounts:user:invitation_accepted"
     assert client.get(path).status_code == 400  # single use
     assert post_login(client, user.email, password).status_code == 302
@@ -282,8 +284,6 @@ def test_deactivate_and_reactivate(admin_client, app, tags):
     person = factories.user("agent@mairie.fr")
     db.session.commit()
     their_browser = app.test_client()
-    from tests.conftest import login
-
     login(their_browser, person)
     assert signed_in(their_browser)
     admin_client.post(f"/admin/utilisateurs/{person.id}/desactiver")

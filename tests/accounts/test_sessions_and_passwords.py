@@ -7,13 +7,14 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from datapass.accounts import service
+from datapass.accounts import directory, links, passwords
 from datapass.accounts.models import User
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.accounts.conftest import count, post_login, signed_in, text
+from tests.conftest import login
 
 NEW_PASSWORD = "Une-nouvelle-phrase-2026"
 
@@ -30,25 +31,25 @@ def test_passwords_are_argon2id_and_checked(app):
     user = factories.user(password="Correct-horse-battery-9")
     assert user.password_hash.startswith("$argon2id$")
     assert "m=1024,t=1" in user.password_hash  # the configured cost
-    assert service.check_password(user, "Correct-horse-battery-9")
-    assert not service.check_password(user, "correct-horse-battery-9")
-    assert not service.check_password(user, "")
+    assert passwords.check_password(user, "Correct-horse-battery-9")
+    assert not passwords.check_password(user, "correct-horse-battery-9")
+    assert not passwords.check_password(user, "")
 
 
 def test_hash_is_upgraded_when_the_cost_changes(app):
     user = factories.user(password="Correct-horse-battery-9")
     app.config["ARGON2_TIME_COST"] = 2
     try:
-        assert service.check_password(user, "Correct-horse-battery-9")
+        assert passwords.check_password(user, "Correct-horse-battery-9")
         assert "t=2" in user.password_hash
     finally:
         app.config["ARGON2_TIME_COST"] = 1
 
 
 def test_password_rules():
-    assert "au moins 12 caractères" in service.password_problem("court")
-    assert service.password_problem("            ") is not None
-    assert service.password_problem("douze-signes") is None
+    assert "au moins 12 caractères" in passwords.password_problem("court")
+    assert passwords.password_problem("            ") is not None
+    assert passwords.password_problem("douze-signes") is None
 
 
 # --- session invalidation ---------------------------------------------------------------
@@ -59,7 +60,7 @@ def test_deactivated_users_live_session_is_signed_out_at_next_request(app, clien
     user = factories.user()
     login_as(user)
     assert signed_in(client)
-    service.deactivate_user(user, Actor.for_user(admin))
+    directory.deactivate_user(user, Actor.for_user(admin))
     db.session.commit()
     response = client.get("/profil")
     assert response.status_code == 302
@@ -70,8 +71,6 @@ def test_password_change_signs_out_the_other_sessions_only(app, login_as):
     user = factories.user()
     mine = app.test_client()
     other = app.test_client()
-    from tests.conftest import login
-
     login(mine, user)
     login(other, user)
     response = mine.post(
@@ -86,7 +85,7 @@ def test_password_change_signs_out_the_other_sessions_only(app, login_as):
     assert signed_in(mine)
     assert not signed_in(other)
     user = _reload(user)
-    assert service.check_password(user, NEW_PASSWORD)
+    assert passwords.check_password(user, NEW_PASSWORD)
     assert user.session_epoch == 1
 
 
@@ -204,14 +203,12 @@ def test_reset_mails_are_capped(client):
     factories.user("agent@mairie.fr")
     for _ in range(5):
         _forgot(client, "agent@mairie.fr")
-    assert count(OutboxMail) == service.RESET_MAILS_PER_WINDOW
+    assert count(OutboxMail) == links.RESET_MAILS_PER_WINDOW
 
 
 def test_reset_link_sets_the_password_once(client, login_as, tags, app):
     user = factories.user("agent@mairie.fr")
     other_session = app.test_client()
-    from tests.conftest import login
-
     login(other_session, user)
     _forgot(client, "agent@mairie.fr")
     path = _reset_link("agent@mairie.fr")
@@ -220,7 +217,7 @@ def test_reset_link_sets_the_password_once(client, login_as, tags, app):
     assert response.status_code == 302
     assert response.headers["Location"] == "/connexion"
     user = _reload(user)
-    assert service.check_password(user, NEW_PASSWORD)
+    assert passwords.check_password(user, NEW_PASSWORD)
     assert not signed_in(other_session)  # every session ends
     assert tags() == ["accounts:password:reset_requested", "accounts:password:reset"]
     # the same link a second time: refused, nothing changes

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 from urllib.parse import parse_qs, urlparse
 
-from datapass.audit import checkpoints, consumption, exports
+from datapass.audit import checkpoints, exports
 from datapass.audit import service as audit
+from datapass.consumption import ingest
 from datapass.extensions import db
 from tests import factories
 
@@ -110,7 +111,7 @@ def test_export_over_http_streams_and_verifies(client, login_as, app, tmp_path):
 
 def test_provider_instructors_see_their_api_consumption(client, login_as, app, usage_world):
     w = usage_world
-    consumption.ingest_usage(
+    ingest.ingest_usage(
         w.provider.id,
         [
             {

@@ -10,9 +10,11 @@ from click.testing import CliRunner
 from sqlalchemy import select, text
 
 from datapass import clock
-from datapass.audit import checkpoints, consumption, tasks, verification
+from datapass.audit import checkpoints, tasks, verification
 from datapass.audit import service as audit
 from datapass.audit.models import AuditEvent
+from datapass.consumption import ingest
+from datapass.consumption import seal as sealing
 from datapass.extensions import db
 
 
@@ -23,7 +25,7 @@ def _record(n=3):
 
 def _usage(world, days_ago, count, status=200, prefix="e"):
     moment = clock.now() - timedelta(days=days_ago)
-    consumption.ingest_usage(
+    ingest.ingest_usage(
         world.provider.id,
         [
             {
@@ -108,9 +110,9 @@ def test_rewriting_the_whole_chain_after_a_checkpoint_is_detected(app):
 def test_days_are_sealed_once_and_seals_verify(app, usage_world):
     _usage(usage_world, 2, 5)
     _usage(usage_world, 1, 3, status=500)
-    sealed = consumption.seal_finished_days()
+    sealed = sealing.seal_finished_days()
     assert sealed == [date(2026, 11, 26), date(2026, 11, 27)]
-    assert consumption.seal_finished_days() == []  # idempotent
+    assert sealing.seal_finished_days() == []  # idempotent
     seal = db.session.scalars(
         select(AuditEvent)
         .where(AuditEvent.tag == "audit:consumption:sealed")
@@ -126,7 +128,7 @@ def test_days_are_sealed_once_and_seals_verify(app, usage_world):
 
 def test_tampering_with_a_consumption_row_is_detected(app, usage_world):
     _usage(usage_world, 1, 3)
-    consumption.seal_finished_days()
+    sealing.seal_finished_days()
     db.session.execute(
         text(
             "UPDATE usage_events SET status = 200 "
@@ -146,7 +148,7 @@ def test_tampering_with_a_consumption_row_is_detected(app, usage_world):
 
 def test_tampering_with_a_daily_count_is_detected(app, usage_world):
     _usage(usage_world, 1, 3)
-    consumption.seal_finished_days()
+    sealing.seal_finished_days()
     db.session.execute(text("UPDATE usage_daily SET calls = 1"))
     problems = verification.verify_all().seals.problems
     assert problems and "compteurs quotidiens" in problems[0]
@@ -154,7 +156,7 @@ def test_tampering_with_a_daily_count_is_detected(app, usage_world):
 
 def test_tampering_with_a_seal_is_detected(app, usage_world):
     _usage(usage_world, 1, 3)
-    consumption.seal_finished_days()
+    sealing.seal_finished_days()
     seq = db.session.scalar(
         select(AuditEvent.seq).where(AuditEvent.tag == "audit:consumption:sealed")
     )

@@ -9,15 +9,11 @@ from datetime import timedelta
 from sqlalchemy import func, select, text
 
 from datapass import clock
-from datapass.audit import checkpoints, consumption, retention, verification
+from datapass.audit import checkpoints, retention, verification
 from datapass.audit import service as audit
-from datapass.audit.models import (
-    AuditAnchor,
-    AuditEvent,
-    UsageDaily,
-    UsageEvent,
-    UsageRecent,
-)
+from datapass.audit.models import AuditAnchor, AuditEvent
+from datapass.consumption import ingest, seal
+from datapass.consumption.models import UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import db
 
 
@@ -86,7 +82,7 @@ def test_consumption_past_retention_is_purged_and_seals_still_verify(
     app, usage_world, frozen_clock
 ):
     moment = clock.now() - timedelta(days=1)
-    consumption.ingest_usage(
+    ingest.ingest_usage(
         usage_world.provider.id,
         [
             {
@@ -99,7 +95,7 @@ def test_consumption_past_retention_is_purged_and_seals_still_verify(
             for i in range(4)
         ],
     )
-    consumption.seal_finished_days()
+    seal.seal_finished_days()
     assert _count(UsageRecent) == 4
     frozen_clock.advance(timedelta(days=400))
     payload = retention.purge()

@@ -9,8 +9,8 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 
 from datapass import clock
-from datapass.audit import consumption
-from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
+from datapass.consumption import charts, flush, ingest, seal
+from datapass.consumption.models import UsageDaily, UsageEvent, UsageRecent
 from datapass.extensions import db
 from datapass.lifecycle.unused import last_use_evidence
 
@@ -123,7 +123,7 @@ def test_malformed_events_give_422_with_indices_and_nothing_is_stored(client, us
 
 def test_oversized_batch_is_413(client, usage_world):
     w = usage_world
-    events = [_event(i, w.token) for i in range(consumption.MAX_EVENTS + 1)]
+    events = [_event(i, w.token) for i in range(ingest.MAX_EVENTS + 1)]
     response = _post(client, w, events)
     assert response.status_code == 413
     assert _count(UsageEvent) == 0
@@ -172,7 +172,7 @@ def test_without_client_credentials_is_401(client, usage_world):
 def test_events_of_a_sealed_day_are_refused(client, usage_world):
     w = usage_world
     _post(client, w, [_event(0, w.token, time="2026-11-26T10:00:00Z")])
-    sealed = consumption.seal_finished_days()
+    sealed = seal.seal_finished_days()
     assert sealed == [date(2026, 11, 26), date(2026, 11, 27)]
     body = _post(
         client, w, [_event(1, w.token, time="2026-11-27T10:00:00Z"), _event(2, w.token)]
@@ -184,7 +184,7 @@ def test_events_of_a_sealed_day_are_refused(client, usage_world):
 def test_introspection_uses_count_as_consumption(app, usage_world):
     w = usage_world
     now = clock.now()
-    stored = consumption.record_introspection_uses(
+    stored = flush.record_introspection_uses(
         [
             {"token_id": w.token.id, "at": now, "ip": "192.0.2.1"},
             {"jti": w.token.jti, "at": now - timedelta(minutes=1), "ip": "192.0.2.1"},
@@ -206,7 +206,7 @@ def test_token_consumption_series(client, usage_world):
     events = [_event(i, w.token, time="2026-11-27T10:00:00Z") for i in range(3)]
     events += [_event(10 + i, w.token, status=404, endpoint="/v2/autre") for i in range(2)]
     _post(client, w, events)
-    view = consumption.token_consumption(w.token, 7)
+    view = charts.token_consumption(w.token, 7)
     assert len(view.series) == 7 and view.series[-1]["day"] == date(2026, 11, 28)
     assert [p["calls"] for p in view.series][-2:] == [3, 2]
     assert view.calls == 5 and view.errors == 2
@@ -246,7 +246,7 @@ def test_last_calls_keep_each_tokens_ten_newest_across_batches(client, usage_wor
         .order_by(UsageEvent.occurred_at.desc())
         .limit(10)
     ).all()
-    view = consumption.token_consumption(w.token, 7)
+    view = charts.token_consumption(w.token, 7)
     assert [(c["at"], c["endpoint"], c["status"]) for c in view.last_calls] == expected
     assert clock.as_utc(view.last_calls[0]["at"]).isoformat() == "2026-11-28T07:40:00+00:00"
     assert view.last_calls[1]["endpoint"] == "/v2/late"

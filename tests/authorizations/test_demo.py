@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 
 from datapass import demo
 from datapass.authorizations.models import AuthorizationRequest, Habilitation
-from datapass.catalogue import service as catalogue_service
+from datapass.catalogue import apis as catalogue_apis
+from datapass.catalogue import clients as catalogue_clients
 from datapass.catalogue.models import MachineClient
 from datapass.demo import authorizations as demo_authorizations
 from datapass.demo.accounts import seed_accounts
@@ -35,19 +36,19 @@ def test_demo(app):
         "revoked",
     }
     client = result["provider_client"]
-    machine = catalogue_service.authenticate_client(client["client_id"], client["client_secret"])
+    machine = catalogue_clients.authenticate_client(client["client_id"], client["client_secret"])
     assert machine is not None and client["api"] == "quotient-familial"
     habilitation = db.session.get(Habilitation, result["habilitation"]["id"])
     assert habilitation.is_active and habilitation.api.provider_id == machine.provider_id
     instructor = seed_accounts()["instructor"]
     assert {
-        a.slug for a in catalogue_service.list_apis() if a.id in instructor.instructed_api_ids()
+        a.slug for a in catalogue_apis.list_apis() if a.id in instructor.instructed_api_ids()
     } >= set(demo_authorizations.API_PARTICULIER)
     again = demo.run_demo()
     assert sum(_states().values()) == 7
     # The same client and secret each run (derived from the master key): nothing added.
     assert again["provider_client"] == client
-    assert catalogue_service.authenticate_client(client["client_id"], client["client_secret"])
+    assert catalogue_clients.authenticate_client(client["client_id"], client["client_secret"])
     clients = select(func.count()).select_from(MachineClient)
     assert db.session.scalar(clients) == 1
 

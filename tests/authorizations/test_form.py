@@ -239,9 +239,9 @@ def test_maintenance_is_shown_on_the_form(app, client, sign_in, draft, api):
     from datetime import timedelta
 
     from datapass import clock
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import apis as catalogue_apis
 
-    catalogue_service.set_status(
+    catalogue_apis.set_status(
         api,
         Actor.system("test"),
         "maintenance",

@@ -46,6 +46,7 @@ def heard_instead(signal, receiver, fake):
 def tokens_calls():
     """Record what the tokens domain is asked to do (its own tests cover the tokens)."""
     from datapass.tokens import service as tokens_service
+    from datapass.tokens import transitions as token_transitions
 
     calls = []
     with (
@@ -56,7 +57,7 @@ def tokens_calls():
         ),
         heard_instead(
             signals.habilitation_revoked,
-            tokens_service.revoke_for_habilitation,
+            token_transitions.revoke_for_habilitation,
             lambda habilitation, actor, reason: calls.append(("revoke", habilitation.id, reason)),
         ),
     ):

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 
 from datapass import clock
 from datapass.actor import Actor
-from datapass.audit import consumption
-from datapass.audit.models import UsageDaily
+from datapass.consumption import ingest
+from datapass.consumption.models import UsageDaily
 from datapass.extensions import db
 from tests.browser.steps import sign_in
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
@@ -40,7 +40,7 @@ def test_token_page_charts_match_the_database(page, committed_app):
                         "latency_ms": 30,
                     }
                 )
-        consumption.ingest_usage(provider.id, events)
+        ingest.ingest_usage(provider.id, events)
         db.session.commit()
         token_id, email = token.id, habilitation.requester.email
         expected = {

@@ -4,14 +4,16 @@ status and maintenance, providers, machine clients shown once and stored hashed)
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
 from sqlalchemy import func, select
 
-from datapass import vault
+from datapass import clock, vault
 from datapass.audit.models import AuditEvent
-from datapass.catalogue import service
+from datapass.catalogue import clients
+from datapass.catalogue import service as catalogue_service
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
 from datapass.extensions import db
 from tests import factories
@@ -40,8 +42,8 @@ def signed_admin(client, login_as, admin):
 
 
 def test_seed_is_complete_and_idempotent(app):
-    apis = service.seed_catalogue()
-    again = service.seed_catalogue()
+    apis = catalogue_service.seed_catalogue()
+    again = catalogue_service.seed_catalogue()
     assert {a.id for a in apis.values()} == {a.id for a in again.values()}
     assert db.session.scalar(select(func.count()).select_from(Api)) == 6
     assert {p.slug for p in db.session.scalars(select(Provider))} == {
@@ -77,10 +79,6 @@ def test_only_administrators(app, client, login_as, apis):
 
 def test_sensitive_changes_ask_for_a_recent_authentication(app, client, login_as, admin, apis):
     login_as(admin, reauth=False)
-    from datetime import timedelta
-
-    from datapass import clock
-
     clock.advance(timedelta(minutes=30))
     response = client.post(
         f"/admin/catalogue/fournisseurs/{apis['api-entreprise'].provider_id}/clients",
@@ -191,7 +189,7 @@ def test_machine_client_secret_shown_once_and_stored_hashed(app, signed_admin, a
     client_id = re.search(r'id="client-id">([^<]+)<', page).group(1)
     client = db.session.scalar(select(MachineClient).where(MachineClient.client_id == client_id))
     assert client.secret_hash == vault.sha256_hex(secret) and secret not in client.secret_hash
-    assert service.authenticate_client(client_id, secret).id == client.id
+    assert clients.authenticate_client(client_id, secret).id == client.id
     payload = db.session.scalar(
         select(AuditEvent.payload).where(AuditEvent.tag == "catalogue:client:created")
     )
@@ -200,7 +198,7 @@ def test_machine_client_secret_shown_once_and_stored_hashed(app, signed_admin, a
     signed_admin.post(f"/admin/catalogue/clients/{client.id}/revocation")
     db.session.expire_all()
     assert client.revoked_at is not None
-    assert service.authenticate_client(client_id, secret) is None
+    assert clients.authenticate_client(client_id, secret) is None
 
 
 def test_new_provider_and_api(app, signed_admin):

@@ -133,9 +133,9 @@ def test_unused_access_by_stage(app, login_as):
     db.session.flush()
     sweep.sweep_tokens()
     assert (suspended.status, revoked.status) == ("suspended", "revoked")
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import transitions as token_transitions
 
-    tokens_service.suspend(manual, Actor.system("tests"), "Enquête en cours.")  # not the policy
+    token_transitions.suspend(manual, Actor.system("tests"), "Enquête en cours.")  # not the policy
     used_again.last_used_at = clock.now() + timedelta(minutes=5)
     clock.advance(timedelta(minutes=10))
     db.session.flush()

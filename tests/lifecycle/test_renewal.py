@@ -3,6 +3,7 @@ is reopened and the renewal completes at its approval); the window; the grace pe
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -234,3 +235,44 @@ def test_only_members_renew(app):
     token = expiring_token(api, days_left=40)
     stranger = factories.user(organisation=factories.organisation())
     assert not renewals.can_renew(token, stranger)
+
+
+def test_a_renewal_moves_only_along_its_transitions_table(app):
+    api = make_listening_api(renewal_policy="instructor")
+    instructor = factories.user(roles=("instructor",), api=api)
+    token = expiring_token(api, days_left=30)
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
+    renewal = outcome.renewal
+    assert states.can(renewal, states.RenewalEvent.REFUSE)
+    assert not states.can(renewal, states.RenewalEvent.REQUEST)
+    decisions.decide(renewal, Actor.for_user(instructor), False, "Cadre juridique abrogé.")
+    assert renewal.status == "refused" and renewal.decided_at is not None
+    for event in states.RenewalEvent:
+        assert not states.can(renewal, event)  # refused is final
+    with pytest.raises(states.LifecycleError):
+        renewals.apply_transition(renewal, states.RenewalEvent.COMPLETE, Actor.system("test"))
+    assert renewal.status == "refused"
+
+
+def test_closing_a_habilitation_cancels_its_open_renewal_with_an_audit_event(app):
+    api = make_listening_api(renewal_policy="instructor")
+    token = expiring_token(api, days_left=3)
+    outcome = renewals.renew(
+        token, Actor.for_user(token.habilitation.requester), answers_for(token)
+    )
+    assert outcome.pending
+    clock.advance(timedelta(days=4))
+    sweep.sweep_tokens()
+    clock.advance(timedelta(days=91))
+    sweep.sweep_tokens()
+    assert not token.habilitation.is_active
+    assert outcome.renewal.status == "cancelled" and outcome.renewal.decided_at is not None
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.tag == "lifecycle:renewal:cancelled")
+    ).one()
+    assert event.actor_type == "system" and json.loads(event.payload)["cause"] == "closure"
+    assert tags().index("lifecycle:renewal:cancelled") < tags().index(
+        "lifecycle:habilitation:closed"
+    )

@@ -15,7 +15,7 @@ from datapass.extensions import db
 from datapass.lifecycle import plan, reactivation, states, sweep
 from datapass.lifecycle.days import day_start
 from datapass.lifecycle.digest import DIGEST_CATEGORY, send_digests
-from datapass.tokens import service as tokens_service
+from datapass.tokens import transitions as token_transitions
 from tests import factories
 from tests.lifecycle.conftest import acts, expiring_token, issue, mails, make_listening_api
 
@@ -53,7 +53,7 @@ def test_a_step_set_to_zero_is_off(app):
 
 
 def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
-    from datapass.audit import consumption
+    from datapass.consumption import flush
 
     api = make_listening_api()
     instructor = factories.user(roles=("instructor",), api=api)
@@ -61,7 +61,7 @@ def test_warning_carries_the_evidence_to_contacts_and_instructors(app):
     used_at = clock.now() + timedelta(days=1)
     token.last_used_at, token.last_used_ip = used_at, "192.0.2.7"
     # The call as consumption records it (event, daily count, the token's last calls).
-    stored = consumption.record_introspection_uses(
+    stored = flush.record_introspection_uses(
         [
             {
                 "token_id": token.id,
@@ -117,7 +117,7 @@ def test_suspension_then_one_reactivation_by_the_organisation(app):
     assert not reactivation.can_self_reactivate(token, requester)
     with pytest.raises(states.LifecycleError, match="instructeur"):
         reactivation.self_reactivate(token, Actor.for_user(requester), "Encore une fois, svp.")
-    tokens_service.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
+    token_transitions.reactivate(token, Actor.for_user(instructor), "Vérifié avec la commune.")
     assert token.status == "active"
 
 

@@ -84,11 +84,13 @@ def destroy(app) -> None:
 def _seed() -> World:
     from datapass import demo
     from datapass.accounts.models import User
-    from datapass.audit import consumption, exports
+    from datapass.audit import exports
     from datapass.audit.search import AuditFilter
     from datapass.authorizations import service as authorizations
     from datapass.authorizations.models import Habilitation
+    from datapass.consumption import ingest
     from datapass.tokens import service as tokens_service
+    from datapass.tokens import transitions as token_transitions
     from tests.lifecycle.conftest import expiring_token, issue
 
     result = demo.run_demo()
@@ -118,9 +120,9 @@ def _seed() -> World:
         used = expiring_token(api, days_left=60, **owned)
         rotated = expiring_token(api, days_left=300, **owned)
         tokens_service.rotate(rotated, Actor.for_user(member), 10)
-        tokens_service.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
+        token_transitions.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
         issue(api, now - timedelta(days=90), **owned)  # unused for 90 days
-        tokens_service.revoke(expiring_token(api, days_left=300, **owned), officer, payload)
+        token_transitions.revoke(expiring_token(api, days_left=300, **owned), officer, payload)
         for k in range(3):
             events.append(
                 {
@@ -135,7 +137,7 @@ def _seed() -> World:
         if n == 0:  # a member of a payload organisation (its token's consumption)
             world.sessions["member"] = member.get_id()
             world.payload_token_id = used.id
-    consumption.ingest_usage(api.provider_id, events)
+    ingest.ingest_usage(api.provider_id, events)
     db.session.flush()
     for fmt in exports.FORMATS:
         world.export_ids[fmt] = exports.create_export(AuditFilter(), fmt, officer).id
@@ -143,9 +145,9 @@ def _seed() -> World:
     _confirmed_renewal_world(world, officer)
     victim = factories.staff("instructor", api=api, full_name="Victime des routes d'admin")
     world.victim_id = victim.id
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import clients as catalogue_clients
 
-    world.victim_client_id = catalogue_service.create_client(api.provider, "Victime")[0].id
+    world.victim_client_id = catalogue_clients.create_client(api.provider, "Victime")[0].id
     db.session.flush()
     world.ids = _ids(world)
     world.texts = {

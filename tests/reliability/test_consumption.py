@@ -22,10 +22,14 @@ import pytest
 from sqlalchemy import func, select, text
 
 from datapass import clock, demo
-from datapass.audit import consumption, verification
-from datapass.audit.models import UsageDaily, UsageEvent
+from datapass.audit import verification
+from datapass.consumption import flush as flushing
+from datapass.consumption import ingest as ingesting
+from datapass.consumption import seal as sealing
+from datapass.consumption import store
+from datapass.consumption.models import UsageDaily, UsageEvent
 from datapass.extensions import db, retryable, sqlite_read_snapshot
-from datapass.tokens import service as tokens_service
+from datapass.tokens import uses
 from tests.audit.conftest import issue_token
 from tests.reliability.servers import Gunicorn, basic, environment, flask_command, wait_for
 from tests.tokens.conftest import make_api, make_client, make_provider
@@ -140,12 +144,12 @@ def test_a_writer_racing_the_seal_is_in_the_seal_or_refused(
         pytest.skip("SQLite: every transaction holds the write lock from its start")
     # Consumption the day before, so that the seal has days to seal (from the first one).
     retryable(
-        lambda: consumption.ingest_usage(
+        lambda: ingesting.ingest_usage(
             world.provider_id, [_event("before", world.jtis[1], _at(DAY - timedelta(days=1)))]
         )
     )
     checked, sealed = threading.Event(), threading.Event()
-    original = consumption.lock_for_writing
+    original = sealing.lock_for_writing
 
     def lock_then_let_the_seal_start():
         last = original()
@@ -153,29 +157,29 @@ def test_a_writer_racing_the_seal_is_in_the_seal_or_refused(
         wait_for(lambda: sealed.is_set() or _advisory_waiters() > 0, 10, what="le sceau a démarré")
         return last
 
-    monkeypatch.setattr(consumption, "lock_for_writing", lock_then_let_the_seal_start)
+    monkeypatch.setattr(sealing, "lock_for_writing", lock_then_let_the_seal_start)
 
     def write():
         if writer == "ingest":
             result = retryable(
-                lambda: consumption.ingest_usage(
+                lambda: ingesting.ingest_usage(
                     world.provider_id, [_event("race-1", world.jtis[0], _at(DAY))]
                 )
             )
             assert result.accepted == 1
         else:
-            tokens_service._give_back([(world.digests[0], _at(DAY), "192.0.2.1")])
-            assert tokens_service.flush_usage_committed() == 1
+            uses.give_back([(world.digests[0], _at(DAY), "192.0.2.1")], store.RECENT_CALLS)
+            assert flushing.flush_usage_committed() == 1
 
     def seal():
         assert checked.wait(10)
-        consumption.seal_finished_days()
+        sealing.seal_finished_days()
         db.session.commit()
         sealed.set()
 
     in_threads(committed_app, write, seal)
     _verify_ok()
-    assert consumption.last_sealed_day() == DAY
+    assert sealing.last_sealed_day() == DAY
     assert _calls(world.token_ids[:1]) == 1  # counted, and in the seal
 
 
@@ -186,7 +190,7 @@ def test_ingest_flushes_and_seals_interleaved_keep_every_seal(committed_app, wor
     order: no transaction had to be redone."""
     days = [DAY - timedelta(days=n) for n in range(7, -1, -1)]
     totals = {"sent": 0, "accepted": 0, "refused": 0, "flushed": 0}
-    refused_before = consumption.REFUSED_LATE.copy()
+    refused_before = sealing.REFUSED_LATE.copy()
     done = threading.Event()
     rounds = itertools.count()
     progress = [0]
@@ -200,7 +204,7 @@ def test_ingest_flushes_and_seals_interleaved_keep_every_seal(committed_app, wor
                 _event(f"mix-{next(ids)}", rng.choice(world.jtis), _at(rng.choice(days), n))
                 for n in range(rng.randint(1, 30))
             ]
-            result = retryable(lambda b=batch: consumption.ingest_usage(world.provider_id, b))
+            result = retryable(lambda b=batch: ingesting.ingest_usage(world.provider_id, b))
             assert result.accepted + len(result.refused) == len(batch)
             with lock:
                 totals["sent"] += len(batch)
@@ -215,8 +219,8 @@ def test_ingest_flushes_and_seals_interleaved_keep_every_seal(committed_app, wor
                 (rng.choice(world.digests), _at(rng.choice(days), n), None)
                 for n in range(rng.randint(1, 40))
             ]
-            tokens_service._give_back(calls)
-            written = tokens_service.flush_usage_committed()
+            uses.give_back(calls, store.RECENT_CALLS)
+            written = flushing.flush_usage_committed()
             with lock:
                 totals["flushed"] += written
                 progress[0] = next(rounds)
@@ -226,7 +230,7 @@ def test_ingest_flushes_and_seals_interleaved_keep_every_seal(committed_app, wor
             for _ in [*days, None]:
                 seen = progress[0]
                 wait_for(lambda s=seen: progress[0] >= s + 6, 20, what="les écrivains avancent")
-                consumption.seal_finished_days(limit=1)
+                sealing.seal_finished_days(limit=1)
                 db.session.commit()
         finally:
             done.set()
@@ -242,10 +246,10 @@ def test_ingest_flushes_and_seals_interleaved_keep_every_seal(committed_app, wor
     _verify_ok()
     sealed = db.session.scalar(
         select(func.count()).where(text("tag = :tag")).select_from(text("audit_events")),
-        {"tag": consumption.SEAL_TAG},
+        {"tag": sealing.SEAL_TAG},
     )
     assert sealed == len(days)
-    late = consumption.REFUSED_LATE - refused_before
+    late = sealing.REFUSED_LATE - refused_before
     assert totals["refused"] > 0, "the last rounds write into sealed days"
     assert late["usage"] == totals["refused"]
     assert _calls(world.token_ids, "/v2/quotient-familial") == totals["accepted"]
@@ -258,11 +262,11 @@ def test_late_events_are_refused_and_counted_as_refused(committed_app, world):
     """After the seal, a provider's late report and a late introspection flush are refused,
     counted as refused once committed, and change nothing sealed."""
     retryable(
-        lambda: consumption.ingest_usage(world.provider_id, [_event("e1", world.jtis[0], _at(DAY))])
+        lambda: ingesting.ingest_usage(world.provider_id, [_event("e1", world.jtis[0], _at(DAY))])
     )
-    assert consumption.seal_finished_days() == [DAY]
+    assert sealing.seal_finished_days() == [DAY]
     db.session.commit()
-    before = consumption.REFUSED_LATE.copy()
+    before = sealing.REFUSED_LATE.copy()
     response = committed_app.test_client().post(
         "/api/v1/usage",
         json={"events": [_event("e2", world.jtis[0], _at(DAY, 1))]},
@@ -271,11 +275,11 @@ def test_late_events_are_refused_and_counted_as_refused(committed_app, world):
     body = response.get_json()
     assert response.status_code == 200, body
     assert body["accepted"] == 0
-    assert body["refused"] == [{"index": 0, "id": "e2", "reason": consumption.REFUSED_SEALED}]
-    tokens_service._give_back([(world.digests[0], _at(DAY, 2), None)])
-    assert tokens_service.flush_usage_committed() == 1
-    assert tokens_service.buffered_calls() == 0
-    late = consumption.REFUSED_LATE - before
+    assert body["refused"] == [{"index": 0, "id": "e2", "reason": ingesting.REFUSED_SEALED}]
+    uses.give_back([(world.digests[0], _at(DAY, 2), None)], store.RECENT_CALLS)
+    assert flushing.flush_usage_committed() == 1
+    assert uses.buffered_calls() == 0
+    late = sealing.REFUSED_LATE - before
     assert late == {"usage": 1, "introspect": 1}
     assert _calls(world.token_ids) == 1
     _verify_ok()
@@ -286,7 +290,7 @@ def test_demo_run_again_after_the_seal_leaves_sealed_days_alone(committed_app):
     which gets consumption) skips the sealed days: every seal still verifies."""
     demo.run_demo()
     db.session.commit()
-    sealed = consumption.seal_finished_days()
+    sealed = sealing.seal_finished_days()
     db.session.commit()
     assert sealed, "the demo's consumption gives days to seal"
     result = demo.run_demo()
@@ -303,8 +307,8 @@ def test_a_failed_flush_keeps_its_calls_and_a_deadlock_is_retried(
     from sqlalchemy.exc import OperationalError
 
     calls = [(world.digests[0], clock.now(), None), (world.digests[1], clock.now(), None)]
-    tokens_service._give_back(calls)
-    original = consumption.record_introspection_uses
+    uses.give_back(calls, store.RECENT_CALLS)
+    original = flushing.record_introspection_uses
     failures = []
 
     class Deadlock(Exception):
@@ -317,16 +321,16 @@ def test_a_failed_flush_keeps_its_calls_and_a_deadlock_is_retried(
             raise OperationalError("UPDATE …", {}, Deadlock("deadlock detected"))
         return original(rows, **kwargs)
 
-    monkeypatch.setattr(consumption, "record_introspection_uses", failing)
+    monkeypatch.setattr(flushing, "record_introspection_uses", failing)
     failures_wanted = [3]  # every attempt fails: the calls stay in the buffer
     with pytest.raises(OperationalError):
-        tokens_service.flush_usage_committed()
-    assert tokens_service.buffered_calls() == 2
+        flushing.flush_usage_committed()
+    assert uses.buffered_calls() == 2
     assert _calls(world.token_ids) == 0
     failures.clear()
     failures_wanted[0] = 1  # one deadlock, then it goes through: written once
-    assert tokens_service.flush_usage_committed() == 2
-    assert tokens_service.buffered_calls() == 0
+    assert flushing.flush_usage_committed() == 2
+    assert uses.buffered_calls() == 0
     assert _calls(world.token_ids) == 2
 
 
@@ -334,18 +338,18 @@ def test_a_long_outage_compacts_the_buffer_and_loses_no_call(committed_app, worl
     """Flushes failing for long (the database down): the calls kept are compacted to each
     token's newest calls plus one count per token and day, and all are counted once a flush
     goes through, with each token's last calls."""
-    from datapass.audit.models import UsageRecent
+    from datapass.consumption.models import UsageRecent
 
-    monkeypatch.setattr(tokens_service, "COMPACT_ABOVE", 50)
+    monkeypatch.setattr(uses, "COMPACT_ABOVE", 50)
     start = clock.now() - timedelta(days=1)
     calls = [
         (world.digests[n % 2], start + timedelta(minutes=17 * n), "192.0.2.7") for n in range(200)
     ]
-    tokens_service._give_back(calls[:100])  # a failed flush's calls…
-    tokens_service._give_back(calls[100:])  # …and the next one's: compacted
-    assert tokens_service.buffered_calls() == 200
-    assert len(tokens_service._USE_CALLS) <= 2 * (consumption.RECENT_CALLS + 3)
-    assert tokens_service.flush_usage_committed() == 200
+    uses.give_back(calls[:100], store.RECENT_CALLS)  # a failed flush's calls…
+    uses.give_back(calls[100:], store.RECENT_CALLS)  # …and the next one's: compacted
+    assert uses.buffered_calls() == 200
+    assert len(uses._USE_CALLS) <= 2 * (store.RECENT_CALLS + 3)
+    assert flushing.flush_usage_committed() == 200
     db.session.rollback()
     per_token_day = db.session.execute(
         select(UsageDaily.token_id, UsageDaily.day, UsageDaily.calls).order_by(
@@ -364,8 +368,8 @@ def test_a_long_outage_compacts_the_buffer_and_loses_no_call(committed_app, worl
     ).all()
     newest = [max(at for d, at, _ in calls if d == digest) for digest in world.digests[:2]]
     assert [(t, clock.as_utc(at), n) for t, at, n in recent] == [
-        (world.token_ids[0], newest[0], consumption.RECENT_CALLS),
-        (world.token_ids[1], newest[1], consumption.RECENT_CALLS),
+        (world.token_ids[0], newest[0], store.RECENT_CALLS),
+        (world.token_ids[1], newest[1], store.RECENT_CALLS),
     ]
 
 
@@ -454,7 +458,7 @@ class Load:
 
 
 def _introspected(world: World) -> int:
-    return _calls(world.token_ids, consumption.INTROSPECT_ENDPOINT)
+    return _calls(world.token_ids, flushing.INTROSPECT_ENDPOINT)
 
 
 def _real_days_back(*offsets: int) -> list[date]:
@@ -524,12 +528,12 @@ def test_reports_flushes_two_sweeps_and_the_demo_racing_keep_every_seal(
     assert not reporter.is_alive()
     assert load.failures == []
     assert refused, "the reports sent after the seal are refused"
-    assert {r["reason"] for r in refused} == {consumption.REFUSED_SEALED}
+    assert {r["reason"] for r in refused} == {ingesting.REFUSED_SEALED}
     assert accepted[0] + len(refused) == sent[0]
     reported = select(func.count()).where(UsageEvent.provider_id == world.provider_id)
     with sqlite_read_snapshot():
         assert db.session.scalar(reported) == accepted[0]
-        assert consumption.last_sealed_day() >= days[-1]
+        assert sealing.last_sealed_day() >= days[-1]
     _verify_ok()
 
 

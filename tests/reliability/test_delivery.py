@@ -495,9 +495,9 @@ def test_sqlite_introspection_does_not_wait_for_the_write_lock(committed_app):
     db.session.remove()
     saved = {k: committed_app.config[k] for k in ("INTROSPECTION_CACHE_SECONDS",)}
     committed_app.config["INTROSPECTION_CACHE_SECONDS"] = 0  # read the database each time
-    from datapass.catalogue import service as catalogue
+    from datapass.catalogue import clients as catalogue_clients
 
-    catalogue._AUTH_CACHE.clear()
+    catalogue_clients._AUTH_CACHE.clear()
     writer = sqlite3.connect(
         committed_app.config["DATABASE_URL"].removeprefix("sqlite:///"), isolation_level=None
     )

@@ -55,11 +55,11 @@ def _queue(app, world, _):
 
 
 def _usage(app, world, token_id):
-    from datapass.audit import consumption
+    from datapass.consumption import charts
 
     if token_id is not None:
-        return len(list(consumption.daily_rows(token_id=token_id, days=90)))
-    return len(list(consumption.daily_rows(api_ids=[world.api_id], days=30)))
+        return len(list(charts.daily_rows(token_id=token_id, days=90)))
+    return len(list(charts.daily_rows(api_ids=[world.api_id], days=30)))
 
 
 def _audit(app, world, export_id):
@@ -92,10 +92,10 @@ EXPORTS: dict[str, Export] = {
     "authorizations.export_xlsx": Export(
         "instructor", "xlsx", lambda w: [({}, {"etat": ""}, None)], _queue
     ),
-    "audit.api_usage_csv": Export(
+    "consumption.api_usage_csv": Export(
         "instructor", "csv,", lambda w: [({}, {"api": w.api_id, "jours": 30}, None)], _usage
     ),
-    "audit.token_usage_csv": Export(
+    "consumption.token_usage_csv": Export(
         "member",
         "csv,",
         lambda w: [({"token_id": w.payload_token_id}, {}, w.payload_token_id)],

@@ -50,9 +50,9 @@ def make_api(provider=None, **fields):
 
 
 def make_client(provider):
-    from datapass.catalogue import service as catalogue_service
+    from datapass.catalogue import clients as catalogue_clients
 
-    return catalogue_service.create_client(provider, "Passerelle")
+    return catalogue_clients.create_client(provider, "Passerelle")
 
 
 def make_habilitation(api=None, organisation=None, requester=None, scopes=("revenus",)):

@@ -12,7 +12,7 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.keys import service as keys_service
-from datapass.tokens import rotation, service
+from datapass.tokens import rotation, service, transitions
 from datapass.tokens.models import AccessToken
 
 
@@ -63,7 +63,7 @@ def test_reveal_once_then_erased(world):
     assert token.sealed_value is None
     try:
         service.reveal(token, actor)
-    except service.TokenError:
+    except transitions.TokenError:
         pass
     else:
         raise AssertionError("a token is revealed once only")

@@ -15,7 +15,7 @@ from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.lifecycle.sweep import sweep_tokens
 from datapass.notify.models import OutboxMail
-from datapass.tokens import service
+from datapass.tokens import service, transitions
 from datapass.tokens.models import AccessToken
 from tests import factories
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
@@ -56,15 +56,15 @@ def test_active_token(client, world):
 def test_revoked_and_suspended_are_inactive(client, world, act):
     token, raw = issue(world)
     instructor = factories.user(roles=("instructor",), api=world.api)
-    getattr(service, act)(token, Actor.for_user(instructor), "Usage contraire aux CGU")
+    getattr(transitions, act)(token, Actor.for_user(instructor), "Usage contraire aux CGU")
     assert introspect(client, world, raw).get_json() == {"active": False}
 
 
 def test_reactivated_is_active_again(client, world):
     token, raw = issue(world)
     officer = factories.user(roles=("security_officer",))
-    service.suspend(token, Actor.for_user(officer), "Enquête en cours")
-    service.reactivate(token, Actor.for_user(officer), "Enquête close")
+    transitions.suspend(token, Actor.for_user(officer), "Enquête en cours")
+    transitions.reactivate(token, Actor.for_user(officer), "Enquête close")
     assert introspect(client, world, raw).get_json()["active"] is True
 
 
@@ -177,9 +177,10 @@ def test_use_is_written_at_most_once_a_minute(client, world):
 def test_every_introspection_counts_as_consumption(client, world):
     from sqlalchemy import func, select
 
-    from datapass.audit.models import UsageDaily
+    from datapass.consumption import flush
+    from datapass.consumption.models import UsageDaily
 
-    service.flush_usage()  # start from an empty buffer
+    flush.flush_usage()  # start from an empty buffer
     token, raw = issue(world)
     for _ in range(3):
         introspect(client, world, raw)  # the first call writes, the next two are buffered
@@ -199,10 +200,12 @@ def test_a_full_call_buffer_goes_out_at_once(client, world, monkeypatch):
     per introspection)."""
     from sqlalchemy import func, select
 
-    from datapass.audit.models import UsageDaily, UsageEvent, UsageRecent
+    from datapass.consumption import flush
+    from datapass.consumption.models import UsageDaily, UsageEvent, UsageRecent
+    from datapass.tokens import uses
 
-    service.flush_usage()
-    monkeypatch.setattr(service, "MAX_BUFFERED_CALLS", 3)
+    flush.flush_usage()
+    monkeypatch.setattr(uses, "MAX_BUFFERED_CALLS", 3)
     token, raw = issue(world)
 
     def counted():
@@ -251,13 +254,13 @@ def test_revocation_list_is_signed_and_exact(client, world):
     officer = Actor.for_user(factories.user(roles=("security_officer",)))
     clock.set_frozen(clock.now() - timedelta(days=600))
     old, _ = issue(world)
-    service.revoke(old, officer, "Révoqué avant d'expirer")  # expired by now: not listed
+    transitions.revoke(old, officer, "Révoqué avant d'expirer")  # expired by now: not listed
     clock.set_frozen(clock.now() + timedelta(days=600))
     alive, _ = issue(world)
     revoked, _ = issue(world)
-    service.revoke(revoked, officer, "Fuite constatée")
+    transitions.revoke(revoked, officer, "Fuite constatée")
     suspended, _ = issue(world)
-    service.suspend(suspended, officer, "Enquête en cours")
+    transitions.suspend(suspended, officer, "Enquête en cours")
     rotated, _ = issue(world)
     service.rotate(rotated, Actor.for_user(world.requester), 1)
     clock.advance(timedelta(days=2))  # grace over, job not yet run: listed as revoked
@@ -280,7 +283,7 @@ def test_revocation_list_is_signed_and_exact(client, world):
     etag = response.headers["ETag"]
     again = client.get("/api/v1/revocations", headers={"If-None-Match": etag})
     assert again.status_code == 304
-    service.revoke(alive, officer, "Fin de mission")
+    transitions.revoke(alive, officer, "Fin de mission")
     assert client.get("/api/v1/revocations", headers={"If-None-Match": etag}).status_code == 200
 
 
@@ -340,7 +343,7 @@ def test_revoking_a_habilitation_revokes_its_tokens(client, world):
     first, raw1 = issue(world)
     second, raw2 = service.rotate(first, Actor.for_user(world.requester), 10)
     instructor = factories.user(roles=("instructor",), api=world.api)
-    revoked = service.revoke_for_habilitation(
+    revoked = transitions.revoke_for_habilitation(
         world.habilitation, Actor.for_user(instructor), "Fin du marché"
     )
     assert {t.id for t in revoked} == {first.id, second.id}

@@ -7,11 +7,11 @@ from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from datapass import access
-from datapass.audit import consumption
+from datapass.consumption import ingest
 from datapass.extensions import csrf, retryable
 from datapass.web import problem
 
-bp = Blueprint("audit_api", __name__)
+bp = Blueprint("consumption_api", __name__)
 csrf.exempt(bp)  # machine clients authenticate with HTTP Basic, never with a session cookie
 
 
@@ -22,7 +22,7 @@ def _max_body() -> int:
 def _too_large_problem():
     return problem(
         413,
-        f"Lot trop volumineux : {consumption.MAX_EVENTS} événements et "
+        f"Lot trop volumineux : {ingest.MAX_EVENTS} événements et "
         f"{_max_body() // (1024 * 1024)} Mo au plus par requête.",
     )
 
@@ -62,14 +62,14 @@ def usage():
             "Le corps doit être un objet JSON dont le membre `events` est une liste.",
             errors=[{"index": None, "errors": {"events": "liste attendue"}}],
         )
-    if len(events) > consumption.MAX_EVENTS:
+    if len(events) > ingest.MAX_EVENTS:
         return _too_large_problem()
     provider_id = g.machine_client.provider_id
     try:
         # Committed here; redone when PostgreSQL aborts it as a deadlock or a serialization
         # failure against a concurrent batch or flush (idempotent: event ids are unique).
-        result = retryable(lambda: consumption.ingest_usage(provider_id, events), attempts=3)
-    except consumption.MalformedBatch as exc:
+        result = retryable(lambda: ingest.ingest_usage(provider_id, events), attempts=3)
+    except ingest.MalformedBatch as exc:
         indices = ", ".join(str(e["index"]) for e in exc.errors[:20])
         return problem(
             422,

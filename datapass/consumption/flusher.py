@@ -1,15 +1,16 @@
 """Each process's background writer of the introspection use buffer.
 
 Introspection answers from memory and notes the call in the process's use buffer
-(:func:`datapass.tokens.service.record_use`); this thread writes the buffer every
+(:func:`datapass.tokens.uses.record_use`); this thread writes the buffer every
 ``USAGE_FLUSH_SECONDS`` (1 s by default), and at once when it is full. So a request never
 waits on that write, and a process that is killed hard (SIGKILL, OOM) loses at most the calls
 of its last interval plus the flush in flight. A process that stops normally (gunicorn's
 SIGTERM, SIGQUIT or SIGABRT to a worker, ``sys.exit``, Ctrl-C) flushes what is left on its way
 out (``atexit``). A failed flush puts its calls back in the buffer: the next one retries them.
 
-Started on the first buffered call of a process, never by ``create_app``; a forked child
-starts its own (the parent's thread and buffer are not its own).
+Started on the first buffered call of a process (tokens sends ``signals.use_buffer_due``),
+never by ``create_app``; a forked child starts its own (the parent's thread and buffer are not
+its own).
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import atexit
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from datapass import signals
+from datapass.consumption import flush
 from datapass.extensions import db
+from datapass.tokens import uses
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -52,18 +57,16 @@ class Flusher:
     def flush(self) -> int:
         """Write the buffer now, in its own app context and transaction; returns how many
         calls were written (0 when the flush failed: they are back in the buffer)."""
-        from datapass.tokens import service
-
         with self.app.app_context():
             try:
-                written = service.flush_usage_committed()
+                written = flush.flush_usage_committed()
             except Exception:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 60 == 0:
                     log.exception(
                         "use buffer not written (%d failure(s) in a row); %d call(s) kept",
                         self.failures,
-                        service.buffered_calls(),
+                        uses.buffered_calls(),
                     )
                 return 0
             finally:
@@ -80,9 +83,7 @@ class Flusher:
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(timeout)
         self.flush()
-        from datapass.tokens import service
-
-        left = service.buffered_calls()
+        left = uses.buffered_calls()
         if left:
             log.error("%d introspection call(s) could not be counted before exit", left)
 
@@ -101,6 +102,7 @@ def ensure_started(app: Flask, interval: float) -> Flusher:
         if active is None:
             active = Flusher(app, interval)
             active.thread.start()
+            uses.flusher_wakeup = active.wakeup
         return active
 
 
@@ -116,6 +118,7 @@ def stop() -> None:
     global active
     with _start_lock:
         flusher, active = active, None
+        uses.flusher_wakeup = None
     if flusher is not None:
         flusher.stop()
 
@@ -125,6 +128,20 @@ def _after_fork_in_child() -> None:
     global active, _start_lock
     active = None
     _start_lock = threading.Lock()
+
+
+@signals.use_buffer_due.connect
+def _on_use_buffer_due(
+    app: Flask, *, every: float, full: bool, at: datetime | None = None, **_extra: Any
+) -> int:
+    """Tokens' use buffer needs writing: inline (``every == 0``) now, in the request's
+    transaction; otherwise by this process's flusher, started on its first call."""
+    if every <= 0:
+        return flush.flush_usage(at)
+    flusher = active or ensure_started(app, every)
+    if full:
+        flusher.wakeup.set()
+    return 0
 
 
 atexit.register(stop)
