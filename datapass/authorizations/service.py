@@ -7,41 +7,34 @@ lifecycle), records the audit event, queues the mails — and flushes, never com
 
 from __future__ import annotations
 
-import statistics
-from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flask import current_app
-from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 
-from datapass import clock, signals, spreadsheet
-from datapass.accounts.models import Membership, Organisation, User
+from datapass import clock, signals
+from datapass.accounts.models import Membership, User
 from datapass.audit import service as audit
 from datapass.authorizations import states, transitions
 from datapass.authorizations.documents import delete_unreferenced_documents, snapshot_documents
 from datapass.authorizations.errors import InvalidRequest
+from datapass.authorizations.mails import mail_context, mail_requester
 from datapass.authorizations.models import (
     CONTACT_ROLES,
-    AuthorizationRequest,
     Habilitation,
     MessageTemplate,
     RequestEvent,
 )
 from datapass.authorizations.sections import completion_errors
+from datapass.authorizations.snapshots import diff, restore, snapshot
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState, Role
 from datapass.authorizations.visibility import instructors_of
-from datapass.catalogue.models import Api
 from datapass.extensions import db
 from datapass.notify import service as notify
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
-from datapass.authorizations.mails import mail_context, mail_requester
-from datapass.authorizations.snapshots import diff, restore, snapshot
+    from datapass.authorizations.models import AuthorizationRequest
 
 NEW_REQUEST_CATEGORY = "instruction_new_request"
 
@@ -413,176 +406,6 @@ def delete_template(template: MessageTemplate, actor: Actor) -> None:
 # --- the instructor's queue ----------------------------------------------------------------
 
 
-@dataclass
-class QueueFilters:
-    state: str = RequestState.SUBMITTED.value  # "" = every state
-    api_id: int | None = None
-    organisation: str = ""  # SIRET or part of the name
-    text: str = ""  # part of the title or the reference
-    page: int = 1
-    organisation_ids: list[int] | None = None  # resolved from ``organisation`` once
-
-
-@dataclass
-class QueuePage:
-    items: list[AuthorizationRequest]
-    total: int
-    page: int
-    per_page: int
-    counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-
-def _contains(column, needle: str):
-    """Case-insensitive substring match. SQLite's LIKE already ignores ASCII case (and its
-    lower() folds nothing else), so it skips a lower() call per row there."""
-    if db.session.get_bind().dialect.name == "sqlite":
-        return column.contains(needle, autoescape=True)
-    return column.icontains(needle, autoescape=True)
-
-
-ORGANISATION_MATCHES = 1000
-
-
-def _matching_organisations(filters: QueueFilters) -> list[int]:
-    """Organisations whose SIRET is, or whose name contains, the filter (looked up once per
-    page, not once per query)."""
-    if filters.organisation_ids is None:
-        needle = filters.organisation.strip()
-        filters.organisation_ids = list(
-            db.session.scalars(
-                select(Organisation.id)
-                .where(
-                    or_(
-                        Organisation.siret == needle.replace(" ", ""),
-                        _contains(Organisation.name, needle),
-                    )
-                )
-                .limit(ORGANISATION_MATCHES)
-            )
-        )
-    return filters.organisation_ids
-
-
-def queue_query(user: User, filters: QueueFilters, *, with_state: bool = True) -> Select:
-    api_ids = user.instructed_api_ids()
-    if filters.api_id is not None:
-        api_ids &= {filters.api_id}
-    text_search, by_reference = filters.text.strip(), None
-    reference = text_search.upper().removeprefix("DP-").lstrip("0")
-    # A reference is an id: ASCII digits that fit the column (else it names no request).
-    as_id = int(reference) if reference.isascii() and reference.isdigit() else None
-    if as_id is not None and as_id > 2**31 - 1:
-        as_id = -1
-    if text_search.upper().startswith("DP-") and as_id is not None:
-        by_reference = as_id
-    api_column = AuthorizationRequest.api_id
-    if text_search and by_reference is None:
-        # A substring search reads every row anyway: one sequential scan beats tens of
-        # thousands of index-then-row lookups ("+ 0" keeps the planner off the index).
-        api_column = AuthorizationRequest.api_id + 0
-    query = select(AuthorizationRequest).where(api_column.in_(api_ids or {-1}))
-    if with_state and filters.state:
-        query = query.where(AuthorizationRequest.state == filters.state)
-    if filters.organisation:
-        query = query.where(
-            AuthorizationRequest.organisation_id.in_(_matching_organisations(filters) or [-1])
-        )
-    if by_reference is not None:
-        query = query.where(AuthorizationRequest.id == by_reference)
-    elif text_search:
-        clauses = [_contains(AuthorizationRequest.title, text_search)]
-        if as_id is not None:
-            clauses.append(AuthorizationRequest.id == as_id)
-        query = query.where(or_(*clauses))
-    return query
-
-
-def instructor_queue(user: User, filters: QueueFilters, per_page: int | None = None) -> QueuePage:
-    """The requests of the APIs ``user`` instructs, filtered, oldest waiting first, one page,
-    with the number of requests in each state (under the other filters)."""
-    per_page = per_page or current_app.config["QUEUE_PAGE_SIZE"]
-    # One grouped count serves both the counts per state and the total of the page's state.
-    # Grouped by (api, state), the order of the queue index: no sort, then summed here. A
-    # title search scans the waiting index instead, where that grouping would not help.
-    base = queue_query(user, filters, with_state=False).subquery()
-    groups = [base.c.state] if filters.text.strip() else [base.c.api_id, base.c.state]
-    counts = {s.value: 0 for s in RequestState}
-    for state, count in db.session.execute(select(base.c.state, func.count()).group_by(*groups)):
-        counts[state] += count
-    total = counts.get(filters.state, 0) if filters.state else sum(counts.values())
-    page = max(1, min(filters.page, max(1, -(-total // per_page))))
-    # Deferred join: sort and skip over the (covering) index, then load only the page's rows.
-    ids = list(
-        db.session.scalars(
-            queue_query(user, filters)
-            .with_only_columns(AuthorizationRequest.id)
-            .order_by(AuthorizationRequest.state_changed_at, AuthorizationRequest.id)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
-    )
-    rows = {
-        r.id: r
-        for r in db.session.scalars(
-            select(AuthorizationRequest)
-            .where(AuthorizationRequest.id.in_(ids or [-1]))
-            .options(
-                selectinload(AuthorizationRequest.organisation),
-                selectinload(AuthorizationRequest.api),
-            )
-        )
-    }
-    return QueuePage([rows[i] for i in ids], total, page, per_page, counts)
-
-
-def queue_rows(user: User, filters: QueueFilters) -> Iterator[list[Any]]:
-    """Every request of the filtered queue as export rows (no pagination), header first."""
-    yield [
-        "Référence",
-        "Intitulé",
-        "Organisation",
-        "SIRET",
-        "API",
-        "État",
-        "Première soumission",
-        "Dernier changement d'état",
-        "Jours d'attente",
-        "Demandeur",
-    ]
-    query = (
-        queue_query(user, filters)
-        .options(
-            selectinload(AuthorizationRequest.organisation),
-            selectinload(AuthorizationRequest.api),
-            selectinload(AuthorizationRequest.requester),
-        )
-        .order_by(AuthorizationRequest.state_changed_at, AuthorizationRequest.id)
-    )
-    now = clock.now()
-    for request in db.session.scalars(query.execution_options(yield_per=1000)):
-        yield [
-            request.reference,
-            request.title,
-            request.organisation.name,
-            request.organisation.siret,
-            request.api.name,
-            RequestState(request.state).label,
-            _iso_local(request.first_submitted_at),
-            _iso_local(request.state_changed_at),
-            (now - clock.as_utc(request.state_changed_at)).days,
-            request.requester.email,
-        ]
-
-
-def _iso_local(moment: datetime | None) -> str:
-    local = clock.local(moment)
-    return local.strftime("%Y-%m-%d %H:%M") if local is not None else ""
-
-
 @dataclass(frozen=True)
 class InstructorAsks:
     """What the instructors asked that the organisation has not answered yet."""
@@ -610,156 +433,3 @@ def instructor_asks(request: AuthorizationRequest) -> InstructorAsks:
         if entry.kind == "message" and entry.side == "instructor":
             messages.append(entry)
     return InstructorAsks(change_request, messages[::-1])
-
-
-def waiting_days(request: AuthorizationRequest) -> int:
-    return (clock.now() - clock.as_utc(request.state_changed_at)).days
-
-
-# --- statistics --------------------------------------------------------------------------
-
-
-# Time to decision, in days: the distribution's buckets (upper bound included; None: above).
-DECISION_BUCKETS = (
-    (7, "t1", "en 7 jours au plus"),
-    (30, "t2", "en 8 à 30 jours"),
-    (60, "t3", "en 31 à 60 jours"),
-    (None, "t4", "en plus de 60 jours"),
-)
-
-
-def decision_bucket(days: float) -> int:
-    """The index in :data:`DECISION_BUCKETS` of a decision taken after ``days`` days (a
-    decision after 7 days and 2 hours is "in 8 to 30 days")."""
-    for index, (limit, _tone, _label) in enumerate(DECISION_BUCKETS):
-        if limit is not None and days <= limit:
-            return index
-    return len(DECISION_BUCKETS) - 1
-
-
-@dataclass
-class DecisionStats:
-    api_name: str
-    month: str  # YYYY-MM (Paris)
-    decisions: int
-    median_days: float
-    p90_days: float
-    buckets: tuple[int, ...] = ()  # decisions per DECISION_BUCKETS
-
-
-def decision_statistics(user: User) -> list[DecisionStats]:
-    """Per API and per month of decision: the median and 90th percentile time (in days)
-    from first submission to approval or refusal, and how many decisions fell in each of
-    :data:`DECISION_BUCKETS`, for the APIs ``user`` instructs."""
-    api_ids = user.instructed_api_ids() or {-1}
-    rows = db.session.execute(
-        select(Api.name, AuthorizationRequest.first_submitted_at, RequestEvent.created_at)
-        .join(AuthorizationRequest, RequestEvent.request_id == AuthorizationRequest.id)
-        .join(Api, Api.id == AuthorizationRequest.api_id)
-        .where(
-            AuthorizationRequest.api_id.in_(api_ids),
-            RequestEvent.kind.in_([Event.APPROVE.value, Event.REFUSE.value]),
-            AuthorizationRequest.first_submitted_at.is_not(None),
-        )
-    ).all()
-    groups: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for api_name, submitted, decided in rows:
-        days = (clock.as_utc(decided) - clock.as_utc(submitted)).total_seconds() / 86400
-        groups[(api_name, clock.local(decided).strftime("%Y-%m"))].append(days)
-    stats = []
-    for (api_name, month), values in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        buckets = [0] * len(DECISION_BUCKETS)
-        for value in values:
-            buckets[decision_bucket(value)] += 1
-        stats.append(
-            DecisionStats(
-                api_name,
-                month,
-                len(values),
-                round(statistics.median(values), 1),
-                round(_p90(values), 1),
-                tuple(buckets),
-            )
-        )
-    return stats
-
-
-def _months_back(months: int) -> list[str]:
-    """``YYYY-MM`` of this month (Paris) and the ``months - 1`` before, oldest first."""
-    today = clock.today()
-    year, month = today.year, today.month
-    found = []
-    for _ in range(months):
-        found.append(f"{year:04d}-{month:02d}")
-        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
-    return found[::-1]
-
-
-def decision_charts(stats: list[DecisionStats], months: int = 12) -> list[dict[str, Any]]:
-    """Per API with decisions: the distribution of decision times per month over the last
-    ``months`` months (a stacked bar chart, :mod:`datapass.charts`) and every month's
-    figures (the table)."""
-    from datapass import charts, formatting
-
-    series = [
-        charts.Series(f"b{i}", "décision", "décisions", tone, label)
-        for i, (_limit, tone, label) in enumerate(DECISION_BUCKETS)
-    ]
-    window = _months_back(months)
-    by_api: dict[str, dict[str, DecisionStats]] = defaultdict(dict)
-    for stat in stats:
-        by_api[stat.api_name][stat.month] = stat
-    result = []
-    for api_name in sorted(by_api):
-        per_month = by_api[api_name]
-        points = []
-        for month in window:
-            stat = per_month.get(month)
-            values = {f"b{i}": (stat.buckets[i] if stat else 0) for i in range(len(series))}
-            points.append(
-                charts.Point(
-                    label=formatting.month_short(month),
-                    title=formatting.month(month),
-                    values=values,
-                    attrs={"month": month, "decisions": stat.decisions if stat else 0},
-                )
-            )
-        result.append(
-            {
-                "api": api_name,
-                "chart": charts.bar_chart(points, series, label_every=1),
-                "rows": [per_month[m] for m in sorted(per_month, reverse=True)],
-                "series": series,
-            }
-        )
-    return result
-
-
-def _p90(values: list[float]) -> float:
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=10, method="inclusive")[8]
-
-
-# --- exports -----------------------------------------------------------------------------
-
-
-def export_csv(user: User, filters: QueueFilters) -> Iterator[str]:
-    """The filtered queue as CSV text chunks (streamed; `;`-separated, UTF-8 with BOM for
-    spreadsheet software)."""
-    return spreadsheet.csv_stream(None, queue_rows(user, filters))
-
-
-def export_xlsx(user: User, filters: QueueFilters) -> bytes:
-    """The filtered queue as an XLSX workbook (openpyxl, write-only mode)."""
-    import io
-
-    from openpyxl import Workbook
-
-    workbook = Workbook(write_only=True)
-    sheet = workbook.create_sheet("Demandes")
-    for row in queue_rows(user, filters):
-        sheet.append([spreadsheet.safe_cell(v) for v in row])
-    out = io.BytesIO()
-    workbook.save(out)
-    return out.getvalue()

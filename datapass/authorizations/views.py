@@ -9,8 +9,9 @@ from flask_login import current_user
 from datapass import access, clock, web
 from datapass.accounts.models import User
 from datapass.authorizations import documents as authorization_documents
-from datapass.authorizations import forms, service, snapshots, states, visibility
+from datapass.authorizations import exports, forms, queue, service, snapshots, states, visibility
 from datapass.authorizations import sections as authorization_sections
+from datapass.authorizations import statistics as authorization_statistics
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
@@ -237,7 +238,7 @@ def _render_show(
         can_message=states.can_message(found, current_user),
         can_transfer=states.can_transfer(found, current_user),
         reopening=states.is_reopening(found),
-        waiting_days=service.waiting_days(found),
+        waiting_days=queue.waiting_days(found),
         asks=service.instructor_asks(found) if states.Role.APPLICANT in roles else None,
     ), status
 
@@ -371,12 +372,12 @@ def transfer_habilitation(habilitation_id: int):
 # --- instructor --------------------------------------------------------------------------
 
 
-def _filters() -> service.QueueFilters:
+def _filters() -> queue.QueueFilters:
     args = request.args
     state = args.get("etat", RequestState.SUBMITTED.value)
     if state not in {s.value for s in RequestState} | {""}:
         state = RequestState.SUBMITTED.value
-    return service.QueueFilters(
+    return queue.QueueFilters(
         state=state,
         api_id=web.query_int("api"),
         organisation=args.get("organisation", "")[:200],
@@ -389,7 +390,7 @@ def _filters() -> service.QueueFilters:
 @access.role_required("instructor")
 def instructor_queue():
     filters = _filters()
-    page = service.instructor_queue(current_user, filters)
+    page = queue.instructor_queue(current_user, filters)
     apis = [a for a in catalogue_apis.list_apis() if a.id in current_user.instructed_api_ids()]
     return render_template(
         "authorizations/queue.html",
@@ -398,14 +399,14 @@ def instructor_queue():
         apis=apis,
         states=RequestState,
         now=clock.now(),
-        waiting_days=service.waiting_days,
+        waiting_days=queue.waiting_days,
         args={k: v for k, v in request.args.items() if k != "page"},
     )
 
 
 def _queue_csv(user_id: int, filters):
     # Streamed after the view's session is gone: the instructor is loaded again (by id).
-    return service.export_csv(db.session.get(User, user_id), filters)
+    return exports.export_csv(db.session.get(User, user_id), filters)
 
 
 @bp.route("/instruction/export.csv")
@@ -424,7 +425,7 @@ def export_csv():
 def export_xlsx():
     stamp = clock.today().isoformat()
     return Response(
-        service.export_xlsx(current_user, _filters()),
+        exports.export_xlsx(current_user, _filters()),
         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         headers={"Content-Disposition": f'attachment; filename="demandes-{stamp}.xlsx"'},
     )
@@ -433,12 +434,12 @@ def export_xlsx():
 @bp.route("/instruction/statistiques")
 @access.role_required("instructor")
 def statistics():
-    stats = service.decision_statistics(current_user)
+    stats = authorization_statistics.decision_statistics(current_user)
     return render_template(
         "authorizations/statistics.html",
         stats=stats,
-        per_api=service.decision_charts(stats),
-        buckets=service.DECISION_BUCKETS,
+        per_api=authorization_statistics.decision_charts(stats),
+        buckets=authorization_statistics.DECISION_BUCKETS,
     )
 
 
