@@ -10,8 +10,10 @@ from datapass import access, clock, web
 from datapass.accounts.models import User
 from datapass.authorizations import documents as authorization_documents
 from datapass.authorizations import exports, forms, queue, service, snapshots, states, visibility
+from datapass.authorizations import messages as authorization_messages
 from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations import statistics as authorization_statistics
+from datapass.authorizations import templates as authorization_templates
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
@@ -207,7 +209,7 @@ def _render_show(
     message_form = message_form or forms.MessageForm()
     templates = []
     if states.Role.INSTRUCTOR in roles:
-        templates = service.templates_for(current_user, found.api_id)
+        templates = authorization_templates.templates_for(current_user, found.api_id)
         chosen = web.query_int("modele")
         template = next((t for t in templates if t.id == chosen), None)
         if template is not None and not reason_form.text.data:
@@ -239,7 +241,9 @@ def _render_show(
         can_transfer=states.can_transfer(found, current_user),
         reopening=states.is_reopening(found),
         waiting_days=queue.waiting_days(found),
-        asks=service.instructor_asks(found) if states.Role.APPLICANT in roles else None,
+        asks=authorization_messages.instructor_asks(found)
+        if states.Role.APPLICANT in roles
+        else None,
     ), status
 
 
@@ -278,7 +282,7 @@ def post_message(request_id: int):
     if not form.validate_on_submit():
         return _render_show(found, 422, message_form=form)
     try:
-        service.post_message(found, access.current_actor(), form.body.data)
+        authorization_messages.post_message(found, access.current_actor(), form.body.data)
     except InvalidRequest as exc:
         db.session.rollback()
         form.body.errors = exc.errors.get("body", [])
@@ -317,13 +321,13 @@ def transfer(request_id: int):
 def _transfer(found, habilitation):
     if not states.can_transfer(found, current_user):
         return _refused(states.NotAllowed("Vous ne pouvez pas transférer cette demande."))
-    candidates = service.transfer_candidates(found)
+    candidates = authorization_messages.transfer_candidates(found)
     form = forms.TransferForm()
     form.user_id.choices = [(u.id, f"{u.display_name} ({u.email})") for u in candidates]
     if form.validate_on_submit():
         target = next(u for u in candidates if u.id == form.user_id.data)
         try:
-            service.transfer(found, target, access.current_actor())
+            authorization_messages.transfer(found, target, access.current_actor())
         except InvalidRequest as exc:
             db.session.rollback()
             form.user_id.errors = exc.errors.get("user_id", [])
@@ -456,7 +460,7 @@ def _save_template(form, template=None):
     if not form.validate_on_submit():
         return None
     try:
-        service.save_template(
+        authorization_templates.save_template(
             current_user,
             access.current_actor(),
             form.api_id.data,
@@ -481,14 +485,16 @@ def message_templates():
     if saved is not None:
         return saved
     return render_template(
-        "authorizations/templates.html", templates=service.templates_for(current_user), form=form
+        "authorizations/templates.html",
+        templates=authorization_templates.templates_for(current_user),
+        form=form,
     ), (422 if request.method == "POST" else 200)
 
 
 @bp.route("/instruction/modeles/<int:template_id>", methods=["GET", "POST"])
 @access.role_required("instructor")
 def edit_template(template_id: int):
-    template = service.get_template(template_id, current_user)
+    template = authorization_templates.get_template(template_id, current_user)
     if template is None:
         abort(404)
     form = _template_form(template)
@@ -503,10 +509,10 @@ def edit_template(template_id: int):
 @bp.route("/instruction/modeles/<int:template_id>/suppression", methods=["POST"])
 @access.role_required("instructor")
 def delete_template(template_id: int):
-    template = service.get_template(template_id, current_user)
+    template = authorization_templates.get_template(template_id, current_user)
     if template is None:
         abort(404)
-    service.delete_template(template, access.current_actor())
+    authorization_templates.delete_template(template, access.current_actor())
     db.session.commit()
     flash("Modèle supprimé.", "success")
     return redirect(url_for("authorizations.message_templates"))

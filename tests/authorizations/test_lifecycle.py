@@ -12,7 +12,7 @@ from sqlalchemy import select
 from datapass import signals
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import sections, service, states
+from datapass.authorizations import sections, service, states, templates
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.authorizations.conftest import commit
@@ -260,7 +260,7 @@ def test_message_templates(app, client, sign_in, api, instructor, applicant):
         data={"api_id": api.id, "title": "Délibération", "body": "Joignez la délibération."},
     )
     assert response.status_code == 302
-    (template,) = service.templates_for(instructor)
+    (template,) = templates.templates_for(instructor)
     page = unescape(
         client.get(f"/demandes/{request.id}?modele={template.id}").get_data(as_text=True)
     )
@@ -271,7 +271,7 @@ def test_message_templates(app, client, sign_in, api, instructor, applicant):
     )
     assert response.status_code == 302 and template.title == "Délibération signée"
     client.post(f"/instruction/modeles/{template.id}/suppression")
-    assert service.templates_for(instructor) == []
+    assert templates.templates_for(instructor) == []
 
 
 def test_the_system_may_revoke_but_not_approve(app, api, instructor, applicant, tokens_calls):

@@ -165,7 +165,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     of the demo instructor."""
     from datapass import vault
     from datapass.accounts.models import User
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import templates as authorization_templates
     from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import renewal as renewals
     from datapass.notify import service as notify
@@ -199,7 +199,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         True, True, True, renewals.current_contacts(habilitation), list(habilitation.scopes)
     )
     renewals.renew(token, Actor.for_user(applicant), answers)
-    authorizations.save_template(
+    authorization_templates.save_template(
         instructor, Actor.for_user(instructor), api.id, "=Modèle", "Précisez la finalité."
     )
     db.session.flush()
