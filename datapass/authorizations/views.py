@@ -8,8 +8,8 @@ from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
+from datapass.authorizations import decisions, exports, forms, queue, snapshots, states, visibility
 from datapass.authorizations import documents as authorization_documents
-from datapass.authorizations import exports, forms, queue, service, snapshots, states, visibility
 from datapass.authorizations import messages as authorization_messages
 from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations import statistics as authorization_statistics
@@ -258,7 +258,7 @@ def act(request_id: int, event: str):
     if not form.validate_on_submit():
         return _render_show(found, 422, reason_form=form, reason_event=event)
     try:
-        service.transition(found, event, access.current_actor(), form.text.data)
+        decisions.transition(found, event, access.current_actor(), form.text.data)
     except InvalidRequest as exc:
         db.session.rollback()
         db.session.refresh(found)

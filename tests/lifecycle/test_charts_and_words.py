@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from datapass import charts, clock
 from datapass.actor import Actor
-from datapass.authorizations import service as authorizations_service
+from datapass.authorizations import decisions as authorization_decisions
 from datapass.authorizations import statistics as authorization_statistics
 from datapass.extensions import db
 from datapass.lifecycle import sweep, trends
@@ -169,7 +169,7 @@ def test_decision_times_per_month_and_api(app, client, login_as):
     start = clock.now()
     for days, request in zip(waits, requests, strict=True):
         clock.set_frozen(start + timedelta(days=days))
-        authorizations_service.approve(request, actor)
+        authorization_decisions.approve(request, actor)
     clock.set_frozen(datetime(2026, 11, 28, 9, 0, tzinfo=UTC))
     stats = authorization_statistics.decision_statistics(instructor)
     by_month = {s.month: s.buckets for s in stats}

@@ -86,7 +86,7 @@ def _seed() -> World:
     from datapass.accounts.models import User
     from datapass.audit import exports
     from datapass.audit.search import AuditFilter
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
     from datapass.tokens import service as tokens_service
@@ -114,7 +114,7 @@ def _seed() -> World:
         organisation = factories.organisation(name=payload)
         member = factories.user(EMAILS[n], organisation=organisation, full_name=payload)
         request = factories.filled_request(api, organisation, member, title=payload)
-        authorizations.submit(request, Actor.for_user(member))
+        authorization_decisions.submit(request, Actor.for_user(member))
         owned = {"organisation": organisation, "requester": member}
         expiring_token(api, days_left=20, **owned)
         used = expiring_token(api, days_left=60, **owned)

@@ -1,9 +1,7 @@
-"""Rules of authorization requests and habilitations.
-
-Plain functions: each takes the acting :class:`~datapass.actor.Actor` and the objects
-it works on, changes state (through :func:`datapass.authorizations.transitions.fire` for the
-lifecycle), records the audit event, queues the mails — and flushes, never commits.
-"""
+"""What happens on each transition of a request: submitting, asking for changes, approving
+(a habilitation is frozen, its token issued), refusing, archiving, reopening for an update,
+cancelling it, revoking. Each fires its transition (:mod:`datapass.authorizations.transitions`),
+then queues its mails and tells the other domains (:mod:`datapass.signals`)."""
 
 from __future__ import annotations
 
@@ -27,10 +25,8 @@ if TYPE_CHECKING:
     from datapass.actor import Actor
     from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 
+
 NEW_REQUEST_CATEGORY = "instruction_new_request"
-
-
-# --- the lifecycle -----------------------------------------------------------------------
 
 
 def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
