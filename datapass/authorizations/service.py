@@ -35,7 +35,7 @@ from datapass.authorizations.models import (
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState, Role
 from datapass.catalogue.models import Api
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 PDF_MAGIC = b"%PDF-"
 NEW_REQUEST_CATEGORY = "instruction_new_request"
@@ -618,7 +618,7 @@ def _context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
 
 def mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
     """Mail ``template`` to the requester, with the request, its API and organisation."""
-    notify.queue_mail(request.requester.email, template, _context(request, **extra))
+    outbox.queue_mail(request.requester.email, template, _context(request, **extra))
 
 
 def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
@@ -651,14 +651,14 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     _delete_unreferenced_documents(request, _snapshot_documents(previous), actor, "replaced")
     mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
-        notify.queue_mail(
+        outbox.queue_mail(
             instructor.email,
             "instruction_new_request",
             _context(
                 request,
                 instructor=instructor,
                 changes=changes,
-                unsubscribe_url=notify.unsubscribe_link(instructor.email, NEW_REQUEST_CATEGORY),
+                unsubscribe_url=outbox.unsubscribe_link(instructor.email, NEW_REQUEST_CATEGORY),
             ),
             category=NEW_REQUEST_CATEGORY,
         )
@@ -674,7 +674,7 @@ def _mail_designated(
         email = current["contacts"][role]["email"]
         before = ((previous or {}).get("contacts", {}).get(role) or {}).get("email")
         if email and email.lower() != (before or "").lower():
-            notify.queue_mail(
+            outbox.queue_mail(
                 email,
                 "request_designated",
                 _context(
@@ -779,7 +779,7 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
             e for e in (habilitation.technical_contact_email, habilitation.controller_email) if e
         }
     # One message to each recipient, rendered once (the lifecycle closes hundreds a day).
-    notify.queue_mails(
+    outbox.queue_mails(
         [
             (
                 sorted(recipients),
@@ -850,7 +850,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
         mail_requester(request, "request_message", message=entry)
     else:
         for instructor in instructors_of(request.api_id):
-            notify.queue_mail(
+            outbox.queue_mail(
                 instructor.email, "instruction_message", _context(request, message=entry)
             )
     return entry
@@ -910,7 +910,7 @@ def transfer(request: AuthorizationRequest, new_requester: User, actor: Actor) -
             api_id=request.api_id,
             payload={"from_user_id": previous.id, "to_user_id": new_requester.id},
         )
-    notify.queue_mail(
+    outbox.queue_mail(
         new_requester.email,
         "habilitation_transferred",
         _context(request, previous=previous, habilitation=habilitation),

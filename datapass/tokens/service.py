@@ -118,7 +118,7 @@ def issue_for_habilitation(
     A renewal passes ``predecessor`` to link the two tokens; superseding the old one (with
     its grace period) is the caller's act (``transitions.apply(old, "supersede", …)``).
     """
-    from datapass.notify import service as notify_service
+    from datapass.notify import webhooks
 
     known = db.session.info.setdefault("dp_habilitations_with_tokens", set())
     first = habilitation.id not in known and (
@@ -131,7 +131,7 @@ def issue_for_habilitation(
     claims, raw, kid = mint(habilitation)
     token = _store(habilitation, claims, raw, kid, actor, predecessor)
     if first:  # the provider learns of the habilitation before its first token
-        notify_service.queue_webhook_for_api(
+        webhooks.queue_webhook_for_api(
             token.api_id,
             "habilitation.approved",
             transitions.habilitation_webhook_data(habilitation),
@@ -144,7 +144,7 @@ def issue_for_habilitation(
 
 def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken | None) -> None:
     """The audit event and the provider's ``token.issued`` webhook of a new token."""
-    from datapass.notify import service as notify_service
+    from datapass.notify import webhooks
 
     predecessor_jti = predecessor.jti if predecessor is not None else None
     transitions.record_act(
@@ -160,7 +160,7 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
             "predecessor_jti": predecessor_jti,
         },
     )
-    notify_service.queue_webhook_for_api(
+    webhooks.queue_webhook_for_api(
         token.api_id,
         "token.issued",
         transitions.token_webhook_data(token, predecessor_jti=predecessor_jti),
@@ -226,7 +226,7 @@ def reveal(token: AccessToken, actor: Actor) -> str:
 def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
     """E-mail the technical contact a single-use link (``TOKEN_LINK_HOURS``) that reveals
     the token once. Earlier open links of the token are closed."""
-    from datapass.notify import service as notify_service
+    from datapass.notify import outbox
 
     recipient = token.habilitation.technical_contact_email
     if not recipient:
@@ -258,7 +258,7 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
         actor,
         {"jti": token.jti, "recipient": recipient, "link_id": link.id},
     )
-    notify_service.queue_mail(
+    outbox.queue_mail(
         recipient,
         "token_link",
         {

@@ -17,6 +17,6 @@ def rotate_keys_if_due() -> dict[str, list[str]]:
 
 def deliver_webhooks() -> dict[str, int]:
     """Every minute: send the due webhook deliveries (commits)."""
-    from datapass.notify import service as notify_service
+    from datapass.notify import webhook_delivery
 
-    return notify_service.deliver_webhooks()
+    return webhook_delivery.deliver_webhooks()

@@ -79,9 +79,9 @@ def test_submission_mails(app, api, instructor, applicant):
 
 
 def test_unsubscribed_instructor_gets_no_new_request_mail(app, api, instructor, applicant):
-    from datapass.notify import service as notify_service
+    from datapass.notify import outbox
 
-    notify_service.unsubscribe(instructor.email, service.NEW_REQUEST_CATEGORY)
+    outbox.unsubscribe(instructor.email, service.NEW_REQUEST_CATEGORY)
     request = factories.filled_request(api, requester=applicant)
     service.submit(request, Actor.for_user(applicant))
     assert mails("instruction_new_request") == []

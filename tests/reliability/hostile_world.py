@@ -168,7 +168,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     from datapass.authorizations import service as authorizations
     from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import renewal as renewals
-    from datapass.notify import service as notify
+    from datapass.notify import http as webhook_http
     from datapass.notify.models import WebhookEndpoint
     from tests.lifecycle.conftest import expiring_token
     from tests.tokens.conftest import make_api, make_provider
@@ -180,7 +180,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         WebhookEndpoint(
             provider_id=provider.id,
             url="https://crochets.datapass.invalid/datapass",
-            secret_sealed=vault.seal(b"secret-du-crochet", notify.WEBHOOK_SEAL),
+            secret_sealed=vault.seal(b"secret-du-crochet", webhook_http.WEBHOOK_SEAL),
             events=[],
             state="enabled",
             verified_at=now,
