@@ -136,11 +136,11 @@ def test_token_link_flash_gives_paris_time(app, client, login_as):
     """The flash after sending the single-use link: its expiry in Paris time (14:00 when the
     link is sent at 10:00 Paris for 4 hours), not a UTC date."""
     from datapass.actor import Actor
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from tests.tokens.conftest import make_habilitation
 
     habilitation = make_habilitation()
-    token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+    token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
     login_as(habilitation.requester)
     response = client.post(f"/jetons/{token.id}/envoi", follow_redirects=True)
     page = response.get_data(as_text=True)

@@ -14,7 +14,7 @@ from datapass import access, formatting, web
 from datapass.authorizations import service as authorizations_service
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
-from datapass.tokens import forms, queries, service, transitions
+from datapass.tokens import forms, issuance, queries, service, transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -186,7 +186,7 @@ def rotate(token_id: int):
     if not form.validate_on_submit():
         return _render_show(token, 422, rotate_form=form)
     try:
-        new, _raw = service.rotate(token, access.current_actor(), form.grace_days.data)
+        new, _raw = issuance.rotate(token, access.current_actor(), form.grace_days.data)
     except transitions.TokenError as exc:
         db.session.rollback()
         form.grace_days.errors = [*form.grace_days.errors, str(exc)]

@@ -12,12 +12,12 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.keys import service as keys_service
-from datapass.tokens import rotation, service, transitions
+from datapass.tokens import issuance, rotation, service, transitions
 from datapass.tokens.models import AccessToken
 
 
 def _issue(world):
-    return service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    return issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
 
 
 def test_header_and_claims_follow_rfc_9068(world):
