@@ -59,7 +59,7 @@ with app.app_context():
     clock.set_frozen(None)
     from datapass.actor import Actor
     from datapass.notify import service as notify
-    from datapass.tokens import issuance, service
+    from datapass.tokens import issuance
     from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
     provider = make_provider(); api = make_api(provider)
     client, secret = make_client(provider)

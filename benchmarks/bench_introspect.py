@@ -68,7 +68,7 @@ import json
 from datapass import create_app
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.tokens import issuance, service
+from datapass.tokens import issuance
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
 app = create_app()
 with app.app_context():

@@ -29,7 +29,7 @@ from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.states import LifecycleError, RenewalEvent
 from datapass.tokens import issuance as token_issuance
-from datapass.tokens import service as tokens_service
+from datapass.tokens import links as token_links
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
@@ -318,7 +318,7 @@ def complete(
             renewal.habilitation, actor, predecessor=old
         )
         if reveal:
-            raw = tokens_service.reveal(new_token, actor)
+            raw = token_links.reveal(new_token, actor)
     grace_end = supersede_with_grace(old, new_token, actor, renewal=renewal)
     renewal.new_token_id = new_token.id
     renewal.grace_ends_at = grace_end

@@ -16,8 +16,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from datapass import access
 from datapass.extensions import csrf, db
 from datapass.keys import service as keys_service
-from datapass.tokens import introspection, revocation_list, service, transitions
+from datapass.tokens import introspection, revocation_list, transitions
 from datapass.tokens import rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
+from datapass.tokens.leaks import report_leak
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
 
@@ -194,7 +195,7 @@ def leaks():
         response.headers["Retry-After"] = "60"
         return response
     try:
-        service.report_leak(token, access.current_actor(), source)
+        report_leak(token, access.current_actor(), source)
     except MalformedToken:  # raised before anything was written
         return problem(
             422,
