@@ -126,14 +126,14 @@ def filled_request(api, organisation=None, requester=None, *, scopes=None, **ove
     from datetime import date
 
     from datapass.actor import Actor
-    from datapass.authorizations import service
+    from datapass.authorizations import sections
 
     if organisation is None and requester is not None:
         organisation = requester.current_organisation
     organisation = organisation or globals()["organisation"]()
     requester = requester or user(organisation=organisation)
     actor = Actor.for_user(requester)
-    request = service.create_request(requester, organisation, api, actor)
+    request = sections.create_request(requester, organisation, api, actor)
     n = request.id
     values = {
         "projet": {
@@ -168,7 +168,7 @@ def filled_request(api, organisation=None, requester=None, *, scopes=None, **ove
         for key in list(overrides):
             if key in section_values:
                 section_values[key] = overrides.pop(key)
-        service.save_section(request, section, section_values, actor)
+        sections.save_section(request, section, section_values, actor)
     db.session.flush()
     return request
 

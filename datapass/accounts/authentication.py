@@ -36,6 +36,7 @@ from datapass.accounts.throttle import (
 )
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 PENDING_LOGIN_MINUTES = 5
@@ -104,7 +105,7 @@ def _throttled(
     if until is None:
         return None
     audit.record(
-        "accounts:user:login_throttled",
+        EventTag.Accounts.UserLoginThrottled,
         actor,
         subject=subject,
         payload={**payload, "retry_at": until.isoformat()},
@@ -118,7 +119,7 @@ def _fail(
     """Count a failed sign-in step towards the rate limit and record it."""
     record_failure(key, ip)
     audit.record(
-        "accounts:user:login_failed",
+        EventTag.Accounts.UserLoginFailed,
         actor,
         subject=user,
         payload={"email": audit.secret(email), "reason": reason},
@@ -186,7 +187,10 @@ def sign_in(user: User, ip: str | None, *, method: str) -> None:
     if user.current_organisation_id is None and user.memberships:
         user.current_organisation_id = user.memberships[0].organisation_id
     audit.record(
-        "accounts:user:login", Actor.for_user(user, ip), subject=user, payload={"method": method}
+        EventTag.Accounts.UserLogin,
+        Actor.for_user(user, ip),
+        subject=user,
+        payload={"method": method},
     )
 
 
@@ -197,7 +201,7 @@ def sign_out(user: User, ip: str | None) -> None:
     user's other browsers, so those are signed out too, and the page says so."""
     bump_epoch(user)
     audit.record(
-        "accounts:user:logout",
+        EventTag.Accounts.UserLogout,
         Actor.for_user(user, ip),
         subject=user,
         payload={"all_sessions": True},
@@ -228,5 +232,5 @@ def reauthenticate(user: User, password: str, code: str | None, ip: str | None) 
         )
         return LoginOutcome("invalid", user=user, message=message)
     session[SESSION_REAUTH_AT] = clock.now().isoformat()
-    audit.record("accounts:user:reauthenticated", actor, subject=user)
+    audit.record(EventTag.Accounts.UserReauthenticated, actor, subject=user)
     return LoginOutcome("signed_in", user=user)

@@ -16,6 +16,7 @@ from datapass.accounts.passwords import hash_password, password_problem
 from datapass.accounts.sessions import bump_epoch
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.catalogue.models import Api
 from datapass.extensions import db
 from datapass.notify import service as notify
@@ -72,7 +73,7 @@ def create_user(
 ) -> User:
     """Create an account with a known password (demo data, operations)."""
     user = _new_user(normalise_email(raw_email), full_name, password=password, is_demo=is_demo)
-    audit.record("accounts:user:created", actor, subject=user, payload={"is_demo": is_demo})
+    audit.record(EventTag.Accounts.UserCreated, actor, subject=user, payload={"is_demo": is_demo})
     return user
 
 
@@ -134,7 +135,7 @@ def invite_user(
     db.session.flush()
     _mail_invitation(user, actor, organisation, [ROLE_LABELS[role] for role, _ in sorted(seen)])
     audit.record(
-        "accounts:user:invited",
+        EventTag.Accounts.UserInvited,
         actor,
         subject=user,
         organisation_id=organisation.id if organisation else None,
@@ -147,7 +148,9 @@ def invite_user(
     return user
 
 
-def _mail_invitation(user: User, actor: Actor, organisation, role_labels: list[str]) -> None:
+def _mail_invitation(
+    user: User, actor: Actor, organisation: Organisation | None, role_labels: list[str]
+) -> None:
     notify.queue_mail(
         user.email,
         "account_invitation",
@@ -171,7 +174,7 @@ def resend_invitation(user: User, actor: Actor) -> None:
         raise AccountError("Ce compte est désactivé.")
     roles = [role_label(r) for r in sorted(user.roles)]
     _mail_invitation(user, actor, current_organisation(user), roles)
-    audit.record("accounts:user:invitation_resent", actor, subject=user)
+    audit.record(EventTag.Accounts.UserInvitationResent, actor, subject=user)
 
 
 def grant_role(user: User, role: str, api_id: int | None, actor: Actor) -> RoleGrant:
@@ -183,7 +186,7 @@ def grant_role(user: User, role: str, api_id: int | None, actor: Actor) -> RoleG
     grant = _add_grant(user, role_, api_id, actor)
     db.session.flush()
     audit.record(
-        "accounts:role:granted",
+        EventTag.Accounts.RoleGranted,
         actor,
         subject=user,
         api_id=api_id,
@@ -205,7 +208,7 @@ def withdraw_role(grant: RoleGrant, actor: Actor) -> None:
     db.session.delete(grant)
     db.session.flush()
     audit.record(
-        "accounts:role:withdrawn",
+        EventTag.Accounts.RoleWithdrawn,
         actor,
         subject=user,
         api_id=api_id,
@@ -223,7 +226,7 @@ def deactivate_user(user: User, actor: Actor) -> None:
     user.deactivated_at = clock.now()
     bump_epoch(user)
     db.session.flush()
-    audit.record("accounts:user:deactivated", actor, subject=user)
+    audit.record(EventTag.Accounts.UserDeactivated, actor, subject=user)
 
 
 def reactivate_user(user: User, actor: Actor) -> None:
@@ -234,7 +237,7 @@ def reactivate_user(user: User, actor: Actor) -> None:
     user.deactivated_at = None
     bump_epoch(user)
     db.session.flush()
-    audit.record("accounts:user:reactivated", actor, subject=user)
+    audit.record(EventTag.Accounts.UserReactivated, actor, subject=user)
 
 
 def role_label(role: str) -> str:

@@ -16,6 +16,7 @@ from datapass.accounts.passwords import queue_password_changed_mail, set_passwor
 from datapass.accounts.throttle import login_key, login_window
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 from datapass.notify import service as notify
 from datapass.notify.models import OutboxMail
@@ -126,7 +127,7 @@ def request_password_reset(raw_email: str, ip: str | None) -> None:
             )
             sent = True
     audit.record(
-        "accounts:password:reset_requested",
+        EventTag.Accounts.PasswordResetRequested,
         actor,
         subject=user,
         payload={"email": audit.secret(email), "mail_sent": sent},
@@ -142,8 +143,8 @@ def reset_password(token: str, new_password: str, ip: str | None, *, purpose: st
     db.session.execute(delete(LoginFailure).where(LoginFailure.email_key == login_key(user.email)))
     actor = Actor.for_user(user, ip)
     if purpose == "invite":
-        audit.record("accounts:user:invitation_accepted", actor, subject=user)
+        audit.record(EventTag.Accounts.UserInvitationAccepted, actor, subject=user)
     else:
-        audit.record("accounts:password:reset", actor, subject=user)
+        audit.record(EventTag.Accounts.PasswordReset, actor, subject=user)
         queue_password_changed_mail(user)
     return user

@@ -18,6 +18,7 @@ from datapass.accounts.models import RecoveryCode, User
 from datapass.accounts.sessions import SESSION_TOTP_ENROLMENT
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 RECOVERY_CODE_COUNT = 10
@@ -136,7 +137,7 @@ def enable_totp(user: User, code: str, actor: Actor) -> list[str]:
     user.last_totp_step = step
     codes = _new_recovery_codes(user)
     session.pop(SESSION_TOTP_ENROLMENT, None)
-    audit.record("accounts:mfa:enabled", actor, subject=user)
+    audit.record(EventTag.Accounts.MfaEnabled, actor, subject=user)
     return codes
 
 
@@ -148,7 +149,7 @@ def disable_totp(user: User, actor: Actor) -> None:
     user.mfa_enabled_at = None
     user.last_totp_step = None
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
-    audit.record("accounts:mfa:disabled", actor, subject=user)
+    audit.record(EventTag.Accounts.MfaDisabled, actor, subject=user)
 
 
 def regenerate_recovery_codes(user: User, actor: Actor) -> list[str]:
@@ -156,7 +157,7 @@ def regenerate_recovery_codes(user: User, actor: Actor) -> list[str]:
     if not user.mfa_enabled:
         raise AccountError("Activez d'abord la double authentification.")
     codes = _new_recovery_codes(user)
-    audit.record("accounts:mfa:recovery_regenerated", actor, subject=user)
+    audit.record(EventTag.Accounts.MfaRecoveryRegenerated, actor, subject=user)
     return codes
 
 
@@ -203,7 +204,7 @@ def use_recovery_code(user: User, code: str, actor: Actor) -> bool:
         return False
     row.used_at = clock.now()
     audit.record(
-        "accounts:mfa:recovery_used",
+        EventTag.Accounts.MfaRecoveryUsed,
         actor,
         subject=user,
         payload={"remaining": remaining_recovery_codes(user) - 1},

@@ -12,6 +12,7 @@ from datapass.accounts.errors import AccountError
 from datapass.accounts.models import Membership, Organisation, User
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 INVALID_SIRET = "Le SIRET doit comporter 14 chiffres et être valide."
@@ -39,7 +40,7 @@ def create_organisation(siret: str, name: str, address: str, actor: Actor) -> Or
     db.session.add(organisation)
     db.session.flush()
     audit.record(
-        "accounts:organisation:created",
+        EventTag.Accounts.OrganisationCreated,
         actor,
         subject=organisation,
         organisation_id=organisation.id,
@@ -67,7 +68,7 @@ def add_membership(
         user.current_organisation_id = organisation.id
     db.session.flush()
     audit.record(
-        "accounts:membership:added",
+        EventTag.Accounts.MembershipAdded,
         actor,
         subject=membership,
         organisation_id=organisation.id,
@@ -108,7 +109,7 @@ def switch_organisation(user: User, organisation_id: int, actor: Actor) -> Organ
     user.current_organisation_id = organisation_id
     db.session.flush()
     audit.record(
-        "accounts:organisation:switched",
+        EventTag.Accounts.OrganisationSwitched,
         actor,
         subject=user,
         organisation_id=organisation_id,

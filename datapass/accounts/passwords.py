@@ -22,6 +22,7 @@ from datapass.accounts.models import User
 from datapass.accounts.sessions import bump_epoch
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.notify import service as notify
 
 MIN_PASSWORD_LENGTH = 12
@@ -100,7 +101,7 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> None:
     if hmac.compare_digest(current.encode(), new.encode()):
         raise AccountError("Le nouveau mot de passe doit être différent de l'actuel.", "password")
     set_password(user, new)
-    audit.record("accounts:password:changed", actor, subject=user)
+    audit.record(EventTag.Accounts.PasswordChanged, actor, subject=user)
     queue_password_changed_mail(user)
     # The bumped epoch signed out every session, this one included: reopen this one.
     login_user(user)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, session
@@ -38,7 +40,7 @@ def load_session_user(identity: str) -> User | None:
     return user
 
 
-def recently_authenticated(sess, window: timedelta) -> bool:
+def recently_authenticated(sess: Mapping[str, Any], window: timedelta) -> bool:
     stamp = sess.get(SESSION_REAUTH_AT) or sess.get(SESSION_AUTH_AT)
     if stamp is None:
         return False

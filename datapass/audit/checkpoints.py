@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from datapass import clock
 from datapass.audit.models import AuditCheckpoint, AuditEvent, AuditHead
-from datapass.audit.service import _iso
+from datapass.audit.service import _iso, latest_anchor
 from datapass.extensions import db
 from datapass.keys import jws
 from datapass.keys import service as keys_service
@@ -119,8 +119,6 @@ def verify_checkpoints() -> CheckpointReport:
     """Each stored checkpoint: its signature verifies with the published keys, its signed
     payload repeats its columns, and the chain's event at its ``seq`` has its ``hash`` (seqs at
     or before a retention anchor are checked against the anchor only)."""
-    from datapass.audit.service import latest_anchor
-
     report = CheckpointReport()
     jwks = public_jwks()
     anchor = latest_anchor()

@@ -26,19 +26,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from datapass import clock
-from datapass.accounts.models import Role as AccountRole
 from datapass.audit import checkpoints
 from datapass.audit import service as audit
 from datapass.audit.models import AuditCheckpoint, AuditEvent, AuditExport
 from datapass.audit.search import AuditFilter, apply
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
+
+if TYPE_CHECKING:
+    from datapass.accounts.models import User
 
 FORMATS = ("csv", "jsonl")
 MANIFEST_TYPE = "datapass-audit-export-manifest"
@@ -94,7 +97,7 @@ def create_export(flt: AuditFilter, fmt: str, actor: audit.Actor) -> AuditExport
     db.session.add(export)
     db.session.flush()
     event = audit.record(
-        "audit:export:created",
+        EventTag.Audit.ExportCreated,
         actor,
         subject=export,
         payload={
@@ -109,15 +112,15 @@ def create_export(flt: AuditFilter, fmt: str, actor: audit.Actor) -> AuditExport
     return export
 
 
-def get_export(export_id: int, user) -> AuditExport | None:
+def get_export(export_id: int, user: User) -> AuditExport | None:
     """An export, visible to whoever made it, and to every security officer and admin."""
     export = db.session.get(AuditExport, export_id)
     if export is None:
         return None
     if (
         export.created_by_id == user.id
-        or user.has_role(AccountRole.SECURITY_OFFICER)
-        or user.has_role(AccountRole.ADMIN)
+        or user.has_role("security_officer")  # accounts' roles, by value: audit sits below
+        or user.has_role("admin")
     ):
         return export
     return None
@@ -126,7 +129,7 @@ def get_export(export_id: int, user) -> AuditExport | None:
 def record_download(export: AuditExport, what: str, actor: audit.Actor) -> None:
     """Every download of an export's file or manifest is itself an audit event."""
     audit.record(
-        "audit:export:downloaded",
+        EventTag.Audit.ExportDownloaded,
         actor,
         subject=export,
         payload={"format": export.format, "what": what},

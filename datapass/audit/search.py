@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlalchemy import Select, or_, select
 
-from datapass import clock, vault
+from datapass import clock, formatting, vault
+from datapass.audit import names as audit_names
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 
@@ -104,10 +105,10 @@ def parse_filter(args) -> tuple[AuditFilter, dict[str, str]]:
     organisation = (args.get("organisation") or "").strip()
     if organisation:
         if SIRET.match(organisation):
-            from datapass.accounts.models import Organisation
-
+            # Through the metadata by name: audit imports no domain above it.
+            organisations = db.metadata.tables["organisations"]
             organisation_id = db.session.scalar(
-                select(Organisation.id).where(Organisation.siret == organisation)
+                select(organisations.c.id).where(organisations.c.siret == organisation)
             )
             if organisation_id is None:
                 errors["organisation"] = "Aucune organisation n'a ce SIRET."
@@ -207,9 +208,6 @@ CRITERIA_LABELS = {
 def criteria(filters: dict[str, Any]) -> list[tuple[str, str]]:
     """A stored filter (an export's) as people read it: (« Organisation », « Commune de
     Dunkerque ») rather than ``organisation_id = 1``; names resolved in one query."""
-    from datapass import formatting
-    from datapass.audit import names as audit_names
-
     flt = AuditFilter.from_dict(filters)
     found = audit_names.resolve(
         organisation_ids=[flt.organisation_id] if flt.organisation_id is not None else [],

@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from multiprocessing import get_all_start_methods, get_context
 from typing import Any
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, create_engine, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from datapass import clock, vault
 from datapass.actor import Actor
-from datapass.audit.models import GENESIS_HASH, AuditEvent, AuditHead
+from datapass.audit.models import GENESIS_HASH, AuditAnchor, AuditEvent, AuditHead
+from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 TAG_RE = re.compile(r"^[a-z][a-z_]*:[a-z][a-z_]*:[a-z][a-z_]*$")
@@ -402,8 +407,6 @@ _INT_OR_NONE = (int, type(None))
 
 def latest_anchor(session=None):
     """The most recent retention anchor (where the remaining chain starts), or None."""
-    from datapass.audit.models import AuditAnchor
-
     session = session or db.session
     return session.scalars(
         select(AuditAnchor).where(AuditAnchor.anchor_seq > 0).order_by(AuditAnchor.id.desc())
@@ -444,7 +447,7 @@ def _anchor_problem(session, anchor) -> str | None:
     event = session.execute(
         select(AuditEvent.tag, AuditEvent.payload).where(AuditEvent.seq == anchor.purge_seq)
     ).first()
-    if event is None or event.tag != "audit:retention:purged":
+    if event is None or event.tag != EventTag.Audit.RetentionPurged:
         return "l'ancre de rétention ne correspond à aucun événement de purge"
     recorded = json.loads(event.payload).get("audit_events") or {}
     if recorded.get("anchor_seq") != anchor.anchor_seq or recorded.get("anchor_hash") != (
@@ -464,7 +467,6 @@ def _verify_segment(url: str, after: int, until: int | None) -> tuple:
     (a bare DBAPI connection: reading must not take SQLite's write lock). Returns (ok,
     checked, first_seq, first_prev_hash, last_seq, last_hash); the caller checks that
     consecutive segments link up."""
-    from sqlalchemy import create_engine
 
     engine = create_engine(url)
     connection = engine.raw_connection()
@@ -497,11 +499,6 @@ def _verify_parallel(session, start_seq: int, start_hash: str) -> VerifyResult |
     on its own connection; the segments must then link up. Returns None (verify sequentially,
     which names the exact problem) for short chains, inside a caller's connection (tests),
     or when anything does not fit."""
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from sqlalchemy.engine import Engine
 
     bind = session.get_bind()
     workers = min(os.cpu_count() or 1, 8)
@@ -529,6 +526,5 @@ def _verify_parallel(session, start_seq: int, start_hash: str) -> VerifyResult |
 
 
 def _start_methods() -> list[str]:
-    from multiprocessing import get_all_start_methods
 
     return get_all_start_methods()

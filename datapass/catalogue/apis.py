@@ -10,6 +10,7 @@ from sqlalchemy import select
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.catalogue.errors import CatalogueError, check_unique
 from datapass.catalogue.models import Api, ApiStatus, Provider, Scope
 from datapass.extensions import db
@@ -44,7 +45,7 @@ def update_api(api: Api, actor: Actor, values: dict[str, Any]) -> None:
     db.session.flush()
     if changed:
         audit.record(
-            "catalogue:api:updated",
+            EventTag.Catalogue.ApiUpdated,
             actor,
             subject=api,
             api_id=api.id,
@@ -71,7 +72,7 @@ def create_api(provider: Provider, actor: Actor, values: dict[str, Any]) -> Api:
     db.session.add(api)
     db.session.flush()
     audit.record(
-        "catalogue:api:created", actor, subject=api, api_id=api.id, payload={"slug": api.slug}
+        EventTag.Catalogue.ApiCreated, actor, subject=api, api_id=api.id, payload={"slug": api.slug}
     )
     return api
 
@@ -94,7 +95,7 @@ def set_status(
         api.maintenance_message = api.maintenance_start = api.maintenance_end = None
     db.session.flush()
     audit.record(
-        "catalogue:api:status_changed",
+        EventTag.Catalogue.ApiStatusChanged,
         actor,
         subject=api,
         api_id=api.id,
@@ -115,7 +116,7 @@ def add_scope(api: Api, actor: Actor, code: str, label: str, sensitive: bool) ->
     db.session.add(scope)
     db.session.flush()
     audit.record(
-        "catalogue:scope:created",
+        EventTag.Catalogue.ScopeCreated,
         actor,
         subject=scope,
         api_id=api.id,
@@ -128,7 +129,7 @@ def update_scope(scope: Scope, actor: Actor, label: str, sensitive: bool) -> Non
     scope.label, scope.sensitive = label, sensitive
     db.session.flush()
     audit.record(
-        "catalogue:scope:updated",
+        EventTag.Catalogue.ScopeUpdated,
         actor,
         subject=scope,
         api_id=scope.api_id,
@@ -142,7 +143,7 @@ def remove_scope(scope: Scope, actor: Actor) -> None:
     db.session.delete(scope)
     db.session.flush()
     audit.record(
-        "catalogue:scope:deleted",
+        EventTag.Catalogue.ScopeDeleted,
         actor,
         subject_type="scopes",
         subject_id=scope.id,

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.catalogue.clients import create_client, forget_client
 from datapass.catalogue.errors import check_unique
 from datapass.catalogue.models import MachineClient, Provider
@@ -32,7 +33,9 @@ def create_provider(actor: Actor, slug: str, name: str, contact_email: str) -> P
     )
     db.session.add(provider)
     db.session.flush()
-    audit.record("catalogue:provider:created", actor, subject=provider, payload={"slug": slug})
+    audit.record(
+        EventTag.Catalogue.ProviderCreated, actor, subject=provider, payload={"slug": slug}
+    )
     return provider
 
 
@@ -41,14 +44,14 @@ def update_provider(provider: Provider, actor: Actor, values: dict[str, Any]) ->
         if key in values:
             setattr(provider, key, values[key])
     db.session.flush()
-    audit.record("catalogue:provider:updated", actor, subject=provider, payload={})
+    audit.record(EventTag.Catalogue.ProviderUpdated, actor, subject=provider, payload={})
 
 
 def register_client(provider: Provider, actor: Actor, name: str) -> tuple[MachineClient, str]:
     """A new machine client for ``provider`` (administrators); the secret is returned once."""
     client, secret = create_client(provider, name)
     audit.record(
-        "catalogue:client:created",
+        EventTag.Catalogue.ClientCreated,
         actor,
         subject=client,
         payload={
@@ -68,6 +71,9 @@ def revoke_client(client: MachineClient, actor: Actor) -> bool:
     forget_client(client.client_id)
     db.session.flush()
     audit.record(
-        "catalogue:client:revoked", actor, subject=client, payload={"client_id": client.client_id}
+        EventTag.Catalogue.ClientRevoked,
+        actor,
+        subject=client,
+        payload={"client_id": client.client_id},
     )
     return True

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from datapass import clock, vault
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.catalogue.clients import (
     CLIENT_SECRET_PREFIX,
     forget_client,
@@ -310,7 +311,7 @@ def demo_client(provider: Provider, actor: Actor, name: str) -> tuple[MachineCli
     if client is None:
         client = new_client(provider, client_id, secret, name)
         audit.record(
-            "catalogue:client:created",
+            EventTag.Catalogue.ClientCreated,
             actor,
             subject=client,
             payload={"client_id": client_id, "demo": True},

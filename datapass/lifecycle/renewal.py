@@ -17,6 +17,7 @@ from datapass import clock
 from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations import service as authorizations
 from datapass.authorizations import states as authorization_states
 from datapass.catalogue.models import RenewalPolicy
@@ -297,11 +298,13 @@ def _reopen(renewal: Renewal, actor: Actor, answers: RenewalAnswers) -> None:
         for part, value in parts.items()
     }
     if values and authorization_states.can_edit(request, actor.user):
-        authorizations.save_section(request, "contacts", values, actor)
+        authorization_sections.save_section(request, "contacts", values, actor)
     if renewal.scopes != list(request.scopes or []) and authorization_states.can_edit(
         request, actor.user
     ):
-        authorizations.save_section(request, "donnees", {"scopes": list(renewal.scopes)}, actor)
+        authorization_sections.save_section(
+            request, "donnees", {"scopes": list(renewal.scopes)}, actor
+        )
     renewal.request_id = request.id
     apply_transition(renewal, RenewalEvent.REOPEN, actor, request_id=request.id)
 

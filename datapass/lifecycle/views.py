@@ -3,6 +3,8 @@ the instructor's confirmation of a renewal, the security officer's dashboard."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import (
     Blueprint,
     Response,
@@ -23,6 +25,13 @@ from datapass.lifecycle import updates as _updates  # noqa: F401 - connects its 
 from datapass.lifecycle.dashboard import DashboardFilters
 from datapass.lifecycle.renewal import RenewalAnswers
 
+if TYPE_CHECKING:
+    from datetime import date
+
+    from datapass.accounts.models import User
+    from datapass.lifecycle.models import Renewal
+    from datapass.tokens.models import AccessToken
+
 bp = Blueprint("lifecycle", __name__)
 
 
@@ -30,7 +39,7 @@ def _me():
     return current_user._get_current_object()
 
 
-def _member_token(token_id: int):
+def _member_token(token_id: int) -> AccessToken:
     """A token of one of the user's organisations (another organisation's → 404)."""
     token = queries.get_member_token(_me(), token_id)
     if token is None:
@@ -39,27 +48,27 @@ def _member_token(token_id: int):
 
 
 @bp.app_template_global("lifecycle_upcoming_steps")
-def _upcoming_steps(token):
+def _upcoming_steps(token: AccessToken) -> list[tuple[date, str]]:
     return plan.upcoming_steps(token)
 
 
 @bp.app_template_global("lifecycle_can_renew")
-def _can_renew(token, user):
+def _can_renew(token: AccessToken, user: User | None) -> bool:
     return renewal.can_renew(token, user)
 
 
 @bp.app_template_global("lifecycle_can_self_reactivate")
-def _can_self_reactivate(token, user):
+def _can_self_reactivate(token: AccessToken, user: User) -> bool:
     return reactivation.can_self_reactivate(token, user)
 
 
 @bp.app_template_global("lifecycle_renewal")
-def _renewal(token):
+def _renewal(token: AccessToken) -> Renewal | None:
     return renewal.shown_renewal(token)
 
 
 @bp.app_template_global("lifecycle_renewal_blocker")
-def _renewal_blocker(token):
+def _renewal_blocker(token: AccessToken) -> str | None:
     return renewal.renewal_blocker(token)
 
 
@@ -68,7 +77,7 @@ def _justification_form():
     return forms.JustificationForm(prefix="reactiver")
 
 
-def _renewal_form(token) -> forms.RenewalForm:
+def _renewal_form(token: AccessToken) -> forms.RenewalForm:
     habilitation = token.habilitation
     form = forms.RenewalForm()
     labels = token.api.scope_labels()

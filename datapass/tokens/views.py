@@ -11,7 +11,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from datapass import access, formatting, web
-from datapass.authorizations import service as authorizations_service
+from datapass.authorizations import visibility as authorization_visibility
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
 from datapass.tokens import forms, issuance, links, queries, transitions
@@ -57,7 +57,7 @@ def _render_show(token: AccessToken, status: int = 200, **forms_):
         token=token,
         api=token.api,
         habilitation=token.habilitation,
-        habilitation_visible=authorizations_service.get_habilitation(token.habilitation_id, user)
+        habilitation_visible=authorization_visibility.get_habilitation(token.habilitation_id, user)
         is not None,
         successor=successor
         if successor is not None and queries.get_visible(user, successor.id)

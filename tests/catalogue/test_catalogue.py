@@ -4,12 +4,13 @@ status and maintenance, providers, machine clients shown once and stored hashed)
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
 from sqlalchemy import func, select
 
-from datapass import vault
+from datapass import clock, vault
 from datapass.audit.models import AuditEvent
 from datapass.catalogue import clients
 from datapass.catalogue import service as catalogue_service
@@ -78,10 +79,6 @@ def test_only_administrators(app, client, login_as, apis):
 
 def test_sensitive_changes_ask_for_a_recent_authentication(app, client, login_as, admin, apis):
     login_as(admin, reauth=False)
-    from datetime import timedelta
-
-    from datapass import clock
-
     clock.advance(timedelta(minutes=30))
     response = client.post(
         f"/admin/catalogue/fournisseurs/{apis['api-entreprise'].provider_id}/clients",

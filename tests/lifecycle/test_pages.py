@@ -121,6 +121,23 @@ def test_self_reactivation_through_the_page(app, login_as):
     assert response.status_code == 302
 
 
+def test_instructor_refusal_without_a_reason_is_shown_under_the_reason(app, login_as):
+    api = make_listening_api(renewal_policy="instructor")
+    instructor = factories.user(roles=("instructor",), api=api)
+    factories.enable_totp(instructor)
+    token = expiring_token(api, days_left=40)
+    client = login_as(token.habilitation.requester)
+    client.post(f"/jetons/{token.id}/renouvellement", data=wizard_data(token))
+    pending = renewal.open_renewal(token)
+    client = login_as(instructor)
+    response = client.post(f"/renouvellements/{pending.id}", data={"decision": "refuser"})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert 'id="note-error"' in page and "Indiquez le motif du refus" in page
+    db.session.expire_all()
+    assert pending.status == "pending" and token.status == "active"
+
+
 def test_instructor_confirms_a_renewal(app, login_as):
     api = make_listening_api(renewal_policy="instructor")
     instructor = factories.user(roles=("instructor",), api=api)
