@@ -14,7 +14,7 @@ from datapass import access, formatting, web
 from datapass.authorizations import visibility as authorization_visibility
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
-from datapass.tokens import forms, queries, service, transitions
+from datapass.tokens import forms, issuance, links, queries, transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -142,7 +142,7 @@ def reveal(token_id: int):
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
     try:
-        raw = service.reveal(token, access.current_actor())
+        raw = links.reveal(token, access.current_actor())
     except transitions.TokenError as exc:
         db.session.rollback()
         flash(str(exc), "error")
@@ -161,7 +161,7 @@ def send(token_id: int):
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
     try:
-        link = service.send_to_technical_contact(token, access.current_actor())
+        link = links.send_to_technical_contact(token, access.current_actor())
     except transitions.TokenError as exc:
         db.session.rollback()
         flash(str(exc), "error")
@@ -186,7 +186,7 @@ def rotate(token_id: int):
     if not form.validate_on_submit():
         return _render_show(token, 422, rotate_form=form)
     try:
-        new, _raw = service.rotate(token, access.current_actor(), form.grace_days.data)
+        new, _raw = issuance.rotate(token, access.current_actor(), form.grace_days.data)
     except transitions.TokenError as exc:
         db.session.rollback()
         form.grace_days.errors = [*form.grace_days.errors, str(exc)]
@@ -248,13 +248,13 @@ def reactivate(token_id: int):
 def link(secret: str):
     """The technical contact's single-use link. GET only shows a button (mail scanners that
     prefetch links must not consume it); POST reveals the token once."""
-    found = service.find_link(secret)
+    found = links.find_link(secret)
     if found is None:
         return render_template("tokens/link_invalid.html"), 404
     form = forms.EmptyForm()
     if request.method == "POST" and form.validate_on_submit():
         try:
-            raw = service.consume_link(found, access.current_actor())
+            raw = links.consume_link(found, access.current_actor())
         except transitions.TokenError:
             db.session.rollback()
             return render_template("tokens/link_invalid.html"), 404

@@ -45,14 +45,14 @@ def heard_instead(signal, receiver, fake):
 @pytest.fixture
 def tokens_calls():
     """Record what the tokens domain is asked to do (its own tests cover the tokens)."""
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from datapass.tokens import transitions as token_transitions
 
     calls = []
     with (
         heard_instead(
             signals.habilitation_approved,
-            tokens_service.issue_for_habilitation,
+            token_issuance.issue_for_habilitation,
             lambda habilitation, actor, **kw: calls.append(("issue", habilitation.id)),
         ),
         heard_instead(
