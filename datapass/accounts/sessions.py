@@ -14,11 +14,8 @@ from datapass.accounts.models import User
 from datapass.extensions import db
 
 SESSION_AUTH_AT = "auth_at"
-
 SESSION_REAUTH_AT = "reauth_at"
-
 SESSION_PENDING_LOGIN = "pending_login"  # password checked, second factor awaited
-
 SESSION_TOTP_ENROLMENT = "totp_enrolment"  # sealed secret shown on the enrolment page
 
 
