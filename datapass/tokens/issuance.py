@@ -175,12 +175,15 @@ def rotate(
     """Replace ``token`` by a new one; the old one stays valid ``grace_days`` (0–30) days,
     then the scheduled job revokes it. The new token keeps the old one's expiry: rotating
     never postpones the 18-month renewal."""
+    # Refusals name the rotation form's field (``grace_days``): the page shows them beside it.
     max_grace = current_app.config["TOKEN_MAX_GRACE_DAYS"]
     if not 0 <= grace_days <= max_grace:
-        raise TokenError(f"Le délai de grâce doit être compris entre 0 et {max_grace} jours.")
+        raise TokenError(
+            f"Le délai de grâce doit être compris entre 0 et {max_grace} jours.", "grace_days"
+        )
     now = clock.now()
     if token.expires_at <= now:
-        raise TokenError("Ce jeton a expiré : renouvelez l'habilitation.")
+        raise TokenError("Ce jeton a expiré : renouvelez l'habilitation.", "grace_days")
     habilitation = token.habilitation
     grace_end = min(now + timedelta(days=grace_days), token.expires_at)
     token.grace_ends_at = grace_end

@@ -146,7 +146,7 @@ def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None)
     try:
         apply(token, name, actor, reason=reason)
     except TransitionError as exc:
-        raise TokenError(str(exc)) from exc
+        raise TokenError(str(exc), "reason") from exc
 
 
 def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
