@@ -59,11 +59,11 @@ with app.app_context():
     clock.set_frozen(None)
     from datapass.actor import Actor
     from datapass.notify import outbox
-    from datapass.tokens import service
+    from datapass.tokens import issuance
     from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
     provider = make_provider(); api = make_api(provider)
     client, secret = make_client(provider)
-    raws = [service.issue_for_habilitation(make_habilitation(api), Actor.system("bench"))[1]
+    raws = [issuance.issue_for_habilitation(make_habilitation(api), Actor.system("bench"))[1]
             for _ in range(args["live"])]
     outbox.queue_mails([([f"agent{i}@mairie.fr"], "test_message", {"name": "C"})
                         for i in range(args["mails"])])

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from datetime import datetime
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from datapass import demo as demo_module
+from datapass import scheduler
+from datapass.audit import checkpoints, exports, retention, verification
+from datapass.config import SETTINGS
+from datapass.demo.context import DemoRefused
 from datapass.extensions import db
+from datapass.notify import tasks as notify_tasks
+from datapass.tokens.cli import keys_cli
 
 datapass_cli = AppGroup("datapass", help="Commandes d'exploitation de Datapass.")
 audit_cli = AppGroup("audit", help="Journal d'audit chaîné.")
@@ -19,8 +29,6 @@ datapass_cli.add_command(audit_cli)
 def audit_verify() -> None:
     """Vérifie la chaîne d'audit (depuis l'ancre de rétention), les points de contrôle signés
     et les sceaux quotidiens de consommation ; nomme ce qui ne correspond pas."""
-    from datapass.audit import verification
-
     result = verification.verify_all(db.session)
     for line in result.lines():
         click.echo(line)
@@ -41,11 +49,6 @@ def audit_verify() -> None:
 def audit_verify_export(export: str, manifest, jwks_file) -> None:
     """Vérifie hors ligne un export du journal d'audit avec son manifeste signé et les seules
     clés publiques ; nomme la ligne en cause."""
-    import json
-    from pathlib import Path
-
-    from datapass.audit import exports
-
     try:
         jwks = json.load(jwks_file)
     except ValueError as exc:
@@ -59,8 +62,6 @@ def audit_verify_export(export: str, manifest, jwks_file) -> None:
 @audit_cli.command("checkpoint")
 def audit_checkpoint() -> None:
     """Signe maintenant la tête de la chaîne d'audit (point de contrôle)."""
-    from datapass.audit import checkpoints
-
     checkpoint = checkpoints.create_checkpoint(force=True)
     db.session.commit()
     click.echo(f"Point de contrôle n° {checkpoint.id} : événement n° {checkpoint.seq}.")
@@ -69,8 +70,6 @@ def audit_checkpoint() -> None:
 @audit_cli.command("purge")
 def audit_purge() -> None:
     """Purge ce qui dépasse la durée de conservation (consommation, audit) et l'enregistre."""
-    from datapass.audit import retention
-
     payload = retention.purge()
     db.session.commit()
     if payload is None:
@@ -87,8 +86,6 @@ def audit_purge() -> None:
 @datapass_cli.command("config")
 def show_config() -> None:
     """Affiche le tableau Markdown des variables DATAPASS_* (pour le README)."""
-    from datapass.config import SETTINGS
-
     click.echo("| Variable | Défaut | Rôle |")
     click.echo("|---|---|---|")
     for setting in SETTINGS:
@@ -103,8 +100,6 @@ def show_config() -> None:
 @datapass_cli.command("deliver")
 def deliver() -> None:
     """Envoie les courriels en attente (sans attendre le planificateur)."""
-    from datapass.notify import tasks as notify_tasks
-
     counts = notify_tasks.deliver_mails()
     sent, deferred, failed = counts["sent"], counts["deferred"], counts["failed"]
     click.echo(f"{sent} envoyé(s), {deferred} reporté(s), {failed} abandonné(s).")
@@ -113,8 +108,6 @@ def deliver() -> None:
 @datapass_cli.command("scheduler")
 def scheduler_command() -> None:
     """Lance le planificateur (processus dédié en production)."""
-    from datapass import scheduler
-
     scheduler.run_forever(current_app._get_current_object())
 
 
@@ -127,10 +120,6 @@ def scheduler_command() -> None:
 )
 def sweep_command(at: str | None) -> None:
     """Exécute une fois chaque tâche planifiée puis s'arrête (cron, exploitation)."""
-    from datetime import datetime
-
-    from datapass import scheduler
-
     moment = None
     if at is not None:
         if is_production():
@@ -154,11 +143,6 @@ def sweep_command(at: str | None) -> None:
 @click.option("--scale", default=0, type=int, help="Ajoute N organisations et comptes (mesures).")
 def demo(as_json: bool, if_empty: bool, scale: int) -> None:
     """Crée les données de démonstration (jamais en production) et affiche les comptes."""
-    import json
-
-    from datapass import demo as demo_module
-    from datapass.demo.context import DemoRefused
-
     try:
         result = demo_module.run_demo(if_empty=if_empty, scale=scale)
     except DemoRefused as exc:
@@ -172,8 +156,6 @@ def demo(as_json: bool, if_empty: bool, scale: int) -> None:
 
 
 def init_app(app: Flask) -> None:
-    from datapass.tokens.cli import keys_cli
-
     datapass_cli.add_command(keys_cli)
     app.cli.add_command(datapass_cli)
 

@@ -110,9 +110,9 @@ PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 
 def catalogue() -> dict:
     """The seeded catalogue (providers, the article's APIs and their scopes), by API slug."""
-    from datapass.catalogue import service as catalogue_service
+    from datapass.demo.catalogue import seed_catalogue
 
-    return catalogue_service.seed_catalogue()
+    return seed_catalogue()
 
 
 def staff(role: str = "instructor", api=None, organisation=None, **fields) -> User:
@@ -126,14 +126,14 @@ def filled_request(api, organisation=None, requester=None, *, scopes=None, **ove
     from datetime import date
 
     from datapass.actor import Actor
-    from datapass.authorizations import service
+    from datapass.authorizations import sections
 
     if organisation is None and requester is not None:
         organisation = requester.current_organisation
     organisation = organisation or globals()["organisation"]()
     requester = requester or user(organisation=organisation)
     actor = Actor.for_user(requester)
-    request = service.create_request(requester, organisation, api, actor)
+    request = sections.create_request(requester, organisation, api, actor)
     n = request.id
     values = {
         "projet": {
@@ -168,7 +168,7 @@ def filled_request(api, organisation=None, requester=None, *, scopes=None, **ove
         for key in list(overrides):
             if key in section_values:
                 section_values[key] = overrides.pop(key)
-        service.save_section(request, section, section_values, actor)
+        sections.save_section(request, section, section_values, actor)
     db.session.flush()
     return request
 

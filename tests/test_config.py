@@ -1,10 +1,21 @@
 import os
 import stat
+from pathlib import Path
 
+import jwt
 import pytest
+from flask import render_template_string
 
 from datapass import config as config_module
-from datapass.config import ConfigError
+from datapass import create_app
+from datapass.accounts import links
+from datapass.actor import Actor
+from datapass.config import ROOT, SETTINGS, ConfigError
+from datapass.extensions import db
+from datapass.lifecycle import mails as lifecycle_mails
+from datapass.tokens import issuance as token_issuance
+from tests.conftest import base_config
+from tests.tokens.conftest import make_habilitation
 
 
 def test_production_refuses_to_start_without_secret_key():
@@ -76,10 +87,6 @@ def test_environment_overrides_and_validation():
 
 
 def test_readme_documents_every_setting():
-    from pathlib import Path
-
-    from datapass.config import ROOT, SETTINGS
-
     readme = (Path(ROOT) / "README.md").read_text()
     missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme]
     assert missing == [], f"README sans ces variables (flask datapass config) : {missing}"
@@ -134,18 +141,6 @@ def test_production_requires_base_url():
 def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, monkeypatch):
     """`PORT=8080 make run`: an app built with no BASE_URL signs tokens for, and writes links
     to, port 8080 (not 5000)."""
-    import jwt
-    from flask import render_template_string
-
-    from datapass import create_app
-    from datapass.accounts import links
-    from datapass.actor import Actor
-    from datapass.extensions import db
-    from datapass.lifecycle import mails as lifecycle_mails
-    from datapass.tokens import service as tokens_service
-    from tests.conftest import base_config
-    from tests.tokens.conftest import make_habilitation
-
     monkeypatch.setenv("PORT", "8080")
     monkeypatch.delenv("HOST", raising=False)
     monkeypatch.delenv("DATAPASS_BASE_URL", raising=False)
@@ -156,7 +151,7 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
     with app.app_context():
         db.create_all()
         habilitation = make_habilitation()
-        token, raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+        token, raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         claims = jwt.decode(raw, options={"verify_signature": False})
         assert claims["iss"] == "http://127.0.0.1:8080"
         assert lifecycle_mails.renewal_url(token).startswith("http://127.0.0.1:8080/jetons/")

@@ -8,11 +8,15 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from datapass import clock, formatting
+from datapass.actor import Actor
+from datapass.consumption import store
+from datapass.extensions import db
 from datapass.lifecycle.days import day_start, paris_day
 from datapass.lifecycle.sweep import sweep_tokens
+from datapass.tokens import issuance as token_issuance
 from tests import factories
 from tests.lifecycle.conftest import expiring_token, mails
-from tests.tokens.conftest import make_api
+from tests.tokens.conftest import make_api, make_habilitation
 
 NNBSP = "\u202f"  # CLDR's French group separator (narrow no-break space)
 NBSP = "\u00a0"
@@ -101,8 +105,6 @@ def test_reminder_mail_speaks_french(app):
 
 def test_consumption_page_formats_numbers_and_rates(app, client):
     """The token page's consumption: « Aucun appel », no « 0.0 % »; thousands separated."""
-    from datapass.consumption import store
-
     api = make_api()
     token = expiring_token(api, days_left=200)
     member = factories.user(organisation=token.organisation)
@@ -111,8 +113,6 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
     assert "Aucun appel" in page
     assert "0.0 %" not in page and "0 appels" not in page
     today = clock.today()
-    from datapass.extensions import db
-
     db.session.execute(
         store.DAILY.insert().values(
             day=today - timedelta(days=1),
@@ -135,12 +135,8 @@ def test_consumption_page_formats_numbers_and_rates(app, client):
 def test_token_link_flash_gives_paris_time(app, client, login_as):
     """The flash after sending the single-use link: its expiry in Paris time (14:00 when the
     link is sent at 10:00 Paris for 4 hours), not a UTC date."""
-    from datapass.actor import Actor
-    from datapass.tokens import service as tokens_service
-    from tests.tokens.conftest import make_habilitation
-
     habilitation = make_habilitation()
-    token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+    token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
     login_as(habilitation.requester)
     response = client.post(f"/jetons/{token.id}/envoi", follow_redirects=True)
     page = response.get_data(as_text=True)

@@ -3,7 +3,9 @@
 import pytest
 from flask_login import current_user  # noqa: F401
 
+from datapass import create_app
 from tests import factories
+from tests.conftest import base_config
 
 
 def test_security_headers_on_every_page(client):
@@ -17,9 +19,6 @@ def test_security_headers_on_every_page(client):
 
 
 def test_hsts_in_production(tmp_path):
-    from datapass import create_app
-    from tests.conftest import base_config
-
     app = create_app(base_config(f"sqlite:///{tmp_path / 'x.db'}", ENV="production"))
     response = app.test_client().get("/mentions-legales")
     assert "max-age" in response.headers["Strict-Transport-Security"]

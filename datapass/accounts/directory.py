@@ -148,7 +148,9 @@ def invite_user(
     return user
 
 
-def _mail_invitation(user: User, actor: Actor, organisation, role_labels: list[str]) -> None:
+def _mail_invitation(
+    user: User, actor: Actor, organisation: Organisation | None, role_labels: list[str]
+) -> None:
     outbox.queue_mail(
         user.email,
         "account_invitation",

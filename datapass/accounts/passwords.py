@@ -26,7 +26,6 @@ from datapass.audit.tags import EventTag
 from datapass.notify import outbox
 
 MIN_PASSWORD_LENGTH = 12
-
 MAX_PASSWORD_LENGTH = 256
 
 

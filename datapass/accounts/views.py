@@ -3,6 +3,9 @@ administration of users and organisations."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
@@ -20,8 +23,12 @@ from datapass.accounts import (
 )
 from datapass.accounts.errors import AccountError
 from datapass.accounts.models import ROLE_LABELS, Organisation, Role, RoleGrant, User
+from datapass.actor import Actor
 from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
+
+if TYPE_CHECKING:
+    from datapass.catalogue.models import Api
 
 bp = Blueprint("accounts", __name__)
 
@@ -52,11 +59,11 @@ def _me() -> User:
     return current_user._get_current_object()
 
 
-def _actor():
+def _actor() -> Actor:
     return access.current_actor()
 
 
-def _apis():
+def _apis() -> list[Api]:
     return catalogue_apis.list_apis(active_only=True)
 
 
@@ -502,7 +509,7 @@ def admin_users():
     )
 
 
-def _organisations():
+def _organisations() -> Sequence[Organisation]:
     return db.session.scalars(select(Organisation).order_by(Organisation.name)).all()
 
 
@@ -554,7 +561,9 @@ def admin_user(user_id: int):
     return _render_admin_user(user, forms.GrantRoleForm(apis=apis), apis)
 
 
-def _render_admin_user(user: User, grant_form, apis, status: int = 200):
+def _render_admin_user(
+    user: User, grant_form: forms.GrantRoleForm, apis: list[Api], status: int = 200
+):
     return render_template(
         "accounts/admin_user.html",
         user=user,

@@ -30,8 +30,8 @@ from wtforms.validators import (
 )
 
 from datapass import clock
+from datapass.authorizations.documents import PDF_MAGIC
 from datapass.authorizations.models import CONTACT_ROLES
-from datapass.authorizations.service import PDF_MAGIC
 from datapass.forms import Form
 
 REQUIRED = "Ce champ est obligatoire."

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit import service as audit
-from datapass.authorizations import service, states, transitions
+from datapass.authorizations import mails, states, transitions
 from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 from datapass.authorizations.states import Event, RequestState
 from datapass.extensions import db
@@ -68,7 +68,7 @@ def remind_idle_drafts() -> int:
             continue
         request = db.session.get(AuthorizationRequest, request_id)
         db.session.refresh(request)
-        service.mail_requester(request, "request_draft_reminder", days=days)
+        mails.mail_requester(request, "request_draft_reminder", days=days)
         _timeline(
             request, "draft_reminder", f"Relance envoyée à {request.requester.email}.", "relance"
         )
@@ -110,7 +110,7 @@ def warn_stale_changes_requested() -> int:
             continue
         db.session.refresh(request)
         archive_on = clock.local(now + timedelta(days=archive_days)).strftime("%d/%m/%Y")
-        service.mail_requester(
+        mails.mail_requester(
             request, "request_changes_warning", months=months, archive_on=archive_on
         )
         _timeline(
@@ -176,7 +176,7 @@ def archive_stale_changes_requested() -> int:
             )
         except states.Conflict:
             continue  # decided or resubmitted meanwhile: nothing to do
-        service.mail_requester(request, "request_archived")
+        mails.mail_requester(request, "request_archived")
         archived += 1
     db.session.flush()
     return archived

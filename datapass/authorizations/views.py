@@ -3,21 +3,15 @@ timeline and messages, the instructor's queue, exports, statistics and message t
 
 from __future__ import annotations
 
-from flask import (
-    Blueprint,
-    Response,
-    abort,
-    flash,
-    redirect,
-    render_template,
-    request,
-    url_for,
-)
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
-from datapass.authorizations import forms, service, states
+from datapass.authorizations import documents as authorization_documents
+from datapass.authorizations import forms, service, snapshots, states, visibility
+from datapass.authorizations import sections as authorization_sections
+from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
 from datapass.catalogue import apis as catalogue_apis
@@ -48,7 +42,7 @@ def event_label(entry) -> str:
 
 
 def _load(request_id: int):
-    found = service.get_request(request_id, current_user)
+    found = visibility.get_request(request_id, current_user)
     if found is None:
         abort(404)
     return found
@@ -70,8 +64,8 @@ def applicant_index():
     organisation = current_user.current_organisation
     requests = habilitations = []
     if organisation is not None:
-        requests = service.organisation_requests(current_user, organisation)
-        habilitations = service.organisation_habilitations(current_user, organisation)
+        requests = visibility.organisation_requests(current_user, organisation)
+        habilitations = visibility.organisation_habilitations(current_user, organisation)
     return render_template(
         "authorizations/applicant_index.html",
         organisation=organisation,
@@ -98,10 +92,10 @@ def new_request():
     if form.validate_on_submit():
         api = next(api for api in apis if api.id == form.api_id.data)
         try:
-            created = service.create_request(
+            created = authorization_sections.create_request(
                 current_user, organisation, api, access.current_actor()
             )
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             form.api_id.errors = [m for ms in exc.errors.values() for m in ms]
         else:
             db.session.commit()
@@ -134,7 +128,7 @@ def _section_form(found, section: str):
 
 def _section_values(form, section: str) -> dict:
     values = {}
-    for name in service.SECTIONS_BY_SLUG[section].fields:
+    for name in authorization_sections.SECTIONS_BY_SLUG[section].fields:
         field = form[name]
         if field.type == "FileField":
             content = getattr(field, "content", None)
@@ -151,17 +145,17 @@ def edit_section(request_id: int, section: str):
     if section not in forms.SECTION_FORMS:
         abort(404)
     try:
-        service.check_editable(found, current_user)
+        authorization_sections.check_editable(found, current_user)
     except states.Conflict as exc:
         return _refused(exc)
     form = _section_form(found, section)
     status = 200
     if form.validate_on_submit():
         try:
-            service.save_section(
+            authorization_sections.save_section(
                 found, section, _section_values(form, section), access.current_actor()
             )
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             db.session.rollback()
             for name, messages in exc.errors.items():
                 if name in form:
@@ -170,7 +164,7 @@ def edit_section(request_id: int, section: str):
         else:
             db.session.commit()
             flash("Brouillon enregistré.", "success")
-            slugs = [s.slug for s in service.SECTIONS]
+            slugs = [s.slug for s in authorization_sections.SECTIONS]
             index = slugs.index(section)
             if request.form.get("next") == "stay" or index + 1 == len(slugs):
                 return redirect(url_for("authorizations.show", request_id=found.id))
@@ -185,9 +179,9 @@ def edit_section(request_id: int, section: str):
         "authorizations/section.html",
         req=found,
         form=form,
-        section=service.SECTIONS_BY_SLUG[section],
-        sections=service.SECTIONS,
-        status_by_section=service.section_status(found),
+        section=authorization_sections.SECTIONS_BY_SLUG[section],
+        sections=authorization_sections.SECTIONS,
+        status_by_section=authorization_sections.section_status(found),
         contact_roles=CONTACT_ROLES,
     ), status
 
@@ -218,18 +212,20 @@ def _render_show(
         if template is not None and not reason_form.text.data:
             reason_form.text.data = template.body
             message_form.body.data = template.body
-    completion = service.completion_errors(found) if states.is_editable(found) else {}
-    snap = service.snapshot(found)
+    completion = (
+        authorization_sections.completion_errors(found) if states.is_editable(found) else {}
+    )
+    snap = snapshots.snapshot(found)
     return render_template(
         "authorizations/request.html",
         req=found,
         roles=roles,
-        sections=service.SECTIONS,
+        sections=authorization_sections.SECTIONS,
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
-        labels=service.FIELD_LABELS,
-        flat=service.flat_fields(snap, found.api.scope_labels()),
-        documents=service.document_ids(snap),
+        labels=authorization_sections.FIELD_LABELS,
+        flat=snapshots.flat_fields(snap, found.api.scope_labels()),
+        documents=snapshots.document_ids(snap),
         reason_form=reason_form,
         # The decision whose form was sent back: its text and its error only under it.
         reason_event=reason_event,
@@ -258,7 +254,7 @@ def act(request_id: int, event: str):
         return _render_show(found, 422, reason_form=form, reason_event=event)
     try:
         service.transition(found, event, access.current_actor(), form.text.data)
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         db.session.refresh(found)
         return _render_show(found, 422, submit_errors=exc.errors)
@@ -282,7 +278,7 @@ def post_message(request_id: int):
         return _render_show(found, 422, message_form=form)
     try:
         service.post_message(found, access.current_actor(), form.body.data)
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         form.body.errors = exc.errors.get("body", [])
         return _render_show(found, 422, message_form=form)
@@ -297,7 +293,7 @@ def post_message(request_id: int):
 @access.signed_in
 def document(request_id: int, document_id: int):
     found = _load(request_id)
-    doc = service.request_document(found, document_id)
+    doc = authorization_documents.request_document(found, document_id)
     if doc is None:
         abort(404)
     return Response(
@@ -327,7 +323,7 @@ def _transfer(found, habilitation):
         target = next(u for u in candidates if u.id == form.user_id.data)
         try:
             service.transfer(found, target, access.current_actor())
-        except service.InvalidRequest as exc:
+        except InvalidRequest as exc:
             db.session.rollback()
             form.user_id.errors = exc.errors.get("user_id", [])
         else:
@@ -346,17 +342,17 @@ def _transfer(found, habilitation):
 @bp.route("/habilitations/<int:habilitation_id>")
 @access.signed_in
 def habilitation(habilitation_id: int):
-    found = service.get_habilitation(habilitation_id, current_user)
+    found = visibility.get_habilitation(habilitation_id, current_user)
     if found is None:
         abort(404)
     return render_template(
         "authorizations/habilitation.html",
         habilitation=found,
         req=found.request,
-        labels=service.FIELD_LABELS,
-        sections=service.SECTIONS,
-        flat=service.flat_fields(found.snapshot, found.api.scope_labels()),
-        documents=service.document_ids(found.snapshot),
+        labels=authorization_sections.FIELD_LABELS,
+        sections=authorization_sections.SECTIONS,
+        flat=snapshots.flat_fields(found.snapshot, found.api.scope_labels()),
+        documents=snapshots.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),
         can_revoke=found.is_active and states.can(Event.REVOKE, found.request, current_user),
         reason_form=forms.ReasonForm(),
@@ -366,7 +362,7 @@ def habilitation(habilitation_id: int):
 @bp.route("/habilitations/<int:habilitation_id>/transfert", methods=["GET", "POST"])
 @access.signed_in
 def transfer_habilitation(habilitation_id: int):
-    found = service.get_habilitation(habilitation_id, current_user)
+    found = visibility.get_habilitation(habilitation_id, current_user)
     if found is None or not found.is_active:
         abort(404)
     return _transfer(found.request, habilitation=found)
@@ -467,7 +463,7 @@ def _save_template(form, template=None):
             form.body.data,
             template,
         )
-    except service.InvalidRequest as exc:
+    except InvalidRequest as exc:
         db.session.rollback()
         form.api_id.errors = exc.errors.get("api_id", [])
         return None

@@ -18,42 +18,18 @@ from typing import Any
 from sqlalchemy import func, select
 
 from datapass.accounts.models import User
-from datapass.authorizations import service as authorizations
-from datapass.catalogue import service as catalogue
 from datapass.demo.accounts import (
     ROLE_NAMES,
     accounts_json,
-    grant_demo_instructor,
     scale_accounts,
     seed_accounts,
     seed_organisations,
 )
+from datapass.demo.authorizations import seed_authorizations
 from datapass.demo.consumption import seed_demo_consumption
 from datapass.demo.context import DemoContext, ensure_allowed
 from datapass.demo.tokens import issue_demo_token
 from datapass.extensions import db
-
-
-def _authorizations_step(context: DemoContext, result: dict[str, Any]) -> None:
-    """The catalogue, requests in every state with the demo habilitation, a provider's
-    machine client (``"provider_client"`` in the JSON); with ``--scale N``, N requests."""
-    apis = catalogue.seed_catalogue()
-    instructor = context.users["instructor"]
-    del apis  # created; the demo instructor instructs every API of the catalogue
-    grant_demo_instructor(instructor)
-    result.update(
-        authorizations.seed_demo(
-            context.organisations["dunkerque"], context.users["applicant"], instructor
-        )
-    )
-    if context.scale > 0:
-        owners = db.session.execute(
-            select(User.id, User.current_organisation_id)
-            .where(User.email.like("scale-%@demo.datapass.gouv.fr"))
-            .order_by(User.id)
-        ).all()
-        authorizations.seed_scale(context.scale, [o for _, o in owners], [u for u, _ in owners])
-        result.setdefault("scale", {})["requests"] = context.scale
 
 
 def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
@@ -72,7 +48,7 @@ def _consumption_step(context: DemoContext, result: dict[str, Any]) -> None:
 # Steps run in order after the accounts.
 STEPS: list[Callable[[DemoContext, dict[str, Any]], None]] = [
     scale_accounts,
-    _authorizations_step,
+    seed_authorizations,
     issue_demo_token,  # needs the demo habilitation
     _consumption_step,  # after the tokens: it counts the tokens they issued
 ]

@@ -17,6 +17,7 @@ from datapass import clock
 from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations import service as authorizations
 from datapass.authorizations import states as authorization_states
 from datapass.catalogue.models import RenewalPolicy
@@ -28,7 +29,8 @@ from datapass.lifecycle.mails import mail_context, mail_now
 from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.states import LifecycleError, RenewalEvent
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
+from datapass.tokens import links as token_links
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
@@ -296,11 +298,13 @@ def _reopen(renewal: Renewal, actor: Actor, answers: RenewalAnswers) -> None:
         for part, value in parts.items()
     }
     if values and authorization_states.can_edit(request, actor.user):
-        authorizations.save_section(request, "contacts", values, actor)
+        authorization_sections.save_section(request, "contacts", values, actor)
     if renewal.scopes != list(request.scopes or []) and authorization_states.can_edit(
         request, actor.user
     ):
-        authorizations.save_section(request, "donnees", {"scopes": list(renewal.scopes)}, actor)
+        authorization_sections.save_section(
+            request, "donnees", {"scopes": list(renewal.scopes)}, actor
+        )
     renewal.request_id = request.id
     apply_transition(renewal, RenewalEvent.REOPEN, actor, request_id=request.id)
 
@@ -313,11 +317,11 @@ def complete(
     old = renewal.token
     raw = None
     if new_token is None:
-        new_token, _ = tokens_service.issue_for_habilitation(
+        new_token, _ = token_issuance.issue_for_habilitation(
             renewal.habilitation, actor, predecessor=old
         )
         if reveal:
-            raw = tokens_service.reveal(new_token, actor)
+            raw = token_links.reveal(new_token, actor)
     grace_end = supersede_with_grace(old, new_token, actor, renewal=renewal)
     renewal.new_token_id = new_token.id
     renewal.grace_ends_at = grace_end

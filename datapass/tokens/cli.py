@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import click
 from flask.cli import AppGroup
+from sqlalchemy import select
 
+from datapass.actor import Actor
 from datapass.extensions import db
+from datapass.keys import service as keys_service
+from datapass.keys.models import SigningKey
+from datapass.tokens import rotation, tasks
 
 keys_cli = AppGroup("keys", help="Clés de signature (jetons et audit).")
 
@@ -13,11 +18,6 @@ keys_cli = AppGroup("keys", help="Clés de signature (jetons et audit).")
 @keys_cli.command("list")
 def keys_list() -> None:
     """Liste les clés : usage, état, algorithme, dates, publication dans le JWKS."""
-    from sqlalchemy import select
-
-    from datapass.keys import service as keys_service
-    from datapass.keys.models import SigningKey
-
     published = {k.kid for k in keys_service.published_keys()}
     keys = db.session.scalars(select(SigningKey).order_by(SigningKey.usage, SigningKey.id)).all()
     if not keys:
@@ -45,9 +45,6 @@ def keys_list() -> None:
 )
 def keys_rotate(usage: str, immediately: bool, compromised: bool) -> None:
     """Prépare la clé suivante (publiée maintenant, elle signe dans 7 jours)."""
-    from datapass.actor import Actor
-    from datapass.tokens import rotation
-
     key = rotation.rotate_keys(
         usage, Actor.system("cli.keys.rotate"), immediately=immediately, compromised=compromised
     )
@@ -60,8 +57,6 @@ def keys_rotate(usage: str, immediately: bool, compromised: bool) -> None:
 @keys_cli.command("rotate-if-due")
 def keys_rotate_if_due() -> None:
     """Ce que fait la tâche planifiée (idempotent)."""
-    from datapass.tokens import tasks
-
     done = tasks.rotate_keys_if_due()
     click.echo(
         f"créées : {len(done['created'])}, activées : {len(done['activated'])}, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datapass.actor import Actor
 from datapass.extensions import db
+from datapass.notify import webhook_delivery
 from datapass.tokens import rotation
 
 
@@ -17,6 +18,4 @@ def rotate_keys_if_due() -> dict[str, list[str]]:
 
 def deliver_webhooks() -> dict[str, int]:
     """Every minute: send the due webhook deliveries (commits)."""
-    from datapass.notify import webhook_delivery
-
     return webhook_delivery.deliver_webhooks()

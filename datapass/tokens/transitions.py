@@ -17,8 +17,7 @@ from datapass.audit.tags import EventTag
 from datapass.errors import DomainError
 from datapass.extensions import db
 from datapass.notify import webhooks
-from datapass.tokens import mails, queries
-from datapass.tokens import service as tokens_service
+from datapass.tokens import introspection, mails, queries
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import (
     FINAL,
@@ -79,7 +78,7 @@ def apply(
         token.reactivated_at = now  # lifecycle: the unused-access count restarts here
     if transition.target in FINAL:
         token.sealed_value = None  # a dead token is never revealed
-    tokens_service.forget_introspection(token.digest)
+    introspection.forget_introspection(token.digest)
     body = {"from": current.value, "to": transition.target.value, "jti": token.jti}
     if reason:
         body["reason"] = reason
@@ -147,7 +146,7 @@ def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None)
     try:
         apply(token, name, actor, reason=reason)
     except TransitionError as exc:
-        raise TokenError(str(exc)) from exc
+        raise TokenError(str(exc), "reason") from exc
 
 
 def revoke(token: AccessToken, actor: Actor, reason: str) -> None:

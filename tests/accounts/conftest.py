@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -53,6 +54,4 @@ def signed_in(client) -> bool:
 
 def text(response) -> str:
     """The page as a person reads it (HTML entities decoded)."""
-    import html
-
     return html.unescape(response.get_data(as_text=True))

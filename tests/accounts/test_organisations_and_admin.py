@@ -16,6 +16,7 @@ from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.accounts.conftest import count, payload, post_login, signed_in, text
+from tests.conftest import login
 from tests.tokens.conftest import make_api
 
 
@@ -283,8 +284,6 @@ def test_deactivate_and_reactivate(admin_client, app, tags):
     person = factories.user("agent@mairie.fr")
     db.session.commit()
     their_browser = app.test_client()
-    from tests.conftest import login
-
     login(their_browser, person)
     assert signed_in(their_browser)
     admin_client.post(f"/admin/utilisateurs/{person.id}/desactiver")

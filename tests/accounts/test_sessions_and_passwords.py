@@ -14,6 +14,7 @@ from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.accounts.conftest import count, post_login, signed_in, text
+from tests.conftest import login
 
 NEW_PASSWORD = "Une-nouvelle-phrase-2026"
 
@@ -70,8 +71,6 @@ def test_password_change_signs_out_the_other_sessions_only(app, login_as):
     user = factories.user()
     mine = app.test_client()
     other = app.test_client()
-    from tests.conftest import login
-
     login(mine, user)
     login(other, user)
     response = mine.post(
@@ -210,8 +209,6 @@ def test_reset_mails_are_capped(client):
 def test_reset_link_sets_the_password_once(client, login_as, tags, app):
     user = factories.user("agent@mairie.fr")
     other_session = app.test_client()
-    from tests.conftest import login
-
     login(other_session, user)
     _forgot(client, "agent@mairie.fr")
     path = _reset_link("agent@mairie.fr")

@@ -7,11 +7,11 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from datapass import demo
-from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Habilitation
 from datapass.catalogue import apis as catalogue_apis
 from datapass.catalogue import clients as catalogue_clients
 from datapass.catalogue.models import MachineClient
+from datapass.demo import authorizations as demo_authorizations
 from datapass.demo.accounts import seed_accounts
 from datapass.extensions import db
 
@@ -43,7 +43,7 @@ def test_demo(app):
     instructor = seed_accounts()["instructor"]
     assert {
         a.slug for a in catalogue_apis.list_apis() if a.id in instructor.instructed_api_ids()
-    } >= set(service.API_PARTICULIER)
+    } >= set(demo_authorizations.API_PARTICULIER)
     again = demo.run_demo()
     assert sum(_states().values()) == 7
     # The same client and secret each run (derived from the master key): nothing added.

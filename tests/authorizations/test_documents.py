@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import service
+from datapass.authorizations import documents, sections, service
 from datapass.authorizations.models import AuthorizationRequest, Document
 from datapass.extensions import db
 from tests import factories
@@ -84,14 +84,14 @@ def test_the_submitted_version_keeps_its_file_until_a_new_one_is_submitted(app, 
     homologation_v1 = request.homologation_document_id
     service.submit(request, applicant)
     service.request_changes(request, Actor.for_user(instructor), "Décision illisible")
-    service.save_section(
+    sections.save_section(
         request, "homologation", {"homologation_document": ("v2.pdf", PDF_B)}, applicant
     )
     # the instructor may still open the version they sent back
     assert homologation_v1 in _ids()
-    assert service.request_document(request, homologation_v1) is not None
+    assert documents.request_document(request, homologation_v1) is not None
     homologation_v2 = request.homologation_document_id
-    service.save_section(
+    sections.save_section(
         request, "homologation", {"homologation_document": ("v3.pdf", PDF_C)}, applicant
     )
     assert homologation_v2 not in _ids()  # never submitted: replaced, deleted
@@ -111,7 +111,7 @@ def test_an_abandoned_update_deletes_its_files_and_keeps_the_habilitation_s(app,
     approved = request.homologation_document_id
     for ending in ("cancel", "refuse"):
         service.reopen(request, applicant)
-        service.save_section(
+        sections.save_section(
             request, "homologation", {"homologation_document": ("maj.pdf", PDF_B)}, applicant
         )
         update = request.homologation_document_id
@@ -124,5 +124,5 @@ def test_an_abandoned_update_deletes_its_files_and_keeps_the_habilitation_s(app,
         assert request.homologation_document_id == approved
         assert update not in _ids()
         assert approved in _ids()
-        assert service.request_document(request, approved).content == factories.PDF
+        assert documents.request_document(request, approved).content == factories.PDF
         assert _deleted_events()[-1]["reason"] == "update_abandoned"

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from datapass.actor import Actor
-from datapass.authorizations import service
+from datapass.authorizations import sections
+from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import AuthorizationRequest, Document, RequestEvent
 from datapass.extensions import db
 from tests import factories
@@ -43,7 +44,7 @@ def _reload(request_id: int) -> AuthorizationRequest:
 
 @pytest.fixture
 def draft(app, api, applicant, org):
-    request = service.create_request(applicant, org, api, Actor.for_user(applicant))
+    request = sections.create_request(applicant, org, api, Actor.for_user(applicant))
     commit()
     return request
 
@@ -191,8 +192,8 @@ def test_bad_scopes(app, client, sign_in, draft, scopes, message):
 
 
 def test_service_refuses_a_scope_of_another_api(app, draft, apis):
-    with pytest.raises(service.InvalidRequest) as error:
-        service.save_section(
+    with pytest.raises(InvalidRequest) as error:
+        sections.save_section(
             draft,
             "donnees",
             {"scopes": ["attestations_sociales_urssaf"]},

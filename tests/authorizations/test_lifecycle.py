@@ -12,7 +12,7 @@ from sqlalchemy import select
 from datapass import signals
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import service, states
+from datapass.authorizations import sections, service, states
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.authorizations.conftest import commit
@@ -45,14 +45,14 @@ def heard_instead(signal, receiver, fake):
 @pytest.fixture
 def tokens_calls():
     """Record what the tokens domain is asked to do (its own tests cover the tokens)."""
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from datapass.tokens import transitions as token_transitions
 
     calls = []
     with (
         heard_instead(
             signals.habilitation_approved,
-            tokens_service.issue_for_habilitation,
+            token_issuance.issue_for_habilitation,
             lambda habilitation, actor, **kw: calls.append(("issue", habilitation.id)),
         ),
         heard_instead(
@@ -96,11 +96,11 @@ def test_changes_then_resubmission_records_the_diff(app, api, instructor, applic
     (changes,) = mails("request_changes_requested")
     assert "Le DPO doit être nommé." in changes.body_text
     old_dpo = request.dpo_email
-    service.save_section(
+    sections.save_section(
         request,
         "contacts",
         {
-            **{f: getattr(request, f) for f in service.SECTIONS_BY_SLUG["contacts"].fields},
+            **{f: getattr(request, f) for f in sections.SECTIONS_BY_SLUG["contacts"].fields},
             "dpo_email": "dpo@agglo.fr",
         },
         actor,
@@ -145,7 +145,7 @@ def test_approval_freezes_a_habilitation(app, api, instructor, applicant, tokens
     # Reopening for an update: the habilitation stays active and frozen.
     actor = Actor.for_user(applicant)
     service.reopen(request, actor)
-    service.save_section(
+    sections.save_section(
         request, "projet", {"title": "Cantine et crèche", "description": "d", "purpose": "p"}, actor
     )
     assert habilitation.status == "active" and habilitation.snapshot["title"] != "Cantine et crèche"
@@ -170,7 +170,7 @@ def test_an_update_abandoned_restores_the_validated_content(app, api, instructor
         assert "inchangée" in mails("request_refused")[-1].body_text
     else:
         service.request_changes(request, Actor.for_user(instructor), "Précisez.")
-        service.save_section(
+        sections.save_section(
             request, "projet", {"title": "Autre titre", "description": "d", "purpose": "p"}, actor
         )
         service.cancel_reopening(request, actor)

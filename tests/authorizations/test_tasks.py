@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import service, tasks
+from datapass.authorizations import sections, service, tasks
 from datapass.extensions import db
 from tests import factories
 from tests.authorizations.test_lifecycle import mails
@@ -34,7 +34,7 @@ def test_idle_draft_is_reminded_once(app, frozen_clock, api, applicant):
     ).all()
     assert tag == ["system"]
     # Edited, then idle again: a new reminder 15 days later, not before.
-    service.save_section(
+    sections.save_section(
         request,
         "projet",
         {"title": "Repris", "description": "d", "purpose": "p"},

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from datapass.actor import Actor
-from datapass.authorizations import service
+from datapass.authorizations import sections, service, snapshots
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
@@ -61,7 +61,7 @@ def test_habilitation_and_token_pages_list_scope_labels(
 def test_timeline_differences_and_mails_use_labels(app, api, applicant, instructor):
     request = _submitted(api, applicant, instructor)
     service.request_changes(request, Actor.for_user(instructor), "Retirez les enfants.")
-    service.save_section(
+    sections.save_section(
         request, "donnees", {"scopes": ["quotient_familial", "adresse"]}, Actor.for_user(applicant)
     )
     entry = service.submit(request, Actor.for_user(applicant))
@@ -78,5 +78,5 @@ def test_timeline_differences_and_mails_use_labels(app, api, applicant, instruct
 
 def test_a_scope_removed_from_the_catalogue_still_shows_its_code(api):
     assert api.labels_of(["quotient_familial", "ancien_code"]) == [QF, "ancien_code"]
-    flat = service.flat_fields({"scopes": ["enfants", "ancien_code"]}, api.scope_labels())
+    flat = snapshots.flat_fields({"scopes": ["enfants", "ancien_code"]}, api.scope_labels())
     assert flat["scopes"] == f"{ENFANTS}, ancien_code"

@@ -4,16 +4,17 @@ status and maintenance, providers, machine clients shown once and stored hashed)
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from html import unescape
 
 import pytest
 from sqlalchemy import func, select
 
-from datapass import vault
+from datapass import clock, vault
 from datapass.audit.models import AuditEvent
 from datapass.catalogue import clients
-from datapass.catalogue import service as catalogue_service
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
+from datapass.demo.catalogue import seed_catalogue
 from datapass.extensions import db
 from tests import factories
 
@@ -41,8 +42,8 @@ def signed_admin(client, login_as, admin):
 
 
 def test_seed_is_complete_and_idempotent(app):
-    apis = catalogue_service.seed_catalogue()
-    again = catalogue_service.seed_catalogue()
+    apis = seed_catalogue()
+    again = seed_catalogue()
     assert {a.id for a in apis.values()} == {a.id for a in again.values()}
     assert db.session.scalar(select(func.count()).select_from(Api)) == 6
     assert {p.slug for p in db.session.scalars(select(Provider))} == {
@@ -78,10 +79,6 @@ def test_only_administrators(app, client, login_as, apis):
 
 def test_sensitive_changes_ask_for_a_recent_authentication(app, client, login_as, admin, apis):
     login_as(admin, reauth=False)
-    from datetime import timedelta
-
-    from datapass import clock
-
     clock.advance(timedelta(minutes=30))
     response = client.post(
         f"/admin/catalogue/fournisseurs/{apis['api-entreprise'].provider_id}/clients",

@@ -204,11 +204,12 @@ def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
 
 def test_a_cancelled_update_frees_the_renewal(app):
     from datapass.authorizations import service as authorizations
+    from datapass.authorizations import snapshots as authorization_snapshots
 
     api = make_listening_api()
     token = expiring_token(api, days_left=40)
     requester = token.habilitation.requester
-    token.habilitation.snapshot = authorizations.snapshot(token.habilitation.request)
+    token.habilitation.snapshot = authorization_snapshots.snapshot(token.habilitation.request)
     outcome = renewals.renew(
         token, Actor.for_user(requester), answers_for(token, purpose_unchanged=False)
     )

@@ -18,7 +18,7 @@ from datapass.extensions import db
 from datapass.notify import http as webhook_http
 from datapass.notify import webhook_delivery, webhooks
 from datapass.notify.models import OutboxMail, WebhookAttempt, WebhookDelivery
-from datapass.tokens import service as tokens
+from datapass.tokens import issuance as token_issuance
 from datapass.tokens import transitions as token_transitions
 from tests import factories
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
@@ -124,7 +124,7 @@ def test_ping_must_succeed_before_enabling(app, receiver):
 
 def test_events_are_delivered_once_signed(app, receiver, endpoint):
     habilitation = make_habilitation(endpoint.api)
-    token, _ = tokens.issue_for_habilitation(habilitation, Actor.system("test"))
+    token, _ = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
     counts = webhook_delivery.deliver_webhooks()
     assert counts["sent"] == 2
     assert [r["event"] for r in receiver.events() if r["event"] != "ping"] == [
@@ -146,7 +146,7 @@ def test_events_are_delivered_once_signed(app, receiver, endpoint):
 
 def test_receiver_down_then_up_nothing_lost(app, receiver, endpoint):
     habilitation = make_habilitation(endpoint.api)
-    token, _ = tokens.issue_for_habilitation(habilitation, Actor.system("test"))
+    token, _ = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
     officer = Actor.for_user(factories.user(roles=("security_officer",)))
     token_transitions.suspend(token, officer, "Enquête en cours")
     receiver.status = 503
@@ -170,7 +170,7 @@ def test_receiver_down_then_up_nothing_lost(app, receiver, endpoint):
 
 
 def test_backoff_is_exponential(app, receiver, endpoint):
-    tokens.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
+    token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
     receiver.status = 500
     app.config["WEBHOOK_MAX_FAILURES"] = 100
     try:
@@ -188,14 +188,14 @@ def test_backoff_is_exponential(app, receiver, endpoint):
 def test_failing_endpoint_is_disabled_and_developers_told(app, receiver, endpoint):
     receiver.status = 500
     for _ in range(5):
-        tokens.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
+        token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
     webhook_delivery.deliver_webhooks()
     assert endpoint.state == "disabled"
     assert "échecs consécutifs" in endpoint.disabled_reason
     mails = db.session.query(OutboxMail).filter_by(template="webhook_disabled").all()
     assert [m.recipient for m in mails] == [endpoint.provider.developer_emails]
     # while disabled, events are kept, not delivered
-    tokens.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
+    token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
     clock.advance(timedelta(hours=1))
     assert webhook_delivery.deliver_webhooks()["sent"] == 0
     receiver.status = 200
@@ -206,7 +206,7 @@ def test_failing_endpoint_is_disabled_and_developers_told(app, receiver, endpoin
 
 
 def test_replay(app, receiver, endpoint):
-    tokens.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
+    token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
     webhook_delivery.deliver_webhooks()
     delivery = db.session.query(WebhookDelivery).filter_by(event="token.issued").one()
     webhooks.replay_delivery(delivery, ADMIN)

@@ -89,7 +89,7 @@ def _seed() -> World:
     from datapass.authorizations import service as authorizations
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from datapass.tokens import transitions as token_transitions
     from tests.lifecycle.conftest import expiring_token, issue
 
@@ -119,7 +119,7 @@ def _seed() -> World:
         expiring_token(api, days_left=20, **owned)
         used = expiring_token(api, days_left=60, **owned)
         rotated = expiring_token(api, days_left=300, **owned)
-        tokens_service.rotate(rotated, Actor.for_user(member), 10)
+        token_issuance.rotate(rotated, Actor.for_user(member), 10)
         token_transitions.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
         issue(api, now - timedelta(days=90), **owned)  # unused for 90 days
         token_transitions.revoke(expiring_token(api, days_left=300, **owned), officer, payload)

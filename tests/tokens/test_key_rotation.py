@@ -13,7 +13,7 @@ from datapass.extensions import db
 from datapass.keys import jws as keys_jws
 from datapass.keys import service as keys_service
 from datapass.keys.models import KeyState, SigningKey
-from datapass.tokens import rotation, service, tasks, transitions
+from datapass.tokens import issuance, rotation, tasks, transitions
 from datapass.tokens import verify as dp_verify
 
 
@@ -46,7 +46,7 @@ def test_walk_24_months_every_token_verifies_until_exp(world, client):
         for kid in published:
             first_published.setdefault(kid, clock.now())
         if week % 4 == 0 and clock.now() < clock.add_months(start, 24):
-            token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+            token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
             first_signed.setdefault(token.signing_kid, clock.now())
             issued.append((raw, token.expires_at, token.signing_kid))
             jwks = _jwks(client)
@@ -122,11 +122,11 @@ def test_audit_key_is_separate_and_published(app, client):
 
 
 def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     old_kid = token.signing_kid
     new = rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
     assert keys_service.current_key("token").kid == new.kid != old_kid
-    fresh, _ = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    fresh, _ = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     assert fresh.signing_kid == new.kid
     clock.advance(timedelta(days=30))
     tasks.rotate_keys_if_due()
@@ -146,7 +146,7 @@ def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
 
 
 def test_compromised_key_leaves_the_jwks_at_once(world, client):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
     jwks = _jwks(client)
     assert token.signing_kid not in {k["kid"] for k in jwks["keys"]}
