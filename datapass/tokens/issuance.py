@@ -70,7 +70,7 @@ def _store(
     raw: str,
     kid: str,
     actor: Actor,
-    predecessor=None,
+    predecessor: AccessToken | None = None,
 ) -> AccessToken:
     """Insert the token row with one Core statement and hand the caller the persistent
     object without a read back: every column is set here, so nothing is left to load, and

@@ -6,12 +6,12 @@ from __future__ import annotations
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.notify import webhook_delivery
-from datapass.tokens import rotation
+from datapass.tokens import key_rotation
 
 
 def rotate_keys_if_due() -> dict[str, list[str]]:
     """Daily: bootstrap, publish the next key 7 days ahead, promote it, unpublish dead keys."""
-    done = rotation.rotate_keys_if_due(Actor.system("tokens.rotate_keys_if_due"))
+    done = key_rotation.rotate_keys_if_due(Actor.system("tokens.rotate_keys_if_due"))
     db.session.commit()
     return done
 

@@ -12,7 +12,7 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.keys import service as keys_service
-from datapass.tokens import issuance, links, rotation, transitions
+from datapass.tokens import issuance, key_rotation, links, transitions
 from datapass.tokens.models import AccessToken
 
 
@@ -72,7 +72,7 @@ def test_reveal_once_then_erased(world):
 def test_eddsa_option(world, app):
     app.config["TOKEN_ALGORITHM"] = "EdDSA"
     try:
-        rotation.rotate_keys("token", Actor.system("test"), immediately=True)
+        key_rotation.rotate_keys("token", Actor.system("test"), immediately=True)
         token, raw = _issue(world)
         assert jwt.get_unverified_header(raw)["alg"] == "EdDSA"
         jwks = keys_service.jwks()

@@ -13,7 +13,7 @@ from datapass.extensions import db
 from datapass.keys import jws as keys_jws
 from datapass.keys import service as keys_service
 from datapass.keys.models import KeyState, SigningKey
-from datapass.tokens import issuance, rotation, tasks, transitions
+from datapass.tokens import issuance, key_rotation, tasks, transitions
 from datapass.tokens import verify as dp_verify
 
 
@@ -98,7 +98,7 @@ def test_rotation_job_is_idempotent(app):
 
 def test_manual_rotation_publishes_next_key_seven_days_ahead(app, client):
     keys_service.current_key("token")
-    key = rotation.rotate_keys("token", Actor.system("cli"))
+    key = key_rotation.rotate_keys("token", Actor.system("cli"))
     assert key.state == KeyState.NEXT
     assert key.activates_at == clock.now() + timedelta(days=7)
     assert key.kid in {k["kid"] for k in _jwks(client)["keys"]}
@@ -124,7 +124,7 @@ def test_audit_key_is_separate_and_published(app, client):
 def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
     token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     old_kid = token.signing_kid
-    new = rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
+    new = key_rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
     assert keys_service.current_key("token").kid == new.kid != old_kid
     fresh, _ = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     assert fresh.signing_kid == new.kid
@@ -147,7 +147,7 @@ def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
 
 def test_compromised_key_leaves_the_jwks_at_once(world, client):
     token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
-    rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
+    key_rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
     jwks = _jwks(client)
     assert token.signing_kid not in {k["kid"] for k in jwks["keys"]}
     with pytest.raises(dp_verify.InvalidToken):
