@@ -113,7 +113,7 @@ def bench_ingest(app, total: int, random_ids: bool = False) -> tuple[float, floa
 
     from datapass.actor import Actor
     from datapass.extensions import db
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from tests import factories  # the tests' own builders
     from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
 
@@ -126,7 +126,7 @@ def bench_ingest(app, total: int, random_ids: bool = False) -> tuple[float, floa
         jtis = []
         for _ in range(50):
             habilitation = make_habilitation(api, organisation, requester)
-            token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("b"))
+            token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("b"))
             jtis.append(token.jti)
         db.session.commit()
         client_id = client.client_id

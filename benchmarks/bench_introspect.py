@@ -68,14 +68,14 @@ import json
 from datapass import create_app
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.tokens import service
+from datapass.tokens import issuance
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
 app = create_app()
 with app.app_context():
     db.drop_all(); db.create_all()
     provider = make_provider(); api = make_api(provider)
     client, secret = make_client(provider)
-    token, raw = service.issue_for_habilitation(make_habilitation(api), Actor.system("bench"))
+    token, raw = issuance.issue_for_habilitation(make_habilitation(api), Actor.system("bench"))
     db.session.commit()
     print(json.dumps({"client_id": client.client_id, "secret": secret, "token": raw}))
 """

@@ -63,25 +63,25 @@ def bench_issuance(app, n: int) -> dict[str, float]:
     from datapass.actor import Actor
     from datapass.extensions import db
     from datapass.keys import service as keys_service
-    from datapass.tokens import service
+    from datapass.tokens import issuance
 
     with app.app_context():
         habilitation, _, _ = seed(app)
         actor = Actor.system("bench")
-        service.issue_for_habilitation(habilitation, actor)  # warm up: key, caches
+        issuance.issue_for_habilitation(habilitation, actor)  # warm up: key, caches
         db.session.commit()
         started = time.perf_counter()
         for i in range(n):
-            service.issue_for_habilitation(habilitation, actor)
+            issuance.issue_for_habilitation(habilitation, actor)
             if i % 500 == 499:
                 db.session.commit()
         db.session.commit()
         full = n / (time.perf_counter() - started)
         started = time.perf_counter()
         for _ in range(n):
-            service.mint(habilitation)
+            issuance.mint(habilitation)
         mint = n / (time.perf_counter() - started)
-        raws = [service.mint(habilitation)[1] for _ in range(200)]
+        raws = [issuance.mint(habilitation)[1] for _ in range(200)]
         jwks = keys_service.jwks()
         audience = habilitation.api.audience
     return {"full": full, "mint": mint, "raws": raws, "jwks": jwks, "aud": audience}

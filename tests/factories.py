@@ -110,9 +110,9 @@ PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 
 def catalogue() -> dict:
     """The seeded catalogue (providers, the article's APIs and their scopes), by API slug."""
-    from datapass.catalogue import service as catalogue_service
+    from datapass.demo.catalogue import seed_catalogue
 
-    return catalogue_service.seed_catalogue()
+    return seed_catalogue()
 
 
 def staff(role: str = "instructor", api=None, organisation=None, **fields) -> User:

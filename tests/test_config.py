@@ -13,7 +13,7 @@ from datapass.actor import Actor
 from datapass.config import ROOT, SETTINGS, ConfigError
 from datapass.extensions import db
 from datapass.lifecycle import mails as lifecycle_mails
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
 from tests.conftest import base_config
 from tests.tokens.conftest import make_habilitation
 
@@ -151,7 +151,7 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
     with app.app_context():
         db.create_all()
         habilitation = make_habilitation()
-        token, raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+        token, raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         claims = jwt.decode(raw, options={"verify_signature": False})
         assert claims["iss"] == "http://127.0.0.1:8080"
         assert lifecycle_mails.renewal_url(token).startswith("http://127.0.0.1:8080/jetons/")

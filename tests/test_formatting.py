@@ -13,7 +13,7 @@ from datapass.consumption import store
 from datapass.extensions import db
 from datapass.lifecycle.days import day_start, paris_day
 from datapass.lifecycle.sweep import sweep_tokens
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
 from tests import factories
 from tests.lifecycle.conftest import expiring_token, mails
 from tests.tokens.conftest import make_api, make_habilitation
@@ -136,7 +136,7 @@ def test_token_link_flash_gives_paris_time(app, client, login_as):
     """The flash after sending the single-use link: its expiry in Paris time (14:00 when the
     link is sent at 10:00 Paris for 4 hours), not a UTC date."""
     habilitation = make_habilitation()
-    token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+    token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
     login_as(habilitation.requester)
     response = client.post(f"/jetons/{token.id}/envoi", follow_redirects=True)
     page = response.get_data(as_text=True)

@@ -40,9 +40,7 @@ from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 PENDING_LOGIN_MINUTES = 5
-
 INVALID_CREDENTIALS = "Adresse électronique ou mot de passe incorrect."
-
 INVALID_SECOND_FACTOR = "Code de vérification incorrect ou déjà utilisé."
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from wtforms import (
     BooleanField,
     HiddenField,
@@ -20,6 +23,10 @@ from datapass.accounts.models import ROLE_LABELS, Role
 from datapass.accounts.organisations import normalise_siret
 from datapass.accounts.passwords import password_problem
 from datapass.forms import Form
+
+if TYPE_CHECKING:
+    from datapass.accounts.models import Organisation
+    from datapass.catalogue.models import Api
 
 EMAIL_REQUIRED = "Saisissez votre adresse électronique."
 PASSWORD_REQUIRED = "Saisissez votre mot de passe."
@@ -112,7 +119,7 @@ class EmptyForm(Form):
 class OrganisationChoiceForm(Form):
     organisation_id = SelectField("Organisation pour laquelle vous agissez", validate_choice=False)
 
-    def __init__(self, *args, organisations=(), **kwargs):
+    def __init__(self, *args, organisations: Iterable[Organisation] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.organisation_id.choices = [
             SelectChoice(str(o.id), f"{o.name} (SIRET {o.siret})") for o in organisations
@@ -149,7 +156,7 @@ class MemberForm(Form):
     verified = BooleanField("Membre vérifié (voit toutes les demandes de l'organisation)")
 
 
-def _api_choices(apis) -> list:
+def _api_choices(apis: Iterable[Api]) -> list:
     return [SelectChoice("", "— Choisir une API —")] + [
         SelectChoice(str(api.id), api.name) for api in apis
     ]
@@ -189,7 +196,13 @@ class InviteForm(Form):
     roles = SelectMultipleField("Rôles", choices=_role_choices, validate_choice=True)
     api_id = SelectField("API instruite (pour le rôle d'instructeur)", validate_choice=False)
 
-    def __init__(self, *args, organisations=(), apis=(), **kwargs):
+    def __init__(
+        self,
+        *args,
+        organisations: Iterable[Organisation] = (),
+        apis: Iterable[Api] = (),
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.organisation_id.choices = [SelectChoice("", "— Aucune —")] + [
             SelectChoice(str(o.id), f"{o.name} ({o.siret})") for o in organisations
@@ -209,7 +222,7 @@ class GrantRoleForm(Form):
     role = SelectField("Rôle", choices=_role_choices, validate_choice=True)
     api_id = SelectField("API instruite (pour le rôle d'instructeur)", validate_choice=False)
 
-    def __init__(self, *args, apis=(), **kwargs):
+    def __init__(self, *args, apis: Iterable[Api] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.api_id.choices = _api_choices(apis)
 

@@ -22,7 +22,6 @@ from datapass.audit.tags import EventTag
 from datapass.extensions import db
 
 RECOVERY_CODE_COUNT = 10
-
 TOTP_ISSUER = "Datapass"
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, session
@@ -12,11 +14,8 @@ from datapass.accounts.models import User
 from datapass.extensions import db
 
 SESSION_AUTH_AT = "auth_at"
-
 SESSION_REAUTH_AT = "reauth_at"
-
 SESSION_PENDING_LOGIN = "pending_login"  # password checked, second factor awaited
-
 SESSION_TOTP_ENROLMENT = "totp_enrolment"  # sealed secret shown on the enrolment page
 
 
@@ -38,7 +37,7 @@ def load_session_user(identity: str) -> User | None:
     return user
 
 
-def recently_authenticated(sess, window: timedelta) -> bool:
+def recently_authenticated(sess: Mapping[str, Any], window: timedelta) -> bool:
     stamp = sess.get(SESSION_REAUTH_AT) or sess.get(SESSION_AUTH_AT)
     if stamp is None:
         return False

@@ -19,7 +19,7 @@ from datapass.authorizations.snapshots import diff, restore, snapshot
 from datapass.authorizations.states import Event, HabilitationStatus
 from datapass.authorizations.visibility import instructors_of
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
@@ -59,14 +59,14 @@ def submit(request: AuthorizationRequest, actor: Actor) -> RequestEvent:
     delete_unreferenced_documents(request, snapshot_documents(previous), actor, "replaced")
     mail_requester(request, "request_submitted", resubmission=previous is not None)
     for instructor in instructors_of(request.api_id):
-        notify.queue_mail(
+        outbox.queue_mail(
             instructor.email,
             "instruction_new_request",
             mail_context(
                 request,
                 instructor=instructor,
                 changes=changes,
-                unsubscribe_url=notify.unsubscribe_link(instructor.email, NEW_REQUEST_CATEGORY),
+                unsubscribe_url=outbox.unsubscribe_link(instructor.email, NEW_REQUEST_CATEGORY),
             ),
             category=NEW_REQUEST_CATEGORY,
         )
@@ -82,7 +82,7 @@ def _mail_designated(
         email = current["contacts"][role]["email"]
         before = ((previous or {}).get("contacts", {}).get(role) or {}).get("email")
         if email and email.lower() != (before or "").lower():
-            notify.queue_mail(
+            outbox.queue_mail(
                 email,
                 "request_designated",
                 mail_context(
@@ -187,7 +187,7 @@ def revoke(request: AuthorizationRequest, actor: Actor, reason: str) -> RequestE
             e for e in (habilitation.technical_contact_email, habilitation.controller_email) if e
         }
     # One message to each recipient, rendered once (the lifecycle closes hundreds a day).
-    notify.queue_mails(
+    outbox.queue_mails(
         [
             (
                 sorted(recipients),

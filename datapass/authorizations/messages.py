@@ -19,7 +19,7 @@ from datapass.authorizations.models import RequestEvent
 from datapass.authorizations.states import Event, RequestState, Role
 from datapass.authorizations.visibility import instructors_of
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
@@ -63,7 +63,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
         mail_requester(request, "request_message", message=entry)
     else:
         for instructor in instructors_of(request.api_id):
-            notify.queue_mail(
+            outbox.queue_mail(
                 instructor.email, "instruction_message", mail_context(request, message=entry)
             )
     return entry
@@ -123,7 +123,7 @@ def transfer(request: AuthorizationRequest, new_requester: User, actor: Actor) -
             api_id=request.api_id,
             payload={"from_user_id": previous.id, "to_user_id": new_requester.id},
         )
-    notify.queue_mail(
+    outbox.queue_mail(
         new_requester.email,
         "habilitation_transferred",
         mail_context(request, previous=previous, habilitation=habilitation),

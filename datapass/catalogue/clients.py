@@ -63,7 +63,6 @@ class AuthenticatedClient:
 # hot path (introspection) then touches no database. Revoking a client drops its entry in
 # this process at once; other processes forget it within that delay.
 _AUTH_CACHE: dict[str, tuple[float, str, AuthenticatedClient]] = {}
-
 _AUTH_CACHE_LOCK = threading.Lock()
 
 

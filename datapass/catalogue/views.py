@@ -75,7 +75,13 @@ def new_api():
     )
 
 
-def _render_api(api, form=None, status_form=None, scope_form=None, status=200):
+def _render_api(
+    api: Api,
+    form: forms.ApiForm | None = None,
+    status_form: forms.StatusForm | None = None,
+    scope_form: forms.ScopeForm | None = None,
+    status: int = 200,
+):
     if form is None:
         form = forms.ApiForm(obj=api)
         form.legal_bases.data = forms.format_legal_bases(api.legal_bases or [])
@@ -207,7 +213,14 @@ def new_provider():
     )
 
 
-def _render_provider(provider, form=None, client_form=None, secret=None, client=None, status=200):
+def _render_provider(
+    provider: Provider,
+    form: forms.ProviderForm | None = None,
+    client_form: forms.ClientForm | None = None,
+    secret: str | None = None,
+    client: MachineClient | None = None,
+    status: int = 200,
+):
     return render_template(
         "catalogue/provider.html",
         provider=provider,

@@ -16,9 +16,9 @@ from datapass.authorizations import decisions
 from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState
-from datapass.catalogue import service as catalogue_service
 from datapass.catalogue.models import Api
 from datapass.demo.accounts import grant_demo_instructor
+from datapass.demo.catalogue import demo_client, seed_catalogue
 from datapass.demo.context import DemoContext
 from datapass.extensions import db
 
@@ -96,7 +96,7 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
 
     Returns ``{"provider_client": {"client_id", "client_secret", "api"}, "habilitation":
     {"id", "api"}}``. ``instructor`` must already instruct the API Particulier APIs."""
-    apis = catalogue_service.seed_catalogue()
+    apis = seed_catalogue()
     system = Actor.system("demo")
     applicant_actor, instructor_actor = Actor.for_user(applicant), Actor.for_user(instructor)
     existing = {
@@ -135,7 +135,7 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
     habilitation = validated.active_habilitation
     api = habilitation.api
     provider = api.provider
-    client, secret = catalogue_service.demo_client(provider, system, DEMO_CLIENT_NAME)
+    client, secret = demo_client(provider, system, DEMO_CLIENT_NAME)
     return {
         "provider_client": {
             "client_id": client.client_id,
@@ -270,7 +270,7 @@ def seed_scale(n: int, organisation_ids: list[int], requester_ids: list[int]) ->
 def seed_authorizations(context: DemoContext, result: dict[str, Any]) -> None:
     """The catalogue, requests in every state with the demo habilitation, a provider's
     machine client (``"provider_client"`` in the JSON); with ``--scale N``, N requests."""
-    apis = catalogue_service.seed_catalogue()
+    apis = seed_catalogue()
     instructor = context.users["instructor"]
     del apis  # created; the demo instructor instructs every API of the catalogue
     grant_demo_instructor(instructor)

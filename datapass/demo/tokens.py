@@ -10,7 +10,7 @@ from datapass.authorizations.models import Habilitation
 from datapass.authorizations.states import HabilitationStatus
 from datapass.demo.context import ACTOR, DemoContext
 from datapass.extensions import db
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
 
 
 def issue_demo_token(context: DemoContext, result: dict[str, Any]) -> None:
@@ -32,5 +32,5 @@ def issue_demo_token(context: DemoContext, result: dict[str, Any]) -> None:
     if habilitation_id is None:
         return
     habilitation = db.session.get(Habilitation, habilitation_id)
-    token, raw = tokens_service.issue_for_habilitation(habilitation, ACTOR)
+    token, raw = token_issuance.issue_for_habilitation(habilitation, ACTOR)
     result["token"] = {"value": raw, "jti": token.jti}

@@ -2,7 +2,7 @@
 find the current and next keys of a usage, unseal a private key once per process, and publish
 the public halves (the JWKS).
 
-Rotation and its audit events belong to the tokens domain (``datapass.tokens.rotation``); a
+Rotation and its audit events belong to the tokens domain (``datapass.tokens.key_rotation``); a
 key created here is announced with ``signals.signing_key_created``, which that domain records.
 """
 

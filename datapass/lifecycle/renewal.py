@@ -29,7 +29,8 @@ from datapass.lifecycle.mails import mail_context, mail_now
 from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.queries import has_successor
 from datapass.lifecycle.states import LifecycleError, RenewalEvent
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
+from datapass.tokens import links as token_links
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
@@ -316,11 +317,11 @@ def complete(
     old = renewal.token
     raw = None
     if new_token is None:
-        new_token, _ = tokens_service.issue_for_habilitation(
+        new_token, _ = token_issuance.issue_for_habilitation(
             renewal.habilitation, actor, predecessor=old
         )
         if reveal:
-            raw = tokens_service.reveal(new_token, actor)
+            raw = token_links.reveal(new_token, actor)
     grace_end = supersede_with_grace(old, new_token, actor, renewal=renewal)
     renewal.new_token_id = new_token.id
     renewal.grace_ends_at = grace_end

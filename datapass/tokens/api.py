@@ -16,8 +16,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from datapass import access
 from datapass.extensions import csrf, db
 from datapass.keys import service as keys_service
-from datapass.tokens import revocation_list, service, transitions
-from datapass.tokens import rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
+from datapass.tokens import introspection, revocation_list, transitions
+from datapass.tokens import key_rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
+from datapass.tokens.leaks import report_leak
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
 
@@ -112,7 +113,7 @@ def introspect():
     raw = _form_token()
     if raw is None:
         return _missing_token()
-    body, wrote = service.introspect(raw, g.machine_client.provider_id, access.client_ip())
+    body, wrote = introspection.introspect(raw, g.machine_client.provider_id, access.client_ip())
     if wrote:
         db.session.commit()  # the use buffer was written here (USAGE_FLUSH_SECONDS = 0)
     return current_app.response_class(body, mimetype="application/json")
@@ -194,7 +195,7 @@ def leaks():
         response.headers["Retry-After"] = "60"
         return response
     try:
-        service.report_leak(token, access.current_actor(), source)
+        report_leak(token, access.current_actor(), source)
     except MalformedToken:  # raised before anything was written
         return problem(
             422,

@@ -10,7 +10,7 @@ from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.keys import service as keys_service
 from datapass.keys.models import SigningKey
-from datapass.tokens import rotation, tasks
+from datapass.tokens import key_rotation, tasks
 
 keys_cli = AppGroup("keys", help="Clés de signature (jetons et audit).")
 
@@ -45,7 +45,7 @@ def keys_list() -> None:
 )
 def keys_rotate(usage: str, immediately: bool, compromised: bool) -> None:
     """Prépare la clé suivante (publiée maintenant, elle signe dans 7 jours)."""
-    key = rotation.rotate_keys(
+    key = key_rotation.rotate_keys(
         usage, Actor.system("cli.keys.rotate"), immediately=immediately, compromised=compromised
     )
     immediately = immediately or compromised

@@ -14,6 +14,8 @@ from datapass.tokens.states import TokenStatus
 
 # Longer than any token Datapass issues: a longer string is refused before any lookup.
 MAX_TOKEN_LENGTH = 4096
+# The vault purpose under which a token waits, sealed, to be revealed once.
+SEAL_TOKEN = "access-token"
 
 
 class AccessToken(db.Model):

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.tokens import rotation
+from datapass.notify import webhook_delivery
+from datapass.tokens import key_rotation
 
 
 def rotate_keys_if_due() -> dict[str, list[str]]:
     """Daily: bootstrap, publish the next key 7 days ahead, promote it, unpublish dead keys."""
-    done = rotation.rotate_keys_if_due(Actor.system("tokens.rotate_keys_if_due"))
+    done = key_rotation.rotate_keys_if_due(Actor.system("tokens.rotate_keys_if_due"))
     db.session.commit()
     return done
 
 
 def deliver_webhooks() -> dict[str, int]:
     """Every minute: send the due webhook deliveries (commits)."""
-    from datapass.notify import service as notify_service
-
-    return notify_service.deliver_webhooks()
+    return webhook_delivery.deliver_webhooks()

@@ -16,9 +16,8 @@ from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
 from datapass.errors import DomainError
 from datapass.extensions import db
-from datapass.notify import service as notify_service
-from datapass.tokens import mails, queries
-from datapass.tokens import service as tokens_service
+from datapass.notify import webhooks
+from datapass.tokens import introspection, mails, queries
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import (
     FINAL,
@@ -79,14 +78,14 @@ def apply(
         token.reactivated_at = now  # lifecycle: the unused-access count restarts here
     if transition.target in FINAL:
         token.sealed_value = None  # a dead token is never revealed
-    tokens_service.forget_introspection(token.digest)
+    introspection.forget_introspection(token.digest)
     body = {"from": current.value, "to": transition.target.value, "jti": token.jti}
     if reason:
         body["reason"] = reason
     body.update(payload or {})
     record_act(token, transition.tag, actor, body)
     if transition.webhook:
-        notify_service.queue_webhook_for_api(
+        webhooks.queue_webhook_for_api(
             token.api_id,
             transition.webhook,
             token_webhook_data(token, reason=reason, **(payload or {})),
@@ -147,7 +146,7 @@ def _transition(token: AccessToken, name: str, actor: Actor, reason: str | None)
     try:
         apply(token, name, actor, reason=reason)
     except TransitionError as exc:
-        raise TokenError(str(exc)) from exc
+        raise TokenError(str(exc), "reason") from exc
 
 
 def revoke(token: AccessToken, actor: Actor, reason: str) -> None:
@@ -184,7 +183,7 @@ def revoke_for_habilitation(
     )
     for token in tokens:
         apply(token, "revoke", actor, reason=reason, role="habilitation")
-    notify_service.queue_webhook_for_api(
+    webhooks.queue_webhook_for_api(
         habilitation.api_id,
         "habilitation.revoked",
         habilitation_webhook_data(habilitation, reason=reason),

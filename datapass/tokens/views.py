@@ -14,7 +14,7 @@ from datapass import access, formatting, web
 from datapass.authorizations import visibility as authorization_visibility
 from datapass.authorizations.models import Habilitation
 from datapass.extensions import db
-from datapass.tokens import forms, queries, service, transitions
+from datapass.tokens import forms, issuance, links, queries, transitions
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -141,13 +141,10 @@ def reveal(token_id: int):
         abort(403)
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
-    try:
-        raw = service.reveal(token, access.current_actor())
-    except transitions.TokenError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
+    with web.acting() as act:
+        raw = links.reveal(token, access.current_actor())
+    if act.refused:
         return redirect(url_for("tokens.show", token_id=token.id))
-    db.session.commit()
     return render_template("tokens/revealed.html", token=token, raw=raw)
 
 
@@ -160,13 +157,9 @@ def send(token_id: int):
         abort(403)
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
-    try:
-        link = service.send_to_technical_contact(token, access.current_actor())
-    except transitions.TokenError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
+    with web.acting() as act:
+        link = links.send_to_technical_contact(token, access.current_actor())
+    if act.done:  # the message names the link's expiry and recipient
         flash(
             f"Un lien à usage unique, valable jusqu'au {formatting.datetime(link.expires_at)} "
             f"(heure de Paris), a été envoyé à {link.recipient}.",
@@ -185,36 +178,28 @@ def rotate(token_id: int):
     form = forms.RotateForm(prefix="rotate")
     if not form.validate_on_submit():
         return _render_show(token, 422, rotate_form=form)
-    try:
-        new, _raw = service.rotate(token, access.current_actor(), form.grace_days.data)
-    except transitions.TokenError as exc:
-        db.session.rollback()
-        form.grace_days.errors = [*form.grace_days.errors, str(exc)]
-        return _render_show(token, 422, rotate_form=form)
-    db.session.commit()
-    flash(
+    success = (
         "Nouveau jeton émis. Affichez-le une seule fois ou envoyez-le au contact technique ; "
-        "l'ancien reste valable pendant le délai de grâce choisi.",
-        "success",
+        "l'ancien reste valable pendant le délai de grâce choisi."
     )
+    with web.acting(form=form, success=success) as act:
+        new, _raw = issuance.rotate(token, access.current_actor(), form.grace_days.data)
+    if act.refused:
+        return _render_show(token, 422, rotate_form=form)
     return redirect(url_for("tokens.show", token_id=new.id))
 
 
-def _reason_act(token_id: int, name: str, prefix: str, act, done: str):
+def _reason_act(token_id: int, name: str, prefix: str, do, done: str):
     token = _load(token_id)
     if not token.can(name, _me()):
         abort(403)
     form = forms.ReasonForm(prefix=prefix)
     if not form.validate_on_submit():
         return _render_show(token, 422, **{f"{prefix}_form": form})
-    try:
-        act(token, access.current_actor(), form.reason.data.strip())
-    except transitions.TokenError as exc:
-        db.session.rollback()
-        form.reason.errors = [*form.reason.errors, str(exc)]
+    with web.acting(form=form, success=done) as act:
+        do(token, access.current_actor(), form.reason.data.strip())
+    if act.refused:
         return _render_show(token, 422, **{f"{prefix}_form": form})
-    db.session.commit()
-    flash(done, "success")
     return redirect(url_for("tokens.show", token_id=token.id))
 
 
@@ -248,13 +233,14 @@ def reactivate(token_id: int):
 def link(secret: str):
     """The technical contact's single-use link. GET only shows a button (mail scanners that
     prefetch links must not consume it); POST reveals the token once."""
-    found = service.find_link(secret)
+    found = links.find_link(secret)
     if found is None:
         return render_template("tokens/link_invalid.html"), 404
     form = forms.EmptyForm()
     if request.method == "POST" and form.validate_on_submit():
+        # Not ``web.acting``: a refused link answers the invalid-link page alone, no message.
         try:
-            raw = service.consume_link(found, access.current_actor())
+            raw = links.consume_link(found, access.current_actor())
         except transitions.TokenError:
             db.session.rollback()
             return render_template("tokens/link_invalid.html"), 404

@@ -12,10 +12,10 @@ from tests.tokens.conftest import make_api, make_client, make_habilitation, make
 
 
 def issue_token(api, organisation=None):
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
 
     habilitation = make_habilitation(api, organisation=organisation)
-    token, raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("tests"))
+    token, raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("tests"))
     return token, raw
 
 

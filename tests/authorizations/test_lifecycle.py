@@ -45,14 +45,14 @@ def heard_instead(signal, receiver, fake):
 @pytest.fixture
 def tokens_calls():
     """Record what the tokens domain is asked to do (its own tests cover the tokens)."""
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from datapass.tokens import transitions as token_transitions
 
     calls = []
     with (
         heard_instead(
             signals.habilitation_approved,
-            tokens_service.issue_for_habilitation,
+            token_issuance.issue_for_habilitation,
             lambda habilitation, actor, **kw: calls.append(("issue", habilitation.id)),
         ),
         heard_instead(
@@ -79,9 +79,9 @@ def test_submission_mails(app, api, instructor, applicant):
 
 
 def test_unsubscribed_instructor_gets_no_new_request_mail(app, api, instructor, applicant):
-    from datapass.notify import service as notify_service
+    from datapass.notify import outbox
 
-    notify_service.unsubscribe(instructor.email, decisions.NEW_REQUEST_CATEGORY)
+    outbox.unsubscribe(instructor.email, decisions.NEW_REQUEST_CATEGORY)
     request = factories.filled_request(api, requester=applicant)
     decisions.submit(request, Actor.for_user(applicant))
     assert mails("instruction_new_request") == []

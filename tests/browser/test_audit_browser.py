@@ -19,13 +19,13 @@ pytestmark = pytest.mark.browser
 
 
 def test_token_page_charts_match_the_database(page, committed_app):
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
 
     with committed_app.app_context():
         provider = make_provider()
         api = make_api(provider)
         habilitation = make_habilitation(api)
-        token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+        token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         events = []
         for days_ago, calls, errors in [(0, 3, 1), (1, 7, 0), (2, 1, 1), (5, 12, 4), (20, 2, 0)]:
             moment = clock.now() - timedelta(days=days_ago, hours=1)

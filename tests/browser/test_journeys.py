@@ -16,7 +16,7 @@ import pytest
 
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.tokens import service as tokens_service
+from datapass.tokens import issuance as token_issuance
 from tests import factories
 from tests.browser.steps import fill_request, sign_in, tab_to
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
@@ -95,7 +95,7 @@ def test_habilitations_and_tokens_lead_to_each_other(page, committed_app):
         first = make_habilitation(api, organisation, requester)
         second = make_habilitation(other_api, organisation, requester)
         for habilitation in (first, first, second):
-            tokens_service.issue_for_habilitation(habilitation, Actor.system("test"))
+            token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         db.session.commit()
         email = requester.email
         first_id, first_ref, first_title = first.id, first.reference, first.title

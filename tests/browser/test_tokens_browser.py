@@ -7,7 +7,7 @@ import pytest
 
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.tokens import service
+from datapass.tokens import issuance
 from tests import factories
 from tests.browser.steps import sign_in, tab_to
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
@@ -21,7 +21,7 @@ def test_reveal_once_then_rotate(page, committed_app):
         requester = factories.user(organisation=organisation)
         api = make_api(make_provider(), name="API Quotient familial")
         habilitation = make_habilitation(api, organisation, requester)
-        token, raw = service.issue_for_habilitation(habilitation, Actor.system("test"))
+        token, raw = issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         db.session.commit()
         email, token_id = requester.email, token.id
 

@@ -13,8 +13,8 @@ from sqlalchemy import func, select
 from datapass import clock, vault
 from datapass.audit.models import AuditEvent
 from datapass.catalogue import clients
-from datapass.catalogue import service as catalogue_service
 from datapass.catalogue.models import Api, MachineClient, Provider, Scope
+from datapass.demo.catalogue import seed_catalogue
 from datapass.extensions import db
 from tests import factories
 
@@ -42,8 +42,8 @@ def signed_admin(client, login_as, admin):
 
 
 def test_seed_is_complete_and_idempotent(app):
-    apis = catalogue_service.seed_catalogue()
-    again = catalogue_service.seed_catalogue()
+    apis = seed_catalogue()
+    again = seed_catalogue()
     assert {a.id for a in apis.values()} == {a.id for a in again.values()}
     assert db.session.scalar(select(func.count()).select_from(Api)) == 6
     assert {p.slug for p in db.session.scalars(select(Provider))} == {

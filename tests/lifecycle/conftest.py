@@ -40,14 +40,14 @@ def make_listening_api(**fields):
 
 def issue(api, at: datetime | None = None, **kwargs):
     """A habilitation and its token issued at ``at`` (the clock is left where it was)."""
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
 
     previous = clock.now()
     if at is not None:
         clock.set_frozen(at)
     try:
         habilitation = make_habilitation(api, **kwargs)
-        token, _raw = tokens_service.issue_for_habilitation(habilitation, Actor.system("tests"))
+        token, _raw = token_issuance.issue_for_habilitation(habilitation, Actor.system("tests"))
         db.session.flush()
     finally:
         clock.set_frozen(previous)

@@ -213,13 +213,13 @@ def test_selection_follows_due_rows_only(app):
 def test_other_domains_changes_make_the_token_due(app):
     """A rotation by the tokens domain sets a grace end: the token is looked at again."""
     from datapass.actor import Actor
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
 
     api = make_listening_api()
     token = issue(api)
     sweep.sweep_tokens()
     assert token.lifecycle_due_at > clock.now()
-    new, _ = tokens_service.rotate(token, Actor.for_user(token.habilitation.requester), 5)
+    new, _ = token_issuance.rotate(token, Actor.for_user(token.habilitation.requester), 5)
     db.session.flush()
     assert token.lifecycle_due_at <= clock.now()
     sweep.sweep_tokens()

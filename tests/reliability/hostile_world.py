@@ -89,7 +89,7 @@ def _seed() -> World:
     from datapass.authorizations import decisions as authorization_decisions
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
-    from datapass.tokens import service as tokens_service
+    from datapass.tokens import issuance as token_issuance
     from datapass.tokens import transitions as token_transitions
     from tests.lifecycle.conftest import expiring_token, issue
 
@@ -119,7 +119,7 @@ def _seed() -> World:
         expiring_token(api, days_left=20, **owned)
         used = expiring_token(api, days_left=60, **owned)
         rotated = expiring_token(api, days_left=300, **owned)
-        tokens_service.rotate(rotated, Actor.for_user(member), 10)
+        token_issuance.rotate(rotated, Actor.for_user(member), 10)
         token_transitions.suspend(expiring_token(api, days_left=300, **owned), officer, payload)
         issue(api, now - timedelta(days=90), **owned)  # unused for 90 days
         token_transitions.revoke(expiring_token(api, days_left=300, **owned), officer, payload)
@@ -168,7 +168,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     from datapass.authorizations import templates as authorization_templates
     from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import renewal as renewals
-    from datapass.notify import service as notify
+    from datapass.notify import http as webhook_http
     from datapass.notify.models import WebhookEndpoint
     from tests.lifecycle.conftest import expiring_token
     from tests.tokens.conftest import make_api, make_provider
@@ -180,7 +180,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         WebhookEndpoint(
             provider_id=provider.id,
             url="https://crochets.datapass.invalid/datapass",
-            secret_sealed=vault.seal(b"secret-du-crochet", notify.WEBHOOK_SEAL),
+            secret_sealed=vault.seal(b"secret-du-crochet", webhook_http.WEBHOOK_SEAL),
             events=[],
             state="enabled",
             verified_at=now,

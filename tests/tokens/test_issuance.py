@@ -12,12 +12,12 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.keys import service as keys_service
-from datapass.tokens import rotation, service, transitions
+from datapass.tokens import issuance, key_rotation, links, transitions
 from datapass.tokens.models import AccessToken
 
 
 def _issue(world):
-    return service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    return issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
 
 
 def test_header_and_claims_follow_rfc_9068(world):
@@ -59,10 +59,10 @@ def test_only_digest_and_sealed_copy_are_stored(world):
 def test_reveal_once_then_erased(world):
     token, raw = _issue(world)
     actor = Actor.for_user(world.requester)
-    assert service.reveal(token, actor) == raw
+    assert links.reveal(token, actor) == raw
     assert token.sealed_value is None
     try:
-        service.reveal(token, actor)
+        links.reveal(token, actor)
     except transitions.TokenError:
         pass
     else:
@@ -72,7 +72,7 @@ def test_reveal_once_then_erased(world):
 def test_eddsa_option(world, app):
     app.config["TOKEN_ALGORITHM"] = "EdDSA"
     try:
-        rotation.rotate_keys("token", Actor.system("test"), immediately=True)
+        key_rotation.rotate_keys("token", Actor.system("test"), immediately=True)
         token, raw = _issue(world)
         assert jwt.get_unverified_header(raw)["alg"] == "EdDSA"
         jwks = keys_service.jwks()

@@ -13,7 +13,7 @@ from datapass.extensions import db
 from datapass.keys import jws as keys_jws
 from datapass.keys import service as keys_service
 from datapass.keys.models import KeyState, SigningKey
-from datapass.tokens import rotation, service, tasks, transitions
+from datapass.tokens import issuance, key_rotation, tasks, transitions
 from datapass.tokens import verify as dp_verify
 
 
@@ -46,7 +46,7 @@ def test_walk_24_months_every_token_verifies_until_exp(world, client):
         for kid in published:
             first_published.setdefault(kid, clock.now())
         if week % 4 == 0 and clock.now() < clock.add_months(start, 24):
-            token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+            token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
             first_signed.setdefault(token.signing_kid, clock.now())
             issued.append((raw, token.expires_at, token.signing_kid))
             jwks = _jwks(client)
@@ -98,7 +98,7 @@ def test_rotation_job_is_idempotent(app):
 
 def test_manual_rotation_publishes_next_key_seven_days_ahead(app, client):
     keys_service.current_key("token")
-    key = rotation.rotate_keys("token", Actor.system("cli"))
+    key = key_rotation.rotate_keys("token", Actor.system("cli"))
     assert key.state == KeyState.NEXT
     assert key.activates_at == clock.now() + timedelta(days=7)
     assert key.kid in {k["kid"] for k in _jwks(client)["keys"]}
@@ -122,11 +122,11 @@ def test_audit_key_is_separate_and_published(app, client):
 
 
 def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     old_kid = token.signing_kid
-    new = rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
+    new = key_rotation.rotate_keys("token", Actor.system("cli"), immediately=True)
     assert keys_service.current_key("token").kid == new.kid != old_kid
-    fresh, _ = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    fresh, _ = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
     assert fresh.signing_kid == new.kid
     clock.advance(timedelta(days=30))
     tasks.rotate_keys_if_due()
@@ -146,8 +146,8 @@ def test_emergency_rotation_keeps_old_key_for_its_live_tokens(world, client):
 
 
 def test_compromised_key_leaves_the_jwks_at_once(world, client):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("t"))
-    rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("t"))
+    key_rotation.rotate_keys("token", Actor.system("cli"), compromised=True)
     jwks = _jwks(client)
     assert token.signing_kid not in {k["kid"] for k in jwks["keys"]}
     with pytest.raises(dp_verify.InvalidToken):

@@ -15,7 +15,7 @@ from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.lifecycle.sweep import sweep_tokens
 from datapass.notify.models import OutboxMail
-from datapass.tokens import service, transitions
+from datapass.tokens import issuance, transitions
 from datapass.tokens.models import AccessToken
 from tests import factories
 from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
@@ -37,7 +37,7 @@ def introspect(client, world, raw, *, auth=None):
 
 
 def issue(world, habilitation=None):
-    return service.issue_for_habilitation(habilitation or world.habilitation, SYSTEM)
+    return issuance.issue_for_habilitation(habilitation or world.habilitation, SYSTEM)
 
 
 def test_active_token(client, world):
@@ -80,7 +80,7 @@ def test_expired_is_inactive(client, world):
 
 def test_superseded_within_and_after_grace(client, world):
     token, raw = issue(world)
-    new, new_raw = service.rotate(token, Actor.for_user(world.requester), 3)
+    new, new_raw = issuance.rotate(token, Actor.for_user(world.requester), 3)
     assert token.status == "superseded"
     assert introspect(client, world, raw).get_json()["active"] is True
     assert introspect(client, world, new_raw).get_json()["active"] is True
@@ -94,7 +94,7 @@ def test_superseded_within_and_after_grace(client, world):
 
 def test_rotation_without_grace_revokes_at_once(client, world):
     token, raw = issue(world)
-    service.rotate(token, Actor.for_user(world.requester), 0)
+    issuance.rotate(token, Actor.for_user(world.requester), 0)
     assert token.status == "revoked"
     assert introspect(client, world, raw).get_json() == {"active": False}
 
@@ -262,7 +262,7 @@ def test_revocation_list_is_signed_and_exact(client, world):
     suspended, _ = issue(world)
     transitions.suspend(suspended, officer, "Enquête en cours")
     rotated, _ = issue(world)
-    service.rotate(rotated, Actor.for_user(world.requester), 1)
+    issuance.rotate(rotated, Actor.for_user(world.requester), 1)
     clock.advance(timedelta(days=2))  # grace over, job not yet run: listed as revoked
 
     response = client.get("/api/v1/revocations")
@@ -341,7 +341,7 @@ def test_leak_wrong_content_type_and_missing_token(client):
 
 def test_revoking_a_habilitation_revokes_its_tokens(client, world):
     first, raw1 = issue(world)
-    second, raw2 = service.rotate(first, Actor.for_user(world.requester), 10)
+    second, raw2 = issuance.rotate(first, Actor.for_user(world.requester), 10)
     instructor = factories.user(roles=("instructor",), api=world.api)
     revoked = transitions.revoke_for_habilitation(
         world.habilitation, Actor.for_user(instructor), "Fin du marché"

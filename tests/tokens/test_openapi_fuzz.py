@@ -12,7 +12,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from datapass.actor import Actor
-from datapass.tokens import service
+from datapass.tokens import issuance
 
 
 def _compact_jws(ctx, response):
@@ -55,7 +55,7 @@ TOKEN_OPERATIONS = {
 
 def test_machine_api_conforms(app, world, jws_deserializer):
     """Every operation, its generated cases (bounded): no 500, responses as described."""
-    service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     auth = "Basic " + base64.b64encode(f"{world.client.client_id}:{world.secret}".encode()).decode()
     app.config["LEAKS_PER_MINUTE"] = 10_000
     schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", app)

@@ -18,7 +18,7 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.extensions import db
 from datapass.keys import jws as keys_jws
-from datapass.tokens import service
+from datapass.tokens import issuance
 from datapass.tokens import verify as dp_verify
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 
@@ -52,7 +52,7 @@ def served(live_server, committed_app):
     with committed_app.app_context():
         api = make_api(make_provider())
         habilitation = make_habilitation(api)
-        token, raw = service.issue_for_habilitation(habilitation, Actor.system("test"))
+        token, raw = issuance.issue_for_habilitation(habilitation, Actor.system("test"))
         db.session.commit()
         audience, kid = api.audience, token.signing_kid
         claims = dict(token.claims)

@@ -22,7 +22,7 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.keys import jws as keys_jws
 from datapass.keys import service as keys_service
-from datapass.tokens import revocation_list, service
+from datapass.tokens import issuance, revocation_list
 from datapass.tokens import verify as dp_verify
 from tests.tokens.test_machine_api import basic
 
@@ -99,7 +99,7 @@ def check(raw: str, jwks, audience: str) -> dict:
 
 
 def test_every_lenient_reencoding_is_refused_offline_and_by_introspection(client, world):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     jwks = dp_verify.KeySet(keys_service.jwks())
     assert check(raw, jwks, world.api.audience)["jti"] == token.jti
     auth = basic(world.client.client_id, world.secret)
@@ -123,7 +123,7 @@ def test_signatures_are_low_s_and_high_s_twins_are_refused(world):
     jwks = dp_verify.KeySet(keys_service.jwks())
     key = next(iter(jwks.keys.values())).key
     for _ in range(24):  # without normalisation, about half of them would be high-s
-        _, raw = service.issue_for_habilitation(world.habilitation, actor)
+        _, raw = issuance.issue_for_habilitation(world.habilitation, actor)
         signing_input, _, signature = raw.rpartition(".")
         r, s = (
             int.from_bytes(unb64(signature)[:32], "big"),
@@ -165,7 +165,7 @@ def _signed_with_header(header: dict, claims: dict) -> str:
     ],
 )
 def test_non_string_header_members_are_refused_cleanly(client, world, header):
-    token, _ = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, _ = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     forged = _signed_with_header(header, dict(token.claims))
     jwks = keys_service.jwks()
     with pytest.raises(dp_verify.MalformedToken):
@@ -181,7 +181,7 @@ def test_non_string_header_members_are_refused_cleanly(client, world, header):
 
 
 def test_a_jwks_key_with_a_non_string_kid_is_ignored(world):
-    service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     jwks = keys_service.jwks()
     good = jwks["keys"][0]
     keyset = dp_verify.KeySet({"keys": [{**good, "kid": ["x"]}, good]})
@@ -197,7 +197,7 @@ def test_a_jwks_key_with_a_non_string_kid_is_ignored(world):
     ],
 )
 def test_a_leaked_token_pasted_with_line_breaks_is_revoked(client, world, mangle):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     response = client.post(
         "/api/v1/leaks", json={"token": mangle(raw), "source": "https://pastebin.example/1"}
     )
@@ -213,7 +213,7 @@ def test_a_leaked_token_pasted_with_line_breaks_is_revoked(client, world, mangle
 def test_a_leaked_high_s_twin_is_resolved_by_its_jti(client, world):
     """Another encoding of a genuine token carries the same verified jti: it names the same
     token, so the report revokes it (a digest lookup would have missed it)."""
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     response = client.post("/api/v1/leaks", data={"token": high_s_twin(raw)})
     assert response.status_code == 202
     assert token.status == "revoked"
@@ -230,7 +230,7 @@ def test_garbage_leak_reports_get_a_422(client, garbage):
 
 
 def test_a_forged_but_well_formed_token_gets_the_same_202(client, world):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     header, payload, signature = raw.split(".")
     forged = f"{header}.{payload}.{'A' * len(signature)}"
     response = client.post("/api/v1/leaks", json={"token": forged})

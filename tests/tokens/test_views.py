@@ -13,14 +13,14 @@ from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
-from datapass.tokens import service
+from datapass.tokens import issuance
 from datapass.tokens.models import AccessToken
 from tests import factories
 
 
 @pytest.fixture
 def token(world):
-    token, raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    token, raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     token.raw = raw
     return token
 
@@ -183,9 +183,9 @@ def test_maintenance_notice_shown_to_holders(login_as, world, token):
 def test_habilitation_and_tokens_link_each_other(login_as, world, token):
     from tests.tokens.conftest import make_habilitation
 
-    second, _raw = service.issue_for_habilitation(world.habilitation, Actor.system("test"))
+    second, _raw = issuance.issue_for_habilitation(world.habilitation, Actor.system("test"))
     other = make_habilitation(world.api, world.organisation, world.requester)
-    service.issue_for_habilitation(other, Actor.system("test"))
+    issuance.issue_for_habilitation(other, Actor.system("test"))
     client = login_as(world.requester)
     listing = client.get("/jetons/").get_data(as_text=True)
     # One section per habilitation, newest habilitation first, linking to it.

@@ -1,4 +1,6 @@
-"""The catalogue the article names, and the demo's machine client."""
+"""The catalogue's demo data: the providers, APIs and scopes the article names (the
+demo's and the tests' catalogue, not production's: an administrator builds that one), and the
+demo's machine client."""
 
 from __future__ import annotations
 
