@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapass import clock, signals
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations import states, transitions
 from datapass.authorizations.documents import delete_unreferenced_documents, snapshot_documents
 from datapass.authorizations.errors import InvalidRequest
@@ -122,7 +123,7 @@ def approve(request: AuthorizationRequest, actor: Actor, note: str | None = None
     db.session.flush()
     entry.data = {**(entry.data or {}), "habilitation_id": habilitation.id}
     audit.record(
-        "authorizations:habilitation:created",
+        EventTag.Authorizations.HabilitationCreated,
         actor,
         subject=habilitation,
         organisation_id=habilitation.organisation_id,

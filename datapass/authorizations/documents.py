@@ -10,6 +10,7 @@ from sqlalchemy import delete, select
 
 from datapass import clock, vault
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import Document
 from datapass.extensions import db
@@ -104,7 +105,7 @@ def delete_unreferenced_documents(
     ).all()
     for document in documents:
         audit.record(
-            "authorizations:document:deleted",
+            EventTag.Authorizations.DocumentDeleted,
             actor,
             subject=request,
             organisation_id=request.organisation_id,

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from datapass import clock
 from datapass.accounts.models import Membership, User
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations import states
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.mails import mail_context, mail_requester
@@ -52,7 +53,7 @@ def post_message(request: AuthorizationRequest, actor: Actor, body: str) -> Requ
     db.session.add(entry)
     db.session.flush()
     audit.record(
-        "authorizations:request:message_posted",
+        EventTag.Authorizations.RequestMessagePosted,
         actor,
         subject=request,
         organisation_id=request.organisation_id,
@@ -112,11 +113,14 @@ def transfer(request: AuthorizationRequest, new_requester: User, actor: Actor) -
     db.session.add(entry)
     db.session.flush()
     db.session.refresh(request, ["requester"])
-    for subject, tag in ((request, "request"), (habilitation, "habilitation")):
+    for subject, tag in (
+        (request, EventTag.Authorizations.RequestTransferred),
+        (habilitation, EventTag.Authorizations.HabilitationTransferred),
+    ):
         if subject is None:
             continue
         audit.record(
-            f"authorizations:{tag}:transferred",
+            tag,
             actor,
             subject=subject,
             organisation_id=request.organisation_id,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from datapass import clock
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations import states
 from datapass.authorizations.documents import (
     DOCUMENT_FIELDS,
@@ -181,7 +182,7 @@ def create_request(
         )
     )
     audit.record(
-        "authorizations:request:created",
+        EventTag.Authorizations.RequestCreated,
         actor,
         subject=request,
         organisation_id=organisation.id,

@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from datapass import clock
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations import mails, states, transitions
 from datapass.authorizations.models import AuthorizationRequest, RequestEvent
 from datapass.authorizations.states import Event, RequestState
@@ -73,7 +74,7 @@ def remind_idle_drafts() -> int:
             request, "draft_reminder", f"Relance envoyée à {request.requester.email}.", "relance"
         )
         audit.record(
-            "authorizations:request:draft_reminded",
+            EventTag.Authorizations.RequestDraftReminded,
             actor,
             subject=request,
             organisation_id=request.organisation_id,
@@ -120,7 +121,7 @@ def warn_stale_changes_requested() -> int:
             "avertissement",
         )
         audit.record(
-            "authorizations:request:archive_warned",
+            EventTag.Authorizations.RequestArchiveWarned,
             actor,
             subject=request,
             organisation_id=request.organisation_id,

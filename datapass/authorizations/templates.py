@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from datapass import clock
 from datapass.audit import service as audit
+from datapass.audit.tags import EventTag
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import MessageTemplate
 from datapass.extensions import db
@@ -57,7 +58,7 @@ def save_template(
     template.updated_at = now
     db.session.flush()
     audit.record(
-        "authorizations:template:saved",
+        EventTag.Authorizations.TemplateSaved,
         actor,
         subject=template,
         api_id=api_id,
@@ -71,7 +72,7 @@ def delete_template(template: MessageTemplate, actor: Actor) -> None:
     db.session.delete(template)
     db.session.flush()
     audit.record(
-        "authorizations:template:deleted",
+        EventTag.Authorizations.TemplateDeleted,
         actor,
         subject_type="message_templates",
         subject_id=template_id,
