@@ -152,9 +152,9 @@ def create_request(
 ) -> AuthorizationRequest:
     """A new draft for ``organisation`` (the user's current one) asking for ``api``."""
     if user.membership(organisation.id) is None:
-        raise InvalidRequest({"organisation": ["Vous n'êtes pas membre de cette organisation."]})
+        raise InvalidRequest({"api_id": ["Vous n'êtes pas membre de cette organisation."]})
     if not api.is_active:
-        raise InvalidRequest({"api": ["Cette API n'accepte plus de demande."]})
+        raise InvalidRequest({"api_id": ["Cette API n'accepte plus de demande."]})
     now = clock.now()
     request = AuthorizationRequest(
         organisation_id=organisation.id,

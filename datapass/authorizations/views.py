@@ -8,10 +8,18 @@ from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
-from datapass.authorizations import decisions, exports, forms, queue, snapshots, states, visibility
-from datapass.authorizations import documents as authorization_documents
-from datapass.authorizations import messages as authorization_messages
-from datapass.authorizations import sections as authorization_sections
+from datapass.authorizations import (
+    decisions,
+    documents,
+    exports,
+    forms,
+    messages,
+    queue,
+    sections,
+    snapshots,
+    states,
+    visibility,
+)
 from datapass.authorizations import statistics as authorization_statistics
 from datapass.authorizations import templates as authorization_templates
 from datapass.authorizations.errors import InvalidRequest
@@ -94,14 +102,11 @@ def new_request():
             form.api_id.data = wanted
     if form.validate_on_submit():
         api = next(api for api in apis if api.id == form.api_id.data)
-        try:
-            created = authorization_sections.create_request(
+        with web.acting(form=form) as act:
+            created = sections.create_request(
                 current_user, organisation, api, access.current_actor()
             )
-        except InvalidRequest as exc:
-            form.api_id.errors = [m for ms in exc.errors.values() for m in ms]
-        else:
-            db.session.commit()
+        if act.done:
             return redirect(
                 url_for("authorizations.edit_section", request_id=created.id, section="projet")
             )
@@ -131,7 +136,7 @@ def _section_form(found, section: str):
 
 def _section_values(form, section: str) -> dict:
     values = {}
-    for name in authorization_sections.SECTIONS_BY_SLUG[section].fields:
+    for name in sections.SECTIONS_BY_SLUG[section].fields:
         field = form[name]
         if field.type == "FileField":
             content = getattr(field, "content", None)
@@ -148,26 +153,20 @@ def edit_section(request_id: int, section: str):
     if section not in forms.SECTION_FORMS:
         abort(404)
     try:
-        authorization_sections.check_editable(found, current_user)
+        sections.check_editable(found, current_user)
     except states.Conflict as exc:
         return _refused(exc)
     form = _section_form(found, section)
     status = 200
     if form.validate_on_submit():
-        try:
-            authorization_sections.save_section(
+        with web.acting(form=form, success="Brouillon enregistré.") as act:
+            sections.save_section(
                 found, section, _section_values(form, section), access.current_actor()
             )
-        except InvalidRequest as exc:
-            db.session.rollback()
-            for name, messages in exc.errors.items():
-                if name in form:
-                    form[name].errors = list(form[name].errors) + messages
+        if act.refused:
             status = 422
         else:
-            db.session.commit()
-            flash("Brouillon enregistré.", "success")
-            slugs = [s.slug for s in authorization_sections.SECTIONS]
+            slugs = [s.slug for s in sections.SECTIONS]
             index = slugs.index(section)
             if request.form.get("next") == "stay" or index + 1 == len(slugs):
                 return redirect(url_for("authorizations.show", request_id=found.id))
@@ -182,9 +181,9 @@ def edit_section(request_id: int, section: str):
         "authorizations/section.html",
         req=found,
         form=form,
-        section=authorization_sections.SECTIONS_BY_SLUG[section],
-        sections=authorization_sections.SECTIONS,
-        status_by_section=authorization_sections.section_status(found),
+        section=sections.SECTIONS_BY_SLUG[section],
+        sections=sections.SECTIONS,
+        status_by_section=sections.section_status(found),
         contact_roles=CONTACT_ROLES,
     ), status
 
@@ -215,18 +214,16 @@ def _render_show(
         if template is not None and not reason_form.text.data:
             reason_form.text.data = template.body
             message_form.body.data = template.body
-    completion = (
-        authorization_sections.completion_errors(found) if states.is_editable(found) else {}
-    )
+    completion = sections.completion_errors(found) if states.is_editable(found) else {}
     snap = snapshots.snapshot(found)
     return render_template(
         "authorizations/request.html",
         req=found,
         roles=roles,
-        sections=authorization_sections.SECTIONS,
+        sections=sections.SECTIONS,
         completion=submit_errors or completion,
         submit_failed=submit_errors is not None,
-        labels=authorization_sections.FIELD_LABELS,
+        labels=sections.FIELD_LABELS,
         flat=snapshots.flat_fields(snap, found.api.scope_labels()),
         documents=snapshots.document_ids(snap),
         reason_form=reason_form,
@@ -241,9 +238,7 @@ def _render_show(
         can_transfer=states.can_transfer(found, current_user),
         reopening=states.is_reopening(found),
         waiting_days=queue.waiting_days(found),
-        asks=authorization_messages.instructor_asks(found)
-        if states.Role.APPLICANT in roles
-        else None,
+        asks=messages.instructor_asks(found) if states.Role.APPLICANT in roles else None,
     ), status
 
 
@@ -281,16 +276,12 @@ def post_message(request_id: int):
     form = forms.MessageForm()
     if not form.validate_on_submit():
         return _render_show(found, 422, message_form=form)
-    try:
-        authorization_messages.post_message(found, access.current_actor(), form.body.data)
-    except InvalidRequest as exc:
-        db.session.rollback()
-        form.body.errors = exc.errors.get("body", [])
+    if not states.can_message(found, current_user):
+        return _refused(states.NotAllowed("Vous ne pouvez pas écrire sur cette demande."))
+    with web.acting(form=form, success="Message envoyé.") as act:
+        messages.post_message(found, access.current_actor(), form.body.data)
+    if act.refused:
         return _render_show(found, 422, message_form=form)
-    except states.TransitionError as exc:
-        return _refused(exc)
-    db.session.commit()
-    flash("Message envoyé.", "success")
     return redirect(url_for("authorizations.show", request_id=found.id, _anchor="messages"))
 
 
@@ -298,7 +289,7 @@ def post_message(request_id: int):
 @access.signed_in
 def document(request_id: int, document_id: int):
     found = _load(request_id)
-    doc = authorization_documents.request_document(found, document_id)
+    doc = documents.request_document(found, document_id)
     if doc is None:
         abort(404)
     return Response(
@@ -321,19 +312,14 @@ def transfer(request_id: int):
 def _transfer(found, habilitation):
     if not states.can_transfer(found, current_user):
         return _refused(states.NotAllowed("Vous ne pouvez pas transférer cette demande."))
-    candidates = authorization_messages.transfer_candidates(found)
+    candidates = messages.transfer_candidates(found)
     form = forms.TransferForm()
     form.user_id.choices = [(u.id, f"{u.display_name} ({u.email})") for u in candidates]
     if form.validate_on_submit():
         target = next(u for u in candidates if u.id == form.user_id.data)
-        try:
-            authorization_messages.transfer(found, target, access.current_actor())
-        except InvalidRequest as exc:
-            db.session.rollback()
-            form.user_id.errors = exc.errors.get("user_id", [])
-        else:
-            db.session.commit()
-            flash(f"Transférée à {target.display_name}.", "success")
+        with web.acting(form=form, success=f"Transférée à {target.display_name}.") as act:
+            messages.transfer(found, target, access.current_actor())
+        if act.done:
             if habilitation is not None:
                 return redirect(
                     url_for("authorizations.habilitation", habilitation_id=habilitation.id)
@@ -354,8 +340,8 @@ def habilitation(habilitation_id: int):
         "authorizations/habilitation.html",
         habilitation=found,
         req=found.request,
-        labels=authorization_sections.FIELD_LABELS,
-        sections=authorization_sections.SECTIONS,
+        labels=sections.FIELD_LABELS,
+        sections=sections.SECTIONS,
         flat=snapshots.flat_fields(found.snapshot, found.api.scope_labels()),
         documents=snapshots.document_ids(found.snapshot),
         can_transfer=found.is_active and states.can_transfer(found.request, current_user),
@@ -459,7 +445,7 @@ def _save_template(form, template=None):
     list, or None with the errors on the form."""
     if not form.validate_on_submit():
         return None
-    try:
+    with web.acting(form=form, success="Modèle enregistré.") as act:
         authorization_templates.save_template(
             current_user,
             access.current_actor(),
@@ -468,12 +454,8 @@ def _save_template(form, template=None):
             form.body.data,
             template,
         )
-    except InvalidRequest as exc:
-        db.session.rollback()
-        form.api_id.errors = exc.errors.get("api_id", [])
+    if act.refused:
         return None
-    db.session.commit()
-    flash("Modèle enregistré.", "success")
     return redirect(url_for("authorizations.message_templates"))
 
 
@@ -512,7 +494,6 @@ def delete_template(template_id: int):
     template = authorization_templates.get_template(template_id, current_user)
     if template is None:
         abort(404)
-    authorization_templates.delete_template(template, access.current_actor())
-    db.session.commit()
-    flash("Modèle supprimé.", "success")
+    with web.acting(success="Modèle supprimé."):
+        authorization_templates.delete_template(template, access.current_actor())
     return redirect(url_for("authorizations.message_templates"))
