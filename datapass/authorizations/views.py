@@ -3,6 +3,8 @@ timeline and messages, the instructor's queue, exports, statistics and message t
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
@@ -28,6 +30,9 @@ from datapass.authorizations.states import Event, RequestState
 from datapass.catalogue import apis as catalogue_apis
 from datapass.extensions import db
 
+if TYPE_CHECKING:
+    from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
+
 bp = Blueprint("authorizations", __name__)
 
 SUCCESS = {
@@ -48,11 +53,11 @@ def state_enum(value: str) -> RequestState:
 
 
 @bp.app_template_global()
-def event_label(entry) -> str:
+def event_label(entry: RequestEvent) -> str:
     return states.timeline_label(entry)
 
 
-def _load(request_id: int):
+def _load(request_id: int) -> AuthorizationRequest:
     found = visibility.get_request(request_id, current_user)
     if found is None:
         abort(404)
@@ -115,7 +120,7 @@ def new_request():
     )
 
 
-def _section_form(found, section: str):
+def _section_form(found: AuthorizationRequest, section: str):
     form_class = forms.SECTION_FORMS[section]
     if request.method == "POST":
         form = form_class()
@@ -196,7 +201,7 @@ def show(request_id: int):
 
 
 def _render_show(
-    found,
+    found: AuthorizationRequest,
     status: int = 200,
     submit_errors=None,
     reason_form=None,
@@ -309,7 +314,7 @@ def transfer(request_id: int):
     return _transfer(found, habilitation=None)
 
 
-def _transfer(found, habilitation):
+def _transfer(found: AuthorizationRequest, habilitation: Habilitation | None):
     if not states.can_transfer(found, current_user):
         return _refused(states.NotAllowed("Vous ne pouvez pas transférer cette demande."))
     candidates = messages.transfer_candidates(found)

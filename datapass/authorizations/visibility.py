@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from datapass.accounts.models import Organisation
 
 
-def _visible_clause(user: User, model) -> Any:
+def _visible_clause(user: User, model: type[AuthorizationRequest | Habilitation]) -> Any:
     """Rows of ``model`` (a request or a habilitation) that ``user`` may see: every one of
     an organisation where they are a verified member, their own where they are not, every
     one of an API they instruct; security officers see them all."""

@@ -13,8 +13,8 @@ from datapass import clock
 from datapass.accounts.models import Organisation, User
 from datapass.actor import Actor
 from datapass.authorizations import decisions
-from datapass.authorizations import sections as authorization_sections
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
+from datapass.authorizations.sections import create_request, save_section
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState
 from datapass.catalogue.models import Api
 from datapass.demo.accounts import grant_demo_instructor
@@ -86,7 +86,7 @@ def _fill_demo(request: AuthorizationRequest, actor: Actor, title: str) -> None:
         "conditions": {"terms": True},
     }
     for section, values in sections.items():
-        authorization_sections.save_section(request, section, values, actor)
+        save_section(request, section, values, actor)
 
 
 def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> dict[str, Any]:
@@ -110,9 +110,7 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
     for slug, state, title in DEMO_REQUESTS:
         if title in existing:
             continue
-        request = authorization_sections.create_request(
-            applicant, organisation, apis[slug], applicant_actor
-        )
+        request = create_request(applicant, organisation, apis[slug], applicant_actor)
         _fill_demo(request, applicant_actor, title)
         if state == RequestState.DRAFT:
             continue
