@@ -86,7 +86,7 @@ def _seed() -> World:
     from datapass.accounts.models import User
     from datapass.audit import exports
     from datapass.audit.search import AuditFilter
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
     from datapass.tokens import issuance as token_issuance
@@ -114,7 +114,7 @@ def _seed() -> World:
         organisation = factories.organisation(name=payload)
         member = factories.user(EMAILS[n], organisation=organisation, full_name=payload)
         request = factories.filled_request(api, organisation, member, title=payload)
-        authorizations.submit(request, Actor.for_user(member))
+        authorization_decisions.submit(request, Actor.for_user(member))
         owned = {"organisation": organisation, "requester": member}
         expiring_token(api, days_left=20, **owned)
         used = expiring_token(api, days_left=60, **owned)
@@ -165,7 +165,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     of the demo instructor."""
     from datapass import vault
     from datapass.accounts.models import User
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import templates as authorization_templates
     from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import renewal as renewals
     from datapass.notify import http as webhook_http
@@ -199,7 +199,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         True, True, True, renewals.current_contacts(habilitation), list(habilitation.scopes)
     )
     renewals.renew(token, Actor.for_user(applicant), answers)
-    authorizations.save_template(
+    authorization_templates.save_template(
         instructor, Actor.for_user(instructor), api.id, "=Modèle", "Précisez la finalité."
     )
     db.session.flush()
