@@ -58,14 +58,14 @@ with app.app_context():
     db.session.commit()
     clock.set_frozen(None)
     from datapass.actor import Actor
-    from datapass.notify import service as notify
+    from datapass.notify import outbox
     from datapass.tokens import issuance
     from tests.tokens.conftest import make_api, make_client, make_habilitation, make_provider
     provider = make_provider(); api = make_api(provider)
     client, secret = make_client(provider)
     raws = [issuance.issue_for_habilitation(make_habilitation(api), Actor.system("bench"))[1]
             for _ in range(args["live"])]
-    notify.queue_mails([([f"agent{i}@mairie.fr"], "test_message", {"name": "C"})
+    outbox.queue_mails([([f"agent{i}@mairie.fr"], "test_message", {"name": "C"})
                         for i in range(args["mails"])])
     db.session.commit()
     print(json.dumps({"client_id": client.client_id, "secret": secret, "tokens": raws}))

@@ -120,6 +120,7 @@ def _connect_receivers() -> None:
 
 
 def _register_blueprints(app: Flask) -> None:
+    from datapass.accounts import admin_views  # noqa: F401 - its routes join accounts_bp
     from datapass.accounts.views import bp as accounts_bp
     from datapass.audit.views import bp as audit_bp
     from datapass.authorizations.views import bp as authorizations_bp

@@ -185,36 +185,36 @@ def request_in(
     """A complete request brought to ``state`` through the real lifecycle; ``reopening``:
     an update of a validated request (its habilitation stays active)."""
     from datapass.actor import Actor
-    from datapass.authorizations import service
+    from datapass.authorizations import decisions
 
     request = filled_request(api, organisation, requester)
     applicant = Actor.for_user(request.requester)
     instructor = instructor or staff("instructor", api=api)
     staff_actor = Actor.for_user(instructor)
     if reopening:
-        service.submit(request, applicant)
-        service.approve(request, staff_actor)
-        service.reopen(request, applicant)
+        decisions.submit(request, applicant)
+        decisions.approve(request, staff_actor)
+        decisions.reopen(request, applicant)
         if state == "draft":
             return request
-        service.submit(request, applicant)
+        decisions.submit(request, applicant)
         if state == "changes_requested":
-            service.request_changes(request, staff_actor, "Précisez la finalité.")
+            decisions.request_changes(request, staff_actor, "Précisez la finalité.")
         return request
     if state == "draft":
         return request
     if state == "archived":
-        service.archive(request, applicant)
+        decisions.archive(request, applicant)
         return request
-    service.submit(request, applicant)
+    decisions.submit(request, applicant)
     if state == "submitted":
         return request
     if state == "changes_requested":
-        service.request_changes(request, staff_actor, "Précisez la finalité.")
+        decisions.request_changes(request, staff_actor, "Précisez la finalité.")
     elif state == "refused":
-        service.refuse(request, staff_actor, "Base légale insuffisante.")
+        decisions.refuse(request, staff_actor, "Base légale insuffisante.")
     elif state in ("validated", "revoked"):
-        service.approve(request, staff_actor)
+        decisions.approve(request, staff_actor)
         if state == "revoked":
-            service.revoke(request, staff_actor, "Fin du projet.")
+            decisions.revoke(request, staff_actor, "Fin du projet.")
     return request

@@ -13,7 +13,7 @@ from wtforms import FormField, StringField
 from wtforms.validators import Length, Regexp
 
 from datapass.actor import Actor
-from datapass.authorizations import service
+from datapass.authorizations import decisions, messages
 from datapass.extensions import db
 from datapass.forms import Form
 from tests import factories
@@ -103,7 +103,7 @@ def test_a_valid_form_has_no_summary(app):
 
 def _submitted(api, applicant):
     request = factories.filled_request(api, requester=applicant)
-    service.submit(request, Actor.for_user(applicant))
+    decisions.submit(request, Actor.for_user(applicant))
     db.session.commit()
     return request
 
@@ -135,10 +135,10 @@ def test_an_empty_change_motive_is_flagged_under_its_own_field_only(
 
 def test_what_the_instructor_asked_opens_the_applicants_page(client, api, instructor, applicant):
     request = _submitted(api, applicant)
-    service.request_changes(request, Actor.for_user(instructor), "Une conservation de 24 mois.")
-    service.post_message(request, Actor.for_user(instructor), "Et le volume exact ?")
+    decisions.request_changes(request, Actor.for_user(instructor), "Une conservation de 24 mois.")
+    messages.post_message(request, Actor.for_user(instructor), "Et le volume exact ?")
     db.session.commit()
-    asks = service.instructor_asks(request)
+    asks = messages.instructor_asks(request)
     assert asks.change_request.text == "Une conservation de 24 mois."
     assert [m.text for m in asks.messages] == ["Et le volume exact ?"]
     login(client, applicant)
@@ -148,8 +148,8 @@ def test_what_the_instructor_asked_opens_the_applicants_page(client, api, instru
     assert "Une conservation de 24 mois." in html[callout : callout + 2000]
     assert "Et le volume exact ?" in html[callout : callout + 3000]
     # An answer from the organisation settles the message; the change request stays.
-    service.post_message(request, Actor.for_user(applicant), "400 appels par jour.")
-    asks = service.instructor_asks(request)
+    messages.post_message(request, Actor.for_user(applicant), "400 appels par jour.")
+    asks = messages.instructor_asks(request)
     assert asks.change_request is not None and asks.messages == []
     # The instructor's own page has no such callout.
     login(client, instructor)

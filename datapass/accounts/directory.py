@@ -19,7 +19,7 @@ from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
 from datapass.catalogue.models import Api
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 
 def _search_page(stmt, search: str, columns: list, page: int, per_page: int):
@@ -151,7 +151,7 @@ def invite_user(
 def _mail_invitation(
     user: User, actor: Actor, organisation: Organisation | None, role_labels: list[str]
 ) -> None:
-    notify.queue_mail(
+    outbox.queue_mail(
         user.email,
         "account_invitation",
         {

@@ -18,7 +18,7 @@ from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import outbox
 from datapass.notify.models import OutboxMail
 
 RESET_MAILS_PER_WINDOW = 3  # reset mails sent to one address per login window
@@ -116,7 +116,7 @@ def request_password_reset(raw_email: str, ip: str | None) -> None:
             )
         )
         if recent < RESET_MAILS_PER_WINDOW:
-            notify.queue_mail(
+            outbox.queue_mail(
                 user.email,
                 "account_password_reset",
                 {

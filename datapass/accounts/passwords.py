@@ -23,7 +23,7 @@ from datapass.accounts.sessions import bump_epoch
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256
@@ -107,6 +107,6 @@ def change_password(user: User, current: str, new: str, actor: Actor) -> None:
 
 
 def queue_password_changed_mail(user: User) -> None:
-    notify.queue_mail(
+    outbox.queue_mail(
         user.email, "account_password_changed", {"user": user, "changed_at": clock.now()}
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 if TYPE_CHECKING:
     from datapass.authorizations.models import AuthorizationRequest
@@ -18,4 +18,4 @@ def mail_context(request: AuthorizationRequest, **extra: Any) -> dict[str, Any]:
 
 def mail_requester(request: AuthorizationRequest, template: str, **extra: Any) -> None:
     """Mail ``template`` to the requester, with the request, its API and organisation."""
-    notify.queue_mail(request.requester.email, template, mail_context(request, **extra))
+    outbox.queue_mail(request.requester.email, template, mail_context(request, **extra))

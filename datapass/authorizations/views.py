@@ -8,9 +8,12 @@ from flask_login import current_user
 
 from datapass import access, clock, web
 from datapass.accounts.models import User
+from datapass.authorizations import decisions, exports, forms, queue, snapshots, states, visibility
 from datapass.authorizations import documents as authorization_documents
-from datapass.authorizations import forms, service, snapshots, states, visibility
+from datapass.authorizations import messages as authorization_messages
 from datapass.authorizations import sections as authorization_sections
+from datapass.authorizations import statistics as authorization_statistics
+from datapass.authorizations import templates as authorization_templates
 from datapass.authorizations.errors import InvalidRequest
 from datapass.authorizations.models import CONTACT_ROLES
 from datapass.authorizations.states import Event, RequestState
@@ -206,7 +209,7 @@ def _render_show(
     message_form = message_form or forms.MessageForm()
     templates = []
     if states.Role.INSTRUCTOR in roles:
-        templates = service.templates_for(current_user, found.api_id)
+        templates = authorization_templates.templates_for(current_user, found.api_id)
         chosen = web.query_int("modele")
         template = next((t for t in templates if t.id == chosen), None)
         if template is not None and not reason_form.text.data:
@@ -237,8 +240,10 @@ def _render_show(
         can_message=states.can_message(found, current_user),
         can_transfer=states.can_transfer(found, current_user),
         reopening=states.is_reopening(found),
-        waiting_days=service.waiting_days(found),
-        asks=service.instructor_asks(found) if states.Role.APPLICANT in roles else None,
+        waiting_days=queue.waiting_days(found),
+        asks=authorization_messages.instructor_asks(found)
+        if states.Role.APPLICANT in roles
+        else None,
     ), status
 
 
@@ -253,7 +258,7 @@ def act(request_id: int, event: str):
     if not form.validate_on_submit():
         return _render_show(found, 422, reason_form=form, reason_event=event)
     try:
-        service.transition(found, event, access.current_actor(), form.text.data)
+        decisions.transition(found, event, access.current_actor(), form.text.data)
     except InvalidRequest as exc:
         db.session.rollback()
         db.session.refresh(found)
@@ -277,7 +282,7 @@ def post_message(request_id: int):
     if not form.validate_on_submit():
         return _render_show(found, 422, message_form=form)
     try:
-        service.post_message(found, access.current_actor(), form.body.data)
+        authorization_messages.post_message(found, access.current_actor(), form.body.data)
     except InvalidRequest as exc:
         db.session.rollback()
         form.body.errors = exc.errors.get("body", [])
@@ -316,13 +321,13 @@ def transfer(request_id: int):
 def _transfer(found, habilitation):
     if not states.can_transfer(found, current_user):
         return _refused(states.NotAllowed("Vous ne pouvez pas transférer cette demande."))
-    candidates = service.transfer_candidates(found)
+    candidates = authorization_messages.transfer_candidates(found)
     form = forms.TransferForm()
     form.user_id.choices = [(u.id, f"{u.display_name} ({u.email})") for u in candidates]
     if form.validate_on_submit():
         target = next(u for u in candidates if u.id == form.user_id.data)
         try:
-            service.transfer(found, target, access.current_actor())
+            authorization_messages.transfer(found, target, access.current_actor())
         except InvalidRequest as exc:
             db.session.rollback()
             form.user_id.errors = exc.errors.get("user_id", [])
@@ -371,12 +376,12 @@ def transfer_habilitation(habilitation_id: int):
 # --- instructor --------------------------------------------------------------------------
 
 
-def _filters() -> service.QueueFilters:
+def _filters() -> queue.QueueFilters:
     args = request.args
     state = args.get("etat", RequestState.SUBMITTED.value)
     if state not in {s.value for s in RequestState} | {""}:
         state = RequestState.SUBMITTED.value
-    return service.QueueFilters(
+    return queue.QueueFilters(
         state=state,
         api_id=web.query_int("api"),
         organisation=args.get("organisation", "")[:200],
@@ -389,7 +394,7 @@ def _filters() -> service.QueueFilters:
 @access.role_required("instructor")
 def instructor_queue():
     filters = _filters()
-    page = service.instructor_queue(current_user, filters)
+    page = queue.instructor_queue(current_user, filters)
     apis = [a for a in catalogue_apis.list_apis() if a.id in current_user.instructed_api_ids()]
     return render_template(
         "authorizations/queue.html",
@@ -398,14 +403,14 @@ def instructor_queue():
         apis=apis,
         states=RequestState,
         now=clock.now(),
-        waiting_days=service.waiting_days,
+        waiting_days=queue.waiting_days,
         args={k: v for k, v in request.args.items() if k != "page"},
     )
 
 
 def _queue_csv(user_id: int, filters):
     # Streamed after the view's session is gone: the instructor is loaded again (by id).
-    return service.export_csv(db.session.get(User, user_id), filters)
+    return exports.export_csv(db.session.get(User, user_id), filters)
 
 
 @bp.route("/instruction/export.csv")
@@ -424,7 +429,7 @@ def export_csv():
 def export_xlsx():
     stamp = clock.today().isoformat()
     return Response(
-        service.export_xlsx(current_user, _filters()),
+        exports.export_xlsx(current_user, _filters()),
         mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
         headers={"Content-Disposition": f'attachment; filename="demandes-{stamp}.xlsx"'},
     )
@@ -433,12 +438,12 @@ def export_xlsx():
 @bp.route("/instruction/statistiques")
 @access.role_required("instructor")
 def statistics():
-    stats = service.decision_statistics(current_user)
+    stats = authorization_statistics.decision_statistics(current_user)
     return render_template(
         "authorizations/statistics.html",
         stats=stats,
-        per_api=service.decision_charts(stats),
-        buckets=service.DECISION_BUCKETS,
+        per_api=authorization_statistics.decision_charts(stats),
+        buckets=authorization_statistics.DECISION_BUCKETS,
     )
 
 
@@ -455,7 +460,7 @@ def _save_template(form, template=None):
     if not form.validate_on_submit():
         return None
     try:
-        service.save_template(
+        authorization_templates.save_template(
             current_user,
             access.current_actor(),
             form.api_id.data,
@@ -480,14 +485,16 @@ def message_templates():
     if saved is not None:
         return saved
     return render_template(
-        "authorizations/templates.html", templates=service.templates_for(current_user), form=form
+        "authorizations/templates.html",
+        templates=authorization_templates.templates_for(current_user),
+        form=form,
     ), (422 if request.method == "POST" else 200)
 
 
 @bp.route("/instruction/modeles/<int:template_id>", methods=["GET", "POST"])
 @access.role_required("instructor")
 def edit_template(template_id: int):
-    template = service.get_template(template_id, current_user)
+    template = authorization_templates.get_template(template_id, current_user)
     if template is None:
         abort(404)
     form = _template_form(template)
@@ -502,10 +509,10 @@ def edit_template(template_id: int):
 @bp.route("/instruction/modeles/<int:template_id>/suppression", methods=["POST"])
 @access.role_required("instructor")
 def delete_template(template_id: int):
-    template = service.get_template(template_id, current_user)
+    template = authorization_templates.get_template(template_id, current_user)
     if template is None:
         abort(404)
-    service.delete_template(template, access.current_actor())
+    authorization_templates.delete_template(template, access.current_actor())
     db.session.commit()
     flash("Modèle supprimé.", "success")
     return redirect(url_for("authorizations.message_templates"))

@@ -42,6 +42,7 @@ from datapass.consumption.store import (
     paris_day,
     remember,
 )
+from datapass.errors import DomainError
 from datapass.extensions import db
 from datapass.tokens.models import AccessToken
 
@@ -51,7 +52,7 @@ REFUSED_SEALED = "journée déjà scellée : événement trop tardif pour être 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
-class MalformedBatch(ValueError):
+class MalformedBatch(DomainError):
     """Events that do not follow the format: ``errors`` lists them by index."""
 
     def __init__(self, errors: list[dict[str, Any]]):

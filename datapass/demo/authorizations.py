@@ -12,8 +12,8 @@ from sqlalchemy import func, insert, select, text
 from datapass import clock
 from datapass.accounts.models import Organisation, User
 from datapass.actor import Actor
+from datapass.authorizations import decisions
 from datapass.authorizations import sections as authorization_sections
-from datapass.authorizations import service
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
 from datapass.authorizations.states import Event, HabilitationStatus, RequestState
 from datapass.catalogue.models import Api
@@ -117,17 +117,19 @@ def seed_demo(organisation: Organisation, applicant: User, instructor: User) -> 
         if state == RequestState.DRAFT:
             continue
         if state == RequestState.ARCHIVED:
-            service.archive(request, applicant_actor)
+            decisions.archive(request, applicant_actor)
             continue
-        service.submit(request, applicant_actor)
+        decisions.submit(request, applicant_actor)
         if state == RequestState.CHANGES_REQUESTED:
-            service.request_changes(request, instructor_actor, "Précisez la durée de conservation.")
+            decisions.request_changes(
+                request, instructor_actor, "Précisez la durée de conservation."
+            )
         elif state == RequestState.REFUSED:
-            service.refuse(request, instructor_actor, "La finalité ne justifie pas ces données.")
+            decisions.refuse(request, instructor_actor, "La finalité ne justifie pas ces données.")
         elif state in (RequestState.VALIDATED, RequestState.REVOKED):
-            service.approve(request, instructor_actor, "Projet conforme.")
+            decisions.approve(request, instructor_actor, "Projet conforme.")
             if state == RequestState.REVOKED:
-                service.revoke(request, instructor_actor, "Projet abandonné par la collectivité.")
+                decisions.revoke(request, instructor_actor, "Projet abandonné par la collectivité.")
         existing[title] = request
     validated = existing["Tarification solidaire des transports"]
     habilitation = validated.active_habilitation

@@ -13,7 +13,7 @@ from datapass.accounts.models import Role, RoleGrant, User
 from datapass.extensions import db
 from datapass.lifecycle.models import DigestSent, Renewal
 from datapass.lifecycle.states import RenewalStatus
-from datapass.notify import service as notify
+from datapass.notify import outbox
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import TokenStatus
 
@@ -72,7 +72,7 @@ def send_digests(now: datetime | None = None) -> dict[str, int]:
         if not items:
             counts["empty"] += 1
             continue
-        notify.queue_mail(
+        outbox.queue_mail(
             user.email,
             "lifecycle_digest",
             {"user": user, "expiring": expiring, "renewed": renewed, "day": today},

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from flask import current_app
 
 from datapass.lifecycle.days import format_day
-from datapass.notify import service as notify
+from datapass.notify import outbox
 
 if TYPE_CHECKING:
     from datapass.catalogue.models import Api
@@ -49,6 +49,6 @@ def mail_now(recipients: Iterable[str], template: str, context: dict[str, Any]) 
     its own and writes them in bulk)."""
     n = 0
     for recipient in dict.fromkeys(recipients):
-        notify.queue_mail(recipient, template, context)
+        outbox.queue_mail(recipient, template, context)
         n += 1
     return n

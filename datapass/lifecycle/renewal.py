@@ -17,8 +17,8 @@ from datapass import clock
 from datapass.accounts import directory as accounts_directory
 from datapass.actor import Actor
 from datapass.audit import service as audit
+from datapass.authorizations import decisions as authorization_decisions
 from datapass.authorizations import sections as authorization_sections
-from datapass.authorizations import service as authorizations
 from datapass.authorizations import states as authorization_states
 from datapass.catalogue.models import RenewalPolicy
 from datapass.extensions import db
@@ -291,7 +291,7 @@ def _reopen(renewal: Renewal, actor: Actor, answers: RenewalAnswers) -> None:
     the remaining scopes (authorizations' own rules apply)."""
     request = renewal.habilitation.request
     if authorization_states.is_validated(request):
-        authorizations.reopen(request, actor)
+        authorization_decisions.reopen(request, actor)
     values = {
         f"{role}_{part}": (value or "").strip()
         for role, parts in answers.contacts.items()

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from datapass.actor import Actor
 from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
-from datapass.authorizations import service as authorizations
+from datapass.authorizations import decisions as authorization_decisions
 from datapass.authorizations import transitions as authorization_transitions
 from datapass.extensions import db
 from datapass.formatting import plural
@@ -138,7 +138,7 @@ def _do_closure(
     closed_by_request = request is not None and request.active_habilitation is habilitation
     if closed_by_request:
         # The request's revocation mails the requester and the contacts with this reason.
-        authorizations.revoke(request, actor, reason)
+        authorization_decisions.revoke(request, actor, reason)
     else:
         authorization_transitions.revoke_habilitation(habilitation, actor, reason)
     audit.record(

@@ -39,7 +39,7 @@ from datapass.lifecycle.plan import Step, done_keys, plan
 from datapass.lifecycle.states import LifecycleError
 from datapass.lifecycle.steps import HANDLERS
 from datapass.lifecycle.unused import newest_calls
-from datapass.notify import service as notify
+from datapass.notify import outbox, webhooks
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
 
@@ -178,9 +178,9 @@ class Effects:
                 for act in self.acts
             ],
         )
-        notify.queue_mails(self.mails)
+        outbox.queue_mails(self.mails)
         for api_id, items in self.webhooks.items():
-            notify.queue_webhooks_for_api(api_id, items)
+            webhooks.queue_webhooks_for_api(api_id, items)
         if self.dues:
             sqlite = db.session.get_bind().dialect.name == "sqlite"
             db.session.connection().exec_driver_sql(

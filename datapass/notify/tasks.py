@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datapass.notify import service
+from datapass.notify import mail as mail_delivery
 
 
 def deliver_mails() -> dict[str, int]:
@@ -10,7 +10,7 @@ def deliver_mails() -> dict[str, int]:
     fails (a deferral: the next run tries again)."""
     totals = {"sent": 0, "failed": 0, "deferred": 0}
     while True:
-        counts = service.deliver_due()
+        counts = mail_delivery.deliver_due()
         for key in totals:
             totals[key] += counts[key]
         if not any(counts.values()) or counts["deferred"]:

@@ -1,4 +1,5 @@
-"""Pages of the notify domain: one-click unsubscribe, the development mailbox."""
+"""Pages of the notify domain: one-click unsubscribe, the development mailbox, webhook
+administration, the mail outbox."""
 
 from __future__ import annotations
 
@@ -7,13 +8,28 @@ from email import policy
 from email.parser import BytesParser
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, render_template, request
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from wtforms.fields.choices import SelectChoice
 
-from datapass import access
+from datapass import access, web
 from datapass.extensions import csrf, db
 from datapass.formatting import plural
-from datapass.notify import service
+from datapass.notify import forms, outbox
+from datapass.notify import mail as mail_delivery
+from datapass.notify import webhooks as webhook_service
+from datapass.notify.models import DeliveryStatus, OutboxMail, WebhookDelivery, WebhookEndpoint
 
 bp = Blueprint("notify", __name__)
 
@@ -22,12 +38,12 @@ bp = Blueprint("notify", __name__)
 @access.public
 @csrf.exempt  # RFC 8058: mail clients POST "List-Unsubscribe=One-Click" without a form token
 def unsubscribe(token: str):
-    found = service.read_unsubscribe_token(token)
+    found = outbox.read_unsubscribe_token(token)
     if found is None:
         abort(404)
     recipient, category = found
     if request.method == "POST":
-        service.unsubscribe(recipient, category)
+        outbox.unsubscribe(recipient, category)
         db.session.commit()
         return render_template("notify/unsubscribed.html", recipient=recipient, done=True)
     return render_template("notify/unsubscribed.html", recipient=recipient, done=False)
@@ -87,26 +103,24 @@ def dev_mail(name: str):
 WEBHOOK_ROLES = ("admin", "instructor")
 
 
-def _endpoint(endpoint_id: int):
+def _endpoint(endpoint_id: int) -> WebhookEndpoint:
     """An endpoint of a provider the current user may manage (otherwise 404)."""
-    from flask_login import current_user
-
-    from datapass.notify.models import WebhookEndpoint
-
     endpoint = db.session.scalar(
-        service.visible_endpoints_query(current_user).where(WebhookEndpoint.id == endpoint_id)
+        webhook_service.visible_endpoints_query(current_user).where(
+            WebhookEndpoint.id == endpoint_id
+        )
     )
     if endpoint is None:
         abort(404)
     return endpoint
 
 
-def _webhook_show(endpoint, status: int = 200, secret: str | None = None, edit_form=None):
-    from sqlalchemy import select
-
-    from datapass.notify.models import WebhookDelivery
-    from datapass.tokens import forms
-
+def _webhook_show(
+    endpoint: WebhookEndpoint,
+    status: int = 200,
+    secret: str | None = None,
+    edit_form: forms.EndpointEditForm | None = None,
+):
     deliveries = db.session.scalars(
         select(WebhookDelivery)
         .where(WebhookDelivery.endpoint_id == endpoint.id)
@@ -128,12 +142,9 @@ def _webhook_show(endpoint, status: int = 200, secret: str | None = None, edit_f
 @bp.route("/admin/webhooks")
 @access.role_required(*WEBHOOK_ROLES)
 def webhooks():
-    from flask_login import current_user
-
-    from datapass.notify.models import WebhookEndpoint
 
     endpoints = db.session.scalars(
-        service.visible_endpoints_query(current_user).order_by(WebhookEndpoint.id)
+        webhook_service.visible_endpoints_query(current_user).order_by(WebhookEndpoint.id)
     ).all()
     return render_template("notify/webhook_index.html", endpoints=endpoints)
 
@@ -142,27 +153,20 @@ def webhooks():
 @access.role_required(*WEBHOOK_ROLES)
 @access.recent_auth
 def webhook_new():
-    from flask_login import current_user
 
-    from datapass.tokens import forms
-
-    providers = service.visible_providers(current_user)
+    providers = webhook_service.visible_providers(current_user)
     form = forms.EndpointForm()
     form.provider_id.choices = [SelectChoice(p.id, p.name) for p in providers]
     status = 200
     if form.validate_on_submit():
         provider = next(p for p in providers if p.id == form.provider_id.data)
-        try:
-            endpoint, secret = service.create_endpoint(
+        with web.acting(form=form) as act:
+            endpoint, secret = webhook_service.create_endpoint(
                 provider, form.url.data, access.current_actor(), form.events.data
             )
-        except service.WebhookError as exc:
-            db.session.rollback()
-            form.url.errors = [*form.url.errors, str(exc)]
-            status = 422
-        else:
-            db.session.commit()
+        if act.done:
             return _webhook_show(endpoint, 201, secret=secret)
+        status = 422
     elif form.is_submitted():
         status = 422
     return render_template("notify/webhook_new.html", form=form), status
@@ -178,40 +182,28 @@ def webhook_show(endpoint_id: int):
 @access.role_required(*WEBHOOK_ROLES)
 @access.recent_auth
 def webhook_edit(endpoint_id: int):
-    from flask import flash, redirect, url_for
-
-    from datapass.tokens import forms
 
     endpoint = _endpoint(endpoint_id)
     form = forms.EndpointEditForm()
     if not form.validate_on_submit():
         return _webhook_show(endpoint, 422, edit_form=form)
-    try:
-        service.update_endpoint(endpoint, form.url.data, form.events.data, access.current_actor())
-    except service.WebhookError as exc:
-        db.session.rollback()
-        form.url.errors = [*form.url.errors, str(exc)]
+    with web.acting(form=form, success="Webhook modifié.") as act:
+        webhook_service.update_endpoint(
+            endpoint, form.url.data, form.events.data, access.current_actor()
+        )
+    if act.refused:
         return _webhook_show(endpoint, 422, edit_form=form)
-    db.session.commit()
-    flash("Webhook modifié.", "success")
     return redirect(url_for("notify.webhook_show", endpoint_id=endpoint.id))
 
 
 def _webhook_act(endpoint_id: int, act) -> tuple:
-    from flask import flash, redirect, url_for
-
-    from datapass.tokens import forms
 
     endpoint = _endpoint(endpoint_id)
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
-    try:
+    with web.acting() as outcome:
         message, category = act(endpoint)
-    except service.WebhookError as exc:
-        db.session.rollback()
-        flash(str(exc), "error")
-    else:
-        db.session.commit()
+    if outcome.done:
         flash(message, category)
     return redirect(url_for("notify.webhook_show", endpoint_id=endpoint.id))
 
@@ -220,7 +212,7 @@ def _webhook_act(endpoint_id: int, act) -> tuple:
 @access.role_required(*WEBHOOK_ROLES)
 def webhook_ping(endpoint_id: int):
     def act(endpoint):
-        result = service.ping_endpoint(endpoint, access.current_actor())
+        result = webhook_service.ping_endpoint(endpoint, access.current_actor())
         if result["success"]:
             return f"Test signé réussi (HTTP {result['status_code']}).", "success"
         outcome = result["status_code"] or result["error"]
@@ -234,7 +226,7 @@ def webhook_ping(endpoint_id: int):
 @access.recent_auth
 def webhook_enable(endpoint_id: int):
     def act(endpoint):
-        service.enable_endpoint(endpoint, access.current_actor())
+        webhook_service.enable_endpoint(endpoint, access.current_actor())
         return "Webhook activé.", "success"
 
     return _webhook_act(endpoint_id, act)
@@ -245,7 +237,7 @@ def webhook_enable(endpoint_id: int):
 @access.recent_auth
 def webhook_disable(endpoint_id: int):
     def act(endpoint):
-        service.disable_endpoint(endpoint, access.current_actor(), "Désactivé à la main")
+        webhook_service.disable_endpoint(endpoint, access.current_actor(), "Désactivé à la main")
         return "Webhook désactivé : les événements sont conservés.", "success"
 
     return _webhook_act(endpoint_id, act)
@@ -255,12 +247,10 @@ def webhook_disable(endpoint_id: int):
 @access.role_required(*WEBHOOK_ROLES)
 @access.recent_auth
 def webhook_secret(endpoint_id: int):
-    from datapass.tokens import forms
-
     endpoint = _endpoint(endpoint_id)
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
-    secret = service.rotate_endpoint_secret(endpoint, access.current_actor())
+    secret = webhook_service.rotate_endpoint_secret(endpoint, access.current_actor())
     db.session.commit()
     return _webhook_show(endpoint, secret=secret)
 
@@ -270,13 +260,11 @@ def webhook_secret(endpoint_id: int):
 )
 @access.role_required(*WEBHOOK_ROLES)
 def webhook_replay(endpoint_id: int, delivery_id: int):
-    from datapass.notify.models import WebhookDelivery
-
     def act(endpoint):
         delivery = db.session.get(WebhookDelivery, delivery_id)
         if delivery is None or delivery.endpoint_id != endpoint.id:
             abort(404)
-        service.replay_delivery(delivery, access.current_actor())
+        webhook_service.replay_delivery(delivery, access.current_actor())
         return "Livraison remise en file : elle partira au prochain passage.", "success"
 
     return _webhook_act(endpoint_id, act)
@@ -285,20 +273,18 @@ def webhook_replay(endpoint_id: int, delivery_id: int):
 @bp.route("/admin/envois")
 @access.role_required("admin")
 def admin_outbox():
-    from datapass.notify.models import DeliveryStatus
-
     status = request.args.get("statut") or None
     if status not in {None, *DeliveryStatus}:
         abort(404)
-    mails, counts = service.outbox_page(status)
+    mails, counts = mail_delivery.outbox_page(status)
     return render_template(
         "notify/outbox.html",
         mails=mails,
         counts=counts,
         status=status,
         statuses=DeliveryStatus,
-        health=service.outbox_health(),
-        stuck_after_minutes=int(service.STUCK_AFTER.total_seconds() // 60),
+        health=mail_delivery.outbox_health(),
+        stuck_after_minutes=int(mail_delivery.STUCK_AFTER.total_seconds() // 60),
     )
 
 
@@ -306,13 +292,10 @@ def admin_outbox():
 @access.role_required("admin")
 @access.recent_auth
 def admin_outbox_replay_all():
-    from flask import flash, redirect, url_for
-
-    from datapass.tokens import forms
 
     if not forms.EmptyForm().validate_on_submit():
         abort(400)
-    replayed = service.replay_all(access.current_actor())
+    replayed = mail_delivery.replay_all(access.current_actor())
     db.session.commit()
     failed = plural(replayed["failed"], "courriel abandonné remis", "courriels abandonnés remis")
     waiting = plural(
@@ -328,15 +311,11 @@ def admin_outbox_replay_all():
 @bp.app_template_global()
 def outbox_alert():
     """The outbox's health for the banner of administrators' pages, when it is stuck."""
-    from flask_login import current_user
-    from sqlalchemy.exc import SQLAlchemyError
 
-    from datapass.accounts.models import Role
-
-    if not current_user.is_authenticated or not current_user.has_role(Role.ADMIN):
+    if not current_user.is_authenticated or not current_user.has_role("admin"):
         return None
     try:
-        health = service.outbox_health()
+        health = mail_delivery.outbox_health()
     except SQLAlchemyError:  # an error page after a database failure still renders
         return None
     return health if health.stuck else None
@@ -346,16 +325,13 @@ def outbox_alert():
 @access.role_required("admin")
 @access.recent_auth
 def admin_outbox_replay(mail_id: int):
-    from flask import flash, redirect, url_for
-
-    from datapass.notify.models import OutboxMail
 
     mail = db.session.get(OutboxMail, mail_id)
     if mail is None:
         abort(404)
     try:
-        service.replay(mail, access.current_actor())
-    except service.ReplayRefused as refused:
+        mail_delivery.replay(mail, access.current_actor())
+    except mail_delivery.ReplayRefused as refused:
         abort(409, description=str(refused))
     db.session.commit()
     flash("Le courriel est de nouveau en file d'envoi.", "success")

@@ -1,13 +1,11 @@
-"""Forms of the tokens domain and of webhook administration (French messages)."""
+"""Forms of the tokens domain (French messages)."""
 
 from __future__ import annotations
 
-from wtforms import IntegerField, SelectField, StringField, TextAreaField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import URL, DataRequired, InputRequired, Length, NumberRange
+from wtforms import IntegerField, TextAreaField
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange
 
-from datapass.forms import Form, MultiCheckboxField
-from datapass.notify.models import WEBHOOK_EVENTS
+from datapass.forms import Form
 
 
 class EmptyForm(Form):
@@ -36,26 +34,3 @@ class RotateForm(Form):
             NumberRange(min=0, max=30, message="Le délai de grâce va de 0 à 30 jours."),
         ],
     )
-
-
-EVENT_CHOICES = [SelectChoice(e, e) for e in WEBHOOK_EVENTS]
-
-
-class EndpointForm(Form):
-    provider_id = SelectField("Fournisseur", coerce=int)
-    url = StringField(
-        "Adresse du récepteur (URL)",
-        validators=[
-            DataRequired("Indiquez l'adresse du récepteur."),
-            URL(require_tld=False, message="Indiquez une URL complète (https://…)."),
-            Length(max=500, message="500 caractères au plus."),
-        ],
-    )
-    events = MultiCheckboxField(
-        "Événements (aucun coché : tous)", choices=EVENT_CHOICES, validate_choice=True
-    )
-
-
-class EndpointEditForm(Form):
-    url = EndpointForm.url
-    events = EndpointForm.events

@@ -21,7 +21,7 @@ from datapass.audit.tags import EventTag
 from datapass.extensions import adopt, db
 from datapass.keys.jws import TOKEN_TYPE, current_signer, sign
 from datapass.keys.models import KeyUsage
-from datapass.notify import service as notify_service
+from datapass.notify import webhooks
 from datapass.tokens import transitions
 from datapass.tokens.models import SEAL_TOKEN, AccessToken
 from datapass.tokens.states import TokenStatus
@@ -133,7 +133,7 @@ def issue_for_habilitation(
     claims, raw, kid = mint(habilitation)
     token = _store(habilitation, claims, raw, kid, actor, predecessor)
     if first:  # the provider learns of the habilitation before its first token
-        notify_service.queue_webhook_for_api(
+        webhooks.queue_webhook_for_api(
             token.api_id,
             "habilitation.approved",
             transitions.habilitation_webhook_data(habilitation),
@@ -160,7 +160,7 @@ def _announce_issued(token: AccessToken, actor: Actor, predecessor: AccessToken 
             "predecessor_jti": predecessor_jti,
         },
     )
-    notify_service.queue_webhook_for_api(
+    webhooks.queue_webhook_for_api(
         token.api_id,
         "token.issued",
         transitions.token_webhook_data(token, predecessor_jti=predecessor_jti),

@@ -13,7 +13,7 @@ from datapass import clock, vault
 from datapass.actor import Actor
 from datapass.audit.tags import EventTag
 from datapass.extensions import db
-from datapass.notify import service as notify_service
+from datapass.notify import outbox
 from datapass.tokens import states
 from datapass.tokens.issuance import issuer
 from datapass.tokens.models import SEAL_TOKEN, AccessToken, TokenLink
@@ -69,7 +69,7 @@ def send_to_technical_contact(token: AccessToken, actor: Actor) -> TokenLink:
         actor,
         {"jti": token.jti, "recipient": recipient, "link_id": link.id},
     )
-    notify_service.queue_mail(
+    outbox.queue_mail(
         recipient,
         "token_link",
         {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from datapass.accounts import directory as accounts_directory
-from datapass.notify import service as notify_service
+from datapass.notify import outbox
 
 if TYPE_CHECKING:
     from datapass.tokens.models import AccessToken
@@ -32,4 +32,4 @@ def mail_holders(token: AccessToken, template: str, *, instructors: bool = False
         ]
     context = {"token": token, "habilitation": token.habilitation, "api": token.api, **ctx}
     for recipient in recipients:
-        notify_service.queue_mail(recipient, template, context)
+        outbox.queue_mail(recipient, template, context)

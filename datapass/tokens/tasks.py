@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.notify import service as notify_service
+from datapass.notify import webhook_delivery
 from datapass.tokens import key_rotation
 
 
@@ -18,4 +18,4 @@ def rotate_keys_if_due() -> dict[str, list[str]]:
 
 def deliver_webhooks() -> dict[str, int]:
     """Every minute: send the due webhook deliveries (commits)."""
-    return notify_service.deliver_webhooks()
+    return webhook_delivery.deliver_webhooks()

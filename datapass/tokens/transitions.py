@@ -16,7 +16,7 @@ from datapass.audit import service as audit
 from datapass.audit.tags import EventTag
 from datapass.errors import DomainError
 from datapass.extensions import db
-from datapass.notify import service as notify_service
+from datapass.notify import webhooks
 from datapass.tokens import introspection, mails, queries
 from datapass.tokens.models import AccessToken
 from datapass.tokens.states import (
@@ -85,7 +85,7 @@ def apply(
     body.update(payload or {})
     record_act(token, transition.tag, actor, body)
     if transition.webhook:
-        notify_service.queue_webhook_for_api(
+        webhooks.queue_webhook_for_api(
             token.api_id,
             transition.webhook,
             token_webhook_data(token, reason=reason, **(payload or {})),
@@ -184,7 +184,7 @@ def revoke_for_habilitation(
     )
     for token in tokens:
         apply(token, "revoke", actor, reason=reason, role="habilitation")
-    notify_service.queue_webhook_for_api(
+    webhooks.queue_webhook_for_api(
         habilitation.api_id,
         "habilitation.revoked",
         habilitation_webhook_data(habilitation, reason=reason),

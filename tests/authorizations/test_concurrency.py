@@ -11,7 +11,8 @@ from sqlalchemy import func, select
 from datapass.accounts.models import User
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import service, states
+from datapass.authorizations import decisions as authorization_decisions
+from datapass.authorizations import states
 from datapass.authorizations.models import AuthorizationRequest, Habilitation, RequestEvent
 from datapass.extensions import db
 from tests import factories
@@ -40,7 +41,7 @@ def test_two_instructors_decide_at_once(backend, committed_app):
                 actor = Actor.for_user(db.session.get(User, people[event]))
                 assert found.state == "submitted"
                 barrier.wait()  # both have read "submitted": now both decide
-                service.transition(found, event, actor, "Décision concurrente.")
+                authorization_decisions.transition(found, event, actor, "Décision concurrente.")
                 db.session.commit()
                 outcomes[event] = "won"
             except states.Conflict as conflict:

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import documents, sections, service
+from datapass.authorizations import decisions, documents, sections
 from datapass.authorizations.models import AuthorizationRequest, Document
 from datapass.extensions import db
 from tests import factories
@@ -82,8 +82,8 @@ def test_the_submitted_version_keeps_its_file_until_a_new_one_is_submitted(app, 
     request = factories.filled_request(api)
     applicant = Actor.for_user(request.requester)
     homologation_v1 = request.homologation_document_id
-    service.submit(request, applicant)
-    service.request_changes(request, Actor.for_user(instructor), "Décision illisible")
+    decisions.submit(request, applicant)
+    decisions.request_changes(request, Actor.for_user(instructor), "Décision illisible")
     sections.save_section(
         request, "homologation", {"homologation_document": ("v2.pdf", PDF_B)}, applicant
     )
@@ -96,7 +96,7 @@ def test_the_submitted_version_keeps_its_file_until_a_new_one_is_submitted(app, 
     )
     assert homologation_v2 not in _ids()  # never submitted: replaced, deleted
     assert homologation_v1 in _ids()
-    service.submit(request, applicant)
+    decisions.submit(request, applicant)
     assert homologation_v1 not in _ids()  # its version is no longer shown anywhere
     assert request.homologation_document_id in _ids()
     assert [e["document_id"] for e in _deleted_events()] == [homologation_v2, homologation_v1]
@@ -106,21 +106,21 @@ def test_an_abandoned_update_deletes_its_files_and_keeps_the_habilitation_s(app,
     request = factories.filled_request(api)
     applicant = Actor.for_user(request.requester)
     staff = Actor.for_user(instructor)
-    service.submit(request, applicant)
-    service.approve(request, staff)
+    decisions.submit(request, applicant)
+    decisions.approve(request, staff)
     approved = request.homologation_document_id
     for ending in ("cancel", "refuse"):
-        service.reopen(request, applicant)
+        decisions.reopen(request, applicant)
         sections.save_section(
             request, "homologation", {"homologation_document": ("maj.pdf", PDF_B)}, applicant
         )
         update = request.homologation_document_id
         assert approved in _ids()  # frozen in the habilitation in force
         if ending == "cancel":
-            service.cancel_reopening(request, applicant)
+            decisions.cancel_reopening(request, applicant)
         else:
-            service.submit(request, applicant)
-            service.refuse(request, staff, "Homologation non signée")
+            decisions.submit(request, applicant)
+            decisions.refuse(request, staff, "Homologation non signée")
         assert request.homologation_document_id == approved
         assert update not in _ids()
         assert approved in _ids()

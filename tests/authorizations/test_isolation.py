@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import service
+from datapass.authorizations import templates
 from datapass.authorizations.models import AuthorizationRequest
 from datapass.extensions import db
 from tests import factories
@@ -26,7 +26,7 @@ def target(app, apis, instructor, org, applicant):
         organisation=org,
         requester=applicant,
     )
-    template = service.save_template(
+    template = templates.save_template(
         instructor, Actor.for_user(instructor), request.api_id, "Pièce manquante", "Merci de…"
     )
     commit()

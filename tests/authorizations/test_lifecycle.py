@@ -12,7 +12,7 @@ from sqlalchemy import select
 from datapass import signals
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import sections, service, states
+from datapass.authorizations import decisions, sections, states, templates
 from datapass.notify.models import OutboxMail
 from tests import factories
 from tests.authorizations.conftest import commit
@@ -66,24 +66,24 @@ def tokens_calls():
 
 def test_submission_mails(app, api, instructor, applicant):
     request = factories.filled_request(api, requester=applicant)
-    service.submit(request, Actor.for_user(applicant))
+    decisions.submit(request, Actor.for_user(applicant))
     (ack,) = mails("request_submitted")
     assert ack.recipient == applicant.email
     assert "deux mois" in ack.body_text and "décision implicite de rejet" in ack.body_text
     (new,) = mails("instruction_new_request")
     assert new.recipient == instructor.email
-    assert new.category == service.NEW_REQUEST_CATEGORY  # optional: one-click unsubscribe
+    assert new.category == decisions.NEW_REQUEST_CATEGORY  # optional: one-click unsubscribe
     assert "/notifications/desabonnement/" in new.body_text
     designated = {m.recipient for m in mails("request_designated")}
     assert designated == {request.controller_email, request.dpo_email}
 
 
 def test_unsubscribed_instructor_gets_no_new_request_mail(app, api, instructor, applicant):
-    from datapass.notify import service as notify_service
+    from datapass.notify import outbox
 
-    notify_service.unsubscribe(instructor.email, service.NEW_REQUEST_CATEGORY)
+    outbox.unsubscribe(instructor.email, decisions.NEW_REQUEST_CATEGORY)
     request = factories.filled_request(api, requester=applicant)
-    service.submit(request, Actor.for_user(applicant))
+    decisions.submit(request, Actor.for_user(applicant))
     assert mails("instruction_new_request") == []
     assert len(mails("request_submitted")) == 1  # the acknowledgement is not optional
 
@@ -91,8 +91,8 @@ def test_unsubscribed_instructor_gets_no_new_request_mail(app, api, instructor, 
 def test_changes_then_resubmission_records_the_diff(app, api, instructor, applicant):
     request = factories.filled_request(api, requester=applicant)
     actor = Actor.for_user(applicant)
-    service.submit(request, actor)
-    service.request_changes(request, Actor.for_user(instructor), "Le DPO doit être nommé.")
+    decisions.submit(request, actor)
+    decisions.request_changes(request, Actor.for_user(instructor), "Le DPO doit être nommé.")
     (changes,) = mails("request_changes_requested")
     assert "Le DPO doit être nommé." in changes.body_text
     old_dpo = request.dpo_email
@@ -105,7 +105,7 @@ def test_changes_then_resubmission_records_the_diff(app, api, instructor, applic
         },
         actor,
     )
-    entry = service.submit(request, actor)
+    entry = decisions.submit(request, actor)
     assert entry.diff == [
         {
             "field": "dpo_email",
@@ -130,7 +130,7 @@ def test_changes_then_resubmission_records_the_diff(app, api, instructor, applic
 
 def test_approval_freezes_a_habilitation(app, api, instructor, applicant, tokens_calls):
     request = factories.request_in("submitted", api, instructor=instructor, requester=applicant)
-    habilitation = service.approve(request, Actor.for_user(instructor), "Bon projet.")
+    habilitation = decisions.approve(request, Actor.for_user(instructor), "Bon projet.")
     assert habilitation.status == "active" and habilitation.scopes == request.scopes
     assert habilitation.snapshot["title"] == request.title
     assert habilitation.technical_contact_email == request.technical_email
@@ -144,14 +144,14 @@ def test_approval_freezes_a_habilitation(app, api, instructor, applicant, tokens
     assert "Bon projet." in approved.body_text
     # Reopening for an update: the habilitation stays active and frozen.
     actor = Actor.for_user(applicant)
-    service.reopen(request, actor)
+    decisions.reopen(request, actor)
     sections.save_section(
         request, "projet", {"title": "Cantine et crèche", "description": "d", "purpose": "p"}, actor
     )
     assert habilitation.status == "active" and habilitation.snapshot["title"] != "Cantine et crèche"
     assert states.is_reopening(request)
-    service.submit(request, actor)
-    replacement = service.approve(request, Actor.for_user(instructor))
+    decisions.submit(request, actor)
+    replacement = decisions.approve(request, Actor.for_user(instructor))
     assert habilitation.status == "obsolete" and habilitation.replaced_by_id == replacement.id
     assert replacement.status == "active" and replacement.snapshot["title"] == "Cantine et crèche"
     assert request.active_habilitation is replacement
@@ -166,14 +166,14 @@ def test_an_update_abandoned_restores_the_validated_content(app, api, instructor
     validated_title = habilitation.snapshot["title"]
     actor = Actor.for_user(applicant)
     if how == "refuse":
-        service.refuse(request, Actor.for_user(instructor), "Mise à jour non justifiée.")
+        decisions.refuse(request, Actor.for_user(instructor), "Mise à jour non justifiée.")
         assert "inchangée" in mails("request_refused")[-1].body_text
     else:
-        service.request_changes(request, Actor.for_user(instructor), "Précisez.")
+        decisions.request_changes(request, Actor.for_user(instructor), "Précisez.")
         sections.save_section(
             request, "projet", {"title": "Autre titre", "description": "d", "purpose": "p"}, actor
         )
-        service.cancel_reopening(request, actor)
+        decisions.cancel_reopening(request, actor)
     assert request.state == "validated"
     assert request.title == validated_title
     assert habilitation.status == "active" and request.active_habilitation is habilitation
@@ -183,7 +183,7 @@ def test_revocation(app, api, instructor, applicant, tokens_calls):
     request = factories.request_in("validated", api, instructor=instructor, requester=applicant)
     habilitation = request.active_habilitation
     officer = factories.staff("security_officer")
-    service.revoke(request, Actor.for_user(officer), "Fuite de jeton signalée.")
+    decisions.revoke(request, Actor.for_user(officer), "Fuite de jeton signalée.")
     assert habilitation.status == "revoked"
     assert habilitation.revocation_reason == "Fuite de jeton signalée."
     assert ("revoke", habilitation.id, "Fuite de jeton signalée.") in tokens_calls
@@ -201,7 +201,7 @@ def test_a_reason_is_required(app, client, sign_in, api, instructor, applicant):
         assert response.status_code == 422
         assert "Indiquez un motif" in unescape(response.get_data(as_text=True))
     with pytest.raises(states.ReasonRequired):
-        service.refuse(request, Actor.for_user(instructor), "")
+        decisions.refuse(request, Actor.for_user(instructor), "")
     assert request.state == "submitted"
 
 
@@ -260,7 +260,7 @@ def test_message_templates(app, client, sign_in, api, instructor, applicant):
         data={"api_id": api.id, "title": "Délibération", "body": "Joignez la délibération."},
     )
     assert response.status_code == 302
-    (template,) = service.templates_for(instructor)
+    (template,) = templates.templates_for(instructor)
     page = unescape(
         client.get(f"/demandes/{request.id}?modele={template.id}").get_data(as_text=True)
     )
@@ -271,18 +271,18 @@ def test_message_templates(app, client, sign_in, api, instructor, applicant):
     )
     assert response.status_code == 302 and template.title == "Délibération signée"
     client.post(f"/instruction/modeles/{template.id}/suppression")
-    assert service.templates_for(instructor) == []
+    assert templates.templates_for(instructor) == []
 
 
 def test_the_system_may_revoke_but_not_approve(app, api, instructor, applicant, tokens_calls):
     """The lifecycle closes an access left unrenewed (a system revocation); a scheduled job
     can never decide a request."""
     validated = factories.request_in("validated", api, instructor=instructor, requester=applicant)
-    service.revoke(validated, Actor.system("lifecycle"), "Jeton expiré sans renouvellement.")
+    decisions.revoke(validated, Actor.system("lifecycle"), "Jeton expiré sans renouvellement.")
     assert validated.state == "revoked" and validated.events[-1].actor_type == "system"
     submitted = factories.request_in("submitted", api, instructor=instructor)
     with pytest.raises(states.NotAllowed):
-        service.approve(submitted, Actor.system("job"))
+        decisions.approve(submitted, Actor.system("job"))
     assert submitted.state == "submitted"
 
 
@@ -308,7 +308,7 @@ def test_the_lifecycle_hears_when_an_update_ends(app, api, instructor, applicant
             "submitted", api, reopening=True, instructor=instructor, requester=applicant
         )
         previous = request.active_habilitation
-        new = service.approve(request, Actor.for_user(instructor))
-        service.reopen(request, Actor.for_user(applicant))
-        service.cancel_reopening(request, Actor.for_user(applicant))
+        new = decisions.approve(request, Actor.for_user(instructor))
+        decisions.reopen(request, Actor.for_user(applicant))
+        decisions.cancel_reopening(request, Actor.for_user(applicant))
     assert heard == [("approved", previous.id, new.id), ("closed", request.id)]

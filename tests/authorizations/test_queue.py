@@ -12,7 +12,7 @@ import pytest
 from openpyxl import load_workbook
 
 from datapass.actor import Actor
-from datapass.authorizations import service
+from datapass.authorizations import decisions, statistics
 from tests import factories
 from tests.authorizations.conftest import commit
 
@@ -125,11 +125,11 @@ def test_time_to_decision_statistics(app, client, sign_in, frozen_clock, api, in
     for days, request in zip((1, 1, 8), submitted, strict=True):
         frozen_clock.advance(timedelta(days=days))
         if days == 8:
-            service.refuse(request, actor, "Non.")
+            decisions.refuse(request, actor, "Non.")
         else:
-            service.approve(request, actor)
+            decisions.approve(request, actor)
     commit()
-    (stats,) = service.decision_statistics(instructor)
+    (stats,) = statistics.decision_statistics(instructor)
     # decided after 1, 2 and 10 days: median 2, 90th percentile 8.4 (linear interpolation)
     assert (stats.month, stats.decisions, stats.median_days, stats.p90_days) == (
         "2026-11",

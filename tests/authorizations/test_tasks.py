@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
-from datapass.authorizations import sections, service, tasks
+from datapass.authorizations import decisions, sections, tasks
 from datapass.extensions import db
 from tests import factories
 from tests.authorizations.test_lifecycle import mails
@@ -83,8 +83,8 @@ def test_a_resubmitted_request_is_not_archived(app, frozen_clock, api, instructo
     frozen_clock.set_frozen(frozen_clock.add_months(frozen_clock.now(), 6))
     assert tasks.warn_stale_changes_requested() == 1
     frozen_clock.advance(timedelta(days=3))
-    service.submit(request, Actor.for_user(applicant))
-    service.request_changes(request, Actor.for_user(instructor), "Encore un détail.")
+    decisions.submit(request, Actor.for_user(applicant))
+    decisions.request_changes(request, Actor.for_user(instructor), "Encore un détail.")
     frozen_clock.advance(timedelta(days=20))
     assert tasks.archive_stale_changes_requested() == 0
     assert tasks.warn_stale_changes_requested() == 0  # a new six months start now

@@ -7,7 +7,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from datapass.actor import Actor
-from datapass.authorizations import sections, service, snapshots
+from datapass.authorizations import decisions, sections, snapshots
 from datapass.extensions import db
 from datapass.notify.models import OutboxMail
 from tests import factories
@@ -21,7 +21,7 @@ def _submitted(api, applicant, instructor):
     request = factories.filled_request(
         api, requester=applicant, scopes=["quotient_familial", "enfants"]
     )
-    service.submit(request, Actor.for_user(applicant))
+    decisions.submit(request, Actor.for_user(applicant))
     db.session.flush()
     return request
 
@@ -41,7 +41,7 @@ def test_habilitation_and_token_pages_list_scope_labels(
     app, client, sign_in, api, applicant, instructor
 ):
     request = _submitted(api, applicant, instructor)
-    habilitation = service.approve(request, Actor.for_user(instructor))
+    habilitation = decisions.approve(request, Actor.for_user(instructor))
     db.session.flush()
     sign_in(applicant)
     page = client.get(f"/habilitations/{habilitation.id}").get_data(as_text=True)
@@ -60,11 +60,11 @@ def test_habilitation_and_token_pages_list_scope_labels(
 
 def test_timeline_differences_and_mails_use_labels(app, api, applicant, instructor):
     request = _submitted(api, applicant, instructor)
-    service.request_changes(request, Actor.for_user(instructor), "Retirez les enfants.")
+    decisions.request_changes(request, Actor.for_user(instructor), "Retirez les enfants.")
     sections.save_section(
         request, "donnees", {"scopes": ["quotient_familial", "adresse"]}, Actor.for_user(applicant)
     )
-    entry = service.submit(request, Actor.for_user(applicant))
+    entry = decisions.submit(request, Actor.for_user(applicant))
     change = next(c for c in entry.diff if c["field"] == "scopes")
     assert change["before"] == f"{QF}, {ENFANTS}"
     assert change["after"] == f"{QF}, {ADRESSE}"

@@ -10,7 +10,7 @@ import pytest
 
 from datapass import clock
 from datapass.actor import Actor
-from datapass.authorizations import service as authorizations_service
+from datapass.authorizations import decisions as authorization_decisions
 from datapass.extensions import db
 from tests import factories
 from tests.browser.steps import sign_in
@@ -38,7 +38,7 @@ def test_dashboard_statistics_and_statement(page, new_page, committed_app):
         start = clock.now()
         for days, request in zip((2, 12, 40), requests, strict=True):
             clock.set_frozen(start + timedelta(days=days))
-            authorizations_service.approve(request, actor)
+            authorization_decisions.approve(request, actor)
         clock.set_frozen(now)
         officer = factories.user(roles=("security_officer",), is_demo=True)
         db.session.commit()

@@ -133,14 +133,14 @@ def test_habilitations_and_tokens_lead_to_each_other(page, committed_app):
 def test_decision_errors_by_keyboard_then_the_applicant_sees_what_was_asked(
     page, new_page, committed_app
 ):
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
 
     with committed_app.app_context():
         api = factories.catalogue()["quotient-familial"]
         applicant = factories.user(organisation=factories.organisation())
         instructor = factories.user(roles=("instructor",), api=api, is_demo=True)
         request = factories.filled_request(api, requester=applicant)
-        authorizations.submit(request, Actor.for_user(applicant))
+        authorization_decisions.submit(request, Actor.for_user(applicant))
         db.session.commit()
         request_id, applicant_email, instructor_email = (
             request.id,

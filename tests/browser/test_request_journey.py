@@ -163,10 +163,10 @@ def test_request_journey(page, new_page, committed_app, smtp):
     assert "Habilitation en vigueur" in page.content()
 
     # --- the mails reach the SMTP server ----------------------------------------------------
-    from datapass.notify import service as notify_service
+    from datapass.notify import mail as mail_delivery
 
     with committed_app.app_context():
-        while notify_service.deliver_due()["sent"]:
+        while mail_delivery.deliver_due()["sent"]:
             pass
     subjects = smtp.to(applicant_email)
     assert subjects[0].startswith("Accusé de réception de votre demande DP-")

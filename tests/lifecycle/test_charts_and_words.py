@@ -13,7 +13,8 @@ from sqlalchemy import event
 
 from datapass import charts, clock
 from datapass.actor import Actor
-from datapass.authorizations import service as authorizations_service
+from datapass.authorizations import decisions as authorization_decisions
+from datapass.authorizations import statistics as authorization_statistics
 from datapass.extensions import db
 from datapass.lifecycle import sweep, trends
 from datapass.lifecycle.dashboard import DashboardFilters
@@ -168,13 +169,13 @@ def test_decision_times_per_month_and_api(app, client, login_as):
     start = clock.now()
     for days, request in zip(waits, requests, strict=True):
         clock.set_frozen(start + timedelta(days=days))
-        authorizations_service.approve(request, actor)
+        authorization_decisions.approve(request, actor)
     clock.set_frozen(datetime(2026, 11, 28, 9, 0, tzinfo=UTC))
-    stats = authorizations_service.decision_statistics(instructor)
+    stats = authorization_statistics.decision_statistics(instructor)
     by_month = {s.month: s.buckets for s in stats}
     assert by_month == {"2026-08": (2, 1, 0, 0), "2026-09": (0, 0, 1, 0), "2026-10": (0, 0, 0, 1)}
-    assert authorizations_service.decision_bucket(7.0) == 0
-    assert authorizations_service.decision_bucket(7.1) == 1
+    assert authorization_statistics.decision_bucket(7.0) == 0
+    assert authorization_statistics.decision_bucket(7.1) == 1
 
     page = login_as(instructor).get("/instruction/statistiques").get_data(as_text=True)
     assert 'id="graphique-delais-1"' in page and 'data-bars="12"' in page

@@ -170,7 +170,7 @@ def test_instructor_may_refuse_with_a_reason(app):
 
 
 def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
 
     api = make_listening_api()
     add_scopes(api, "revenus", "adresse")
@@ -193,7 +193,7 @@ def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
     instructor = factories.user(roles=("instructor",), api=api)
     request.state = "submitted"
     db.session.flush()
-    new_habilitation = authorizations.approve(request, Actor.for_user(instructor))
+    new_habilitation = authorization_decisions.approve(request, Actor.for_user(instructor))
     renewal = db.session.get(Renewal, outcome.renewal.id)
     assert renewal.status == "completed"
     new = db.session.get(AccessToken, renewal.new_token_id)
@@ -203,7 +203,7 @@ def test_a_changed_contact_reopens_the_request_then_approval_completes(app):
 
 
 def test_a_cancelled_update_frees_the_renewal(app):
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
     from datapass.authorizations import snapshots as authorization_snapshots
 
     api = make_listening_api()
@@ -214,7 +214,7 @@ def test_a_cancelled_update_frees_the_renewal(app):
         token, Actor.for_user(requester), answers_for(token, purpose_unchanged=False)
     )
     assert outcome.reopened
-    authorizations.cancel_reopening(token.habilitation.request, Actor.for_user(requester))
+    authorization_decisions.cancel_reopening(token.habilitation.request, Actor.for_user(requester))
     assert renewals.open_renewal(token) is None
     assert renewals.can_renew(token, requester)
 

@@ -10,7 +10,8 @@ from aiosmtpd.handlers import Message as MessageHandler
 
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.notify import service
+from datapass.notify import mail as mail_delivery
+from datapass.notify import outbox
 from datapass.notify.models import DeliveryStatus
 
 
@@ -53,9 +54,9 @@ def test_queued_mail_is_delivered_over_smtp(smtp_app, smtp_port):
     inbox = Inbox()
     controller = _start(inbox, smtp_port)
     try:
-        mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+        mail = outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
         assert mail.subject == "Message de test Datapass"
-        counts = service.deliver_due()
+        counts = mail_delivery.deliver_due()
     finally:
         controller.stop()
     assert counts["sent"] == 1
@@ -67,23 +68,23 @@ def test_queued_mail_is_delivered_over_smtp(smtp_app, smtp_port):
     assert "jamais votre jeton" in received.get_payload()[0].get_payload(decode=True).decode()
     assert db.session.get(type(mail), mail.id).status == DeliveryStatus.SENT
     # delivered once: another run sends nothing
-    assert service.deliver_due()["sent"] == 0
+    assert mail_delivery.deliver_due()["sent"] == 0
 
 
 def test_mail_waits_while_the_server_is_down_then_goes_out(smtp_app, smtp_port, frozen_clock):
-    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
-    counts = service.deliver_due()  # nobody listens on the port
+    mail = outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+    counts = mail_delivery.deliver_due()  # nobody listens on the port
     assert counts == {"sent": 0, "failed": 0, "deferred": 1}
     assert mail.status == DeliveryStatus.PENDING and mail.attempts == 1
     assert "SMTP" in mail.last_error
     # not retried before its backoff
-    assert service.deliver_due()["deferred"] == 0
+    assert mail_delivery.deliver_due()["deferred"] == 0
 
     inbox = Inbox()
     controller = _start(inbox, smtp_port)
     try:
         frozen_clock.advance(timedelta(minutes=2))
-        counts = service.deliver_due()
+        counts = mail_delivery.deliver_due()
     finally:
         controller.stop()
     assert counts["sent"] == 1
@@ -92,9 +93,9 @@ def test_mail_waits_while_the_server_is_down_then_goes_out(smtp_app, smtp_port, 
 
 
 def test_backoff_grows_and_is_capped():
-    assert service.backoff(1) == timedelta(minutes=1)
-    assert service.backoff(4) == timedelta(minutes=8)
-    assert service.backoff(30) == timedelta(hours=6)
+    assert outbox.backoff(1) == timedelta(minutes=1)
+    assert outbox.backoff(4) == timedelta(minutes=8)
+    assert outbox.backoff(30) == timedelta(hours=6)
 
 
 def test_mail_is_abandoned_only_when_refused_and_can_be_replayed(smtp_app, smtp_port):
@@ -107,18 +108,18 @@ def test_mail_is_abandoned_only_when_refused_and_can_be_replayed(smtp_app, smtp_
 
     controller = _start(Refusing(), smtp_port)
     try:
-        mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
-        assert service.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
+        mail = outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
+        assert mail_delivery.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
     finally:
         controller.stop()
     assert mail.status == DeliveryStatus.FAILED and "550" in mail.last_error
-    service.replay(mail, Actor.system("test"))
+    mail_delivery.replay(mail, Actor.system("test"))
     assert mail.status == DeliveryStatus.PENDING and mail.attempts == 0
 
 
 def test_development_backend_writes_eml_files_listed_on_a_dev_page(app, client, mail_dir):
-    service.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
-    assert service.deliver_due()["sent"] == 1
+    outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "Camille"})
+    assert mail_delivery.deliver_due()["sent"] == 1
     files = list(mail_dir.glob("*.eml"))
     assert len(files) == 1
     parsed = message_from_bytes(files[0].read_bytes())
@@ -132,18 +133,18 @@ def test_development_backend_writes_eml_files_listed_on_a_dev_page(app, client, 
 
 def test_optional_mail_carries_one_click_unsubscribe(csrf_app):
     client = csrf_app.test_client()  # RFC 8058: the mail client posts no CSRF token
-    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
-    message = service.build_message(mail)
+    mail = outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
+    message = mail_delivery.build_message(mail)
     link = message["List-Unsubscribe"].strip("<>")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     path = link.split("datapass.test", 1)[1]
     assert client.post(path).status_code == 200
     assert (
-        service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
+        outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}, category="digest")
         is None
     )
     # mandatory mails still go out
-    assert service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}) is not None
+    assert outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "C"}) is not None
     assert client.post("/notifications/desabonnement/falsifie").status_code == 404
 
 
@@ -153,7 +154,7 @@ def test_admin_sees_failed_mails_and_replays_them(app, client, login_as, frozen_
 
     admin = factories.user(roles=("admin",))
     factories.enable_totp(admin)
-    mail = service.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
+    mail = outbox.queue_mail("agent@mairie.fr", "test_message", {"name": "C"})
     mail.status = DeliveryStatus.FAILED
     mail.last_error = "connexion SMTP impossible"
     db.session.commit()
@@ -180,16 +181,16 @@ def test_bulk_queued_message_stores_one_body_for_its_recipients(app, client, log
     from datapass.notify.models import MailBody, OutboxMail
     from tests import factories
 
-    single = service.queue_mail("seul@mairie.fr", "test_message", {"name": "Seul"})
+    single = outbox.queue_mail("seul@mairie.fr", "test_message", {"name": "Seul"})
     recipients = ["a@mairie.fr", "b@mairie.fr", "c@mairie.fr"]
-    queued = service.queue_mails(
+    queued = outbox.queue_mails(
         [
             (recipients + ["a@mairie.fr"], "test_message", {"name": "Camille"}),
             (["d@mairie.fr"], "test_message", {"name": "Dominique"}),
             ([], "test_message", {"name": "Personne"}),
         ]
     )
-    after = service.queue_mail("apres@mairie.fr", "test_message", {"name": "Après"})
+    after = outbox.queue_mail("apres@mairie.fr", "test_message", {"name": "Après"})
     assert queued == 4
     rows = db.session.scalars(
         select(OutboxMail).where(OutboxMail.recipient.in_(recipients)).order_by(OutboxMail.id)
@@ -206,7 +207,7 @@ def test_bulk_queued_message_stores_one_body_for_its_recipients(app, client, log
     rows[1].status = DeliveryStatus.FAILED
     rows[1].last_error = "boîte pleine"
     db.session.commit()
-    assert service.deliver_due()["sent"] == 5
+    assert mail_delivery.deliver_due()["sent"] == 5
     sent = [
         message_from_bytes(path.read_bytes(), policy=policy.default)
         for path in sorted(mail_dir.glob("*.eml"))
@@ -220,7 +221,7 @@ def test_bulk_queued_message_stores_one_body_for_its_recipients(app, client, log
     page = client.get("/admin/envois?statut=failed").get_data(as_text=True)
     assert "b@mairie.fr" in page and "boîte pleine" in page
     assert client.post(f"/admin/envois/{rows[1].id}/renvoyer").status_code == 302
-    assert service.deliver_due()["sent"] == 1
+    assert mail_delivery.deliver_due()["sent"] == 1
     replayed = [
         message_from_bytes(path.read_bytes(), policy=policy.default)
         for path in mail_dir.glob("*.eml")

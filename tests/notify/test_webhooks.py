@@ -15,7 +15,8 @@ from datapass import clock
 from datapass.actor import Actor
 from datapass.audit.models import AuditEvent
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import http as webhook_http
+from datapass.notify import webhook_delivery, webhooks
 from datapass.notify.models import OutboxMail, WebhookAttempt, WebhookDelivery
 from datapass.tokens import issuance as token_issuance
 from datapass.tokens import transitions as token_transitions
@@ -93,28 +94,28 @@ def receiver(app):
 def endpoint(app, receiver):
     provider = make_provider()
     api = make_api(provider)
-    endpoint, secret = notify.create_endpoint(provider, receiver.url, ADMIN)
+    endpoint, secret = webhooks.create_endpoint(provider, receiver.url, ADMIN)
     receiver.secret = secret
-    assert notify.ping_endpoint(endpoint, ADMIN)["success"]
-    notify.enable_endpoint(endpoint, ADMIN)
+    assert webhooks.ping_endpoint(endpoint, ADMIN)["success"]
+    webhooks.enable_endpoint(endpoint, ADMIN)
     endpoint.api = api
     return endpoint
 
 
 def test_ping_must_succeed_before_enabling(app, receiver):
     provider = make_provider()
-    endpoint, secret = notify.create_endpoint(provider, receiver.url, ADMIN)
+    endpoint, secret = webhooks.create_endpoint(provider, receiver.url, ADMIN)
     assert vars(endpoint).get("secret_sealed") != secret and secret not in endpoint.secret_sealed
-    with pytest.raises(notify.WebhookError):
-        notify.enable_endpoint(endpoint, ADMIN)
+    with pytest.raises(webhook_http.WebhookError):
+        webhooks.enable_endpoint(endpoint, ADMIN)
     receiver.secret = "whsec_not-the-right-one"
-    assert not notify.ping_endpoint(endpoint, ADMIN)["success"]  # receiver refuses signature
+    assert not webhooks.ping_endpoint(endpoint, ADMIN)["success"]  # receiver refuses signature
     assert receiver.rejected == 1
     receiver.secret = secret
-    result = notify.ping_endpoint(endpoint, ADMIN)
+    result = webhooks.ping_endpoint(endpoint, ADMIN)
     assert result["success"] and result["status_code"] == 204
     assert receiver.events("ping")[0]["body"]["event"] == "ping"
-    notify.enable_endpoint(endpoint, ADMIN)
+    webhooks.enable_endpoint(endpoint, ADMIN)
     assert endpoint.is_enabled
     tags = [e.tag for e in db.session.query(AuditEvent).order_by(AuditEvent.seq)]
     assert "notify:webhook:created" in tags and "notify:webhook:enabled" in tags
@@ -124,7 +125,7 @@ def test_ping_must_succeed_before_enabling(app, receiver):
 def test_events_are_delivered_once_signed(app, receiver, endpoint):
     habilitation = make_habilitation(endpoint.api)
     token, _ = token_issuance.issue_for_habilitation(habilitation, Actor.system("test"))
-    counts = notify.deliver_webhooks()
+    counts = webhook_delivery.deliver_webhooks()
     assert counts["sent"] == 2
     assert [r["event"] for r in receiver.events() if r["event"] != "ping"] == [
         "habilitation.approved",
@@ -139,7 +140,7 @@ def test_events_are_delivered_once_signed(app, receiver, endpoint):
     # the token itself never travels
     assert token.sealed_value is None or "eyJ" not in json.dumps(body)
     # delivered once: a second run sends nothing
-    assert notify.deliver_webhooks()["sent"] == 0
+    assert webhook_delivery.deliver_webhooks()["sent"] == 0
     assert len(receiver.events("token.issued")) == 1
 
 
@@ -149,17 +150,17 @@ def test_receiver_down_then_up_nothing_lost(app, receiver, endpoint):
     officer = Actor.for_user(factories.user(roles=("security_officer",)))
     token_transitions.suspend(token, officer, "Enquête en cours")
     receiver.status = 503
-    counts = notify.deliver_webhooks()
+    counts = webhook_delivery.deliver_webhooks()
     assert counts == {"sent": 0, "deferred": 3, "failed": 0}
     attempts = db.session.query(WebhookAttempt).all()
     assert len(attempts) == 3 and all(a.status_code == 503 for a in attempts)
     # deliberately changed (issue 10, point 6): nothing of the answer's body is kept
     assert all("indisponible" not in (a.error or "") for a in attempts)
     # not due yet: nothing is attempted before the backoff
-    assert notify.deliver_webhooks() == {"sent": 0, "deferred": 0, "failed": 0}
+    assert webhook_delivery.deliver_webhooks() == {"sent": 0, "deferred": 0, "failed": 0}
     receiver.status = 200
     clock.advance(timedelta(minutes=1))
-    assert notify.deliver_webhooks()["sent"] == 3
+    assert webhook_delivery.deliver_webhooks()["sent"] == 3
     assert [r["event"] for r in receiver.events() if r["event"] != "ping"] == [
         "habilitation.approved",
         "token.issued",
@@ -175,7 +176,7 @@ def test_backoff_is_exponential(app, receiver, endpoint):
     try:
         waits = []
         for _ in range(4):
-            notify.deliver_webhooks()
+            webhook_delivery.deliver_webhooks()
             delivery = db.session.query(WebhookDelivery).order_by(WebhookDelivery.id).first()
             waits.append(delivery.next_attempt_at - clock.now())
             clock.set_frozen(delivery.next_attempt_at)
@@ -188,7 +189,7 @@ def test_failing_endpoint_is_disabled_and_developers_told(app, receiver, endpoin
     receiver.status = 500
     for _ in range(5):
         token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
-    notify.deliver_webhooks()
+    webhook_delivery.deliver_webhooks()
     assert endpoint.state == "disabled"
     assert "échecs consécutifs" in endpoint.disabled_reason
     mails = db.session.query(OutboxMail).filter_by(template="webhook_disabled").all()
@@ -196,20 +197,20 @@ def test_failing_endpoint_is_disabled_and_developers_told(app, receiver, endpoin
     # while disabled, events are kept, not delivered
     token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
     clock.advance(timedelta(hours=1))
-    assert notify.deliver_webhooks()["sent"] == 0
+    assert webhook_delivery.deliver_webhooks()["sent"] == 0
     receiver.status = 200
-    notify.ping_endpoint(endpoint, ADMIN)
-    notify.enable_endpoint(endpoint, ADMIN)
-    sent = notify.deliver_webhooks()["sent"]
+    webhooks.ping_endpoint(endpoint, ADMIN)
+    webhooks.enable_endpoint(endpoint, ADMIN)
+    sent = webhook_delivery.deliver_webhooks()["sent"]
     assert sent == db.session.query(WebhookDelivery).count() == 12
 
 
 def test_replay(app, receiver, endpoint):
     token_issuance.issue_for_habilitation(make_habilitation(endpoint.api), Actor.system("test"))
-    notify.deliver_webhooks()
+    webhook_delivery.deliver_webhooks()
     delivery = db.session.query(WebhookDelivery).filter_by(event="token.issued").one()
-    notify.replay_delivery(delivery, ADMIN)
-    assert notify.deliver_webhooks()["sent"] == 1
+    webhooks.replay_delivery(delivery, ADMIN)
+    assert webhook_delivery.deliver_webhooks()["sent"] == 1
     replays = receiver.events("token.issued")
     assert len(replays) == 2 and replays[0]["delivery"] == replays[1]["delivery"]
     assert replays[0]["body"] == replays[1]["body"]
@@ -218,5 +219,5 @@ def test_replay(app, receiver, endpoint):
 
 def test_private_addresses_refused_in_production_like_config(app, receiver, endpoint):
     app.config["WEBHOOK_ALLOW_PRIVATE"] = False
-    result = notify.ping_endpoint(endpoint, ADMIN)
+    result = webhooks.ping_endpoint(endpoint, ADMIN)
     assert not result["success"] and "non publique" in result["error"]

@@ -74,9 +74,9 @@ def test_instructor_sees_only_own_providers(login_as):
     api = make_api(mine)
     make_api(theirs)
     from datapass.actor import Actor
-    from datapass.notify import service
+    from datapass.notify import webhooks
 
-    other, _ = service.create_endpoint(theirs, "https://hooks.example.org/x", Actor.system("t"))
+    other, _ = webhooks.create_endpoint(theirs, "https://hooks.example.org/x", Actor.system("t"))
     instructor = factories.user(roles=("instructor",), api=api, mfa_enabled_at=clock.now())
     client = login_as(instructor)
     assert client.get(f"/admin/webhooks/{other.id}").status_code == 404

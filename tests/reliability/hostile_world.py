@@ -86,7 +86,7 @@ def _seed() -> World:
     from datapass.accounts.models import User
     from datapass.audit import exports
     from datapass.audit.search import AuditFilter
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import decisions as authorization_decisions
     from datapass.authorizations.models import Habilitation
     from datapass.consumption import ingest
     from datapass.tokens import issuance as token_issuance
@@ -114,7 +114,7 @@ def _seed() -> World:
         organisation = factories.organisation(name=payload)
         member = factories.user(EMAILS[n], organisation=organisation, full_name=payload)
         request = factories.filled_request(api, organisation, member, title=payload)
-        authorizations.submit(request, Actor.for_user(member))
+        authorization_decisions.submit(request, Actor.for_user(member))
         owned = {"organisation": organisation, "requester": member}
         expiring_token(api, days_left=20, **owned)
         used = expiring_token(api, days_left=60, **owned)
@@ -165,10 +165,10 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
     of the demo instructor."""
     from datapass import vault
     from datapass.accounts.models import User
-    from datapass.authorizations import service as authorizations
+    from datapass.authorizations import templates as authorization_templates
     from datapass.demo import accounts as demo_accounts
     from datapass.lifecycle import renewal as renewals
-    from datapass.notify import service as notify
+    from datapass.notify import http as webhook_http
     from datapass.notify.models import WebhookEndpoint
     from tests.lifecycle.conftest import expiring_token
     from tests.tokens.conftest import make_api, make_provider
@@ -180,7 +180,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         WebhookEndpoint(
             provider_id=provider.id,
             url="https://crochets.datapass.invalid/datapass",
-            secret_sealed=vault.seal(b"secret-du-crochet", notify.WEBHOOK_SEAL),
+            secret_sealed=vault.seal(b"secret-du-crochet", webhook_http.WEBHOOK_SEAL),
             events=[],
             state="enabled",
             verified_at=now,
@@ -199,7 +199,7 @@ def _confirmed_renewal_world(world: World, actor: Actor) -> None:
         True, True, True, renewals.current_contacts(habilitation), list(habilitation.scopes)
     )
     renewals.renew(token, Actor.for_user(applicant), answers)
-    authorizations.save_template(
+    authorization_templates.save_template(
         instructor, Actor.for_user(instructor), api.id, "=Modèle", "Précisez la finalité."
     )
     db.session.flush()

@@ -23,7 +23,9 @@ from sqlalchemy.pool import NullPool
 from datapass import clock
 from datapass.actor import Actor
 from datapass.extensions import db
-from datapass.notify import service as notify
+from datapass.notify import http as webhook_http
+from datapass.notify import mail as mail_delivery
+from datapass.notify import outbox, webhook_delivery, webhooks
 from datapass.notify.models import (
     DeliveryStatus,
     EndpointState,
@@ -69,7 +71,7 @@ def webhook_app(app, receiver, internal):
 def _endpoint(url: str):
     provider = make_provider()
     api = make_api(provider)
-    endpoint, _ = notify.create_endpoint(provider, url, ADMIN)
+    endpoint, _ = webhooks.create_endpoint(provider, url, ADMIN)
     endpoint.state = EndpointState.ENABLED
     endpoint.verified_at = clock.now()
     db.session.flush()
@@ -77,7 +79,7 @@ def _endpoint(url: str):
 
 
 def _queue_one(api) -> WebhookDelivery:
-    notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": "x"})
+    webhooks.queue_webhook_for_api(api.id, "token.revoked", {"jti": "x"})
     return db.session.query(WebhookDelivery).order_by(WebhookDelivery.id.desc()).first()
 
 
@@ -87,7 +89,7 @@ def test_redirects_are_never_followed(webhook_app, receiver, internal, status):
     receiver.status, receiver.body = status, b"<html>moved</html>"
     receiver.location = f"http://127.0.0.1:{internal.port}/latest/meta-data/"
     delivery = _queue_one(api)
-    counts = notify.deliver_webhooks()
+    counts = webhook_delivery.deliver_webhooks()
     assert counts == {"sent": 0, "deferred": 1, "failed": 0}
     assert len(receiver.requests) == 1 and internal.requests == []  # not followed
     assert delivery.status == "pending" and delivery.last_status_code == status
@@ -101,8 +103,8 @@ def test_redirect_to_metadata_address_shows_nothing(webhook_app, receiver, inter
     receiver.status, receiver.body = 302, INTERNAL
     receiver.location = "http://169.254.169.254/latest/meta-data/iam/security-credentials/"
     _queue_one(api)
-    notify.deliver_webhooks()
-    result = notify.ping_endpoint(endpoint, ADMIN)
+    webhook_delivery.deliver_webhooks()
+    result = webhooks.ping_endpoint(endpoint, ADMIN)
     assert not result["success"] and result["status_code"] == 302
     admin = factories.user(roles=("admin",), mfa_enabled_at=clock.now())
     page = login_as(admin).get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
@@ -111,7 +113,7 @@ def test_redirect_to_metadata_address_shows_nothing(webhook_app, receiver, inter
     # an error answer's body is not shown either
     receiver.status, receiver.location = 500, None
     clock.advance(timedelta(hours=1))
-    notify.deliver_webhooks()
+    webhook_delivery.deliver_webhooks()
     page = login_as(admin).get(f"/admin/webhooks/{endpoint.id}").get_data(as_text=True)
     assert "SECRET-INTERNE" not in page
 
@@ -132,7 +134,7 @@ def test_connects_to_the_checked_address_dns_rebinding(webhook_app, receiver, mo
     monkeypatch.setattr(socket, "getaddrinfo", rebinding)
     endpoint, api = _endpoint(f"http://hooks.fournisseur.test:{receiver.port}/webhooks")
     _queue_one(api)
-    assert notify.deliver_webhooks()["sent"] == 1
+    assert webhook_delivery.deliver_webhooks()["sent"] == 1
     assert calls == ["hooks.fournisseur.test"]
     (request,) = receiver.requests
     assert request["headers"]["Host"] == f"hooks.fournisseur.test:{receiver.port}"
@@ -153,7 +155,7 @@ def test_every_resolved_address_is_checked(webhook_app, receiver, monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", mixed)
     endpoint, api = _endpoint(f"http://hooks.fournisseur.test:{receiver.port}/webhooks")
     delivery = _queue_one(api)
-    assert notify.deliver_webhooks()["deferred"] == 1
+    assert webhook_delivery.deliver_webhooks()["deferred"] == 1
     assert "non publique" in delivery.last_error and "10.0.0.7" in delivery.last_error
     assert receiver.requests == []
 
@@ -163,27 +165,27 @@ def test_every_resolved_address_is_checked(webhook_app, receiver, monkeypatch):
 )
 def test_allow_private_lets_only_loopback_through(webhook_app, address):
     endpoint, _ = _endpoint(f"http://[{address}]/x" if ":" in address else f"http://{address}/x")
-    result = notify.ping_endpoint(endpoint, ADMIN)
+    result = webhooks.ping_endpoint(endpoint, ADMIN)
     assert not result["success"] and "non publique" in result["error"]
 
 
 def test_reenabling_needs_a_ping_newer_than_the_disabling(webhook_app, receiver):
     endpoint, _ = _endpoint(receiver.url)
-    assert notify.ping_endpoint(endpoint, ADMIN)["success"]
+    assert webhooks.ping_endpoint(endpoint, ADMIN)["success"]
     clock.advance(timedelta(minutes=5))
-    notify.disable_endpoint(endpoint, ADMIN, "5 échecs consécutifs")
+    webhooks.disable_endpoint(endpoint, ADMIN, "5 échecs consécutifs")
     assert not endpoint.can_enable
-    with pytest.raises(notify.WebhookError, match="depuis la désactivation"):
-        notify.enable_endpoint(endpoint, ADMIN)
+    with pytest.raises(webhook_http.WebhookError, match="depuis la désactivation"):
+        webhooks.enable_endpoint(endpoint, ADMIN)
     assert endpoint.state == EndpointState.DISABLED
     receiver.status = 500
     clock.advance(timedelta(minutes=5))
-    assert not notify.ping_endpoint(endpoint, ADMIN)["success"]
+    assert not webhooks.ping_endpoint(endpoint, ADMIN)["success"]
     assert not endpoint.can_enable
     receiver.status = 204
-    assert notify.ping_endpoint(endpoint, ADMIN)["success"]
+    assert webhooks.ping_endpoint(endpoint, ADMIN)["success"]
     assert endpoint.can_enable
-    notify.enable_endpoint(endpoint, ADMIN)
+    webhooks.enable_endpoint(endpoint, ADMIN)
     assert endpoint.state == EndpointState.ENABLED
 
 
@@ -266,7 +268,7 @@ def _kill_mid_batch(command: list[str], env: dict[str, str], received, after: in
 
 def _after_the_leases() -> None:
     """The restarted worker runs once the dead one's lease is over."""
-    clock.set_frozen(datetime.now(UTC) + notify.CLAIM_LEASE + timedelta(minutes=1))
+    clock.set_frozen(datetime.now(UTC) + outbox.CLAIM_LEASE + timedelta(minutes=1))
 
 
 def test_kill_9_mid_batch_resends_at_most_the_mail_in_flight(committed_app, smtp):
@@ -275,7 +277,7 @@ def test_kill_9_mid_batch_resends_at_most_the_mail_in_flight(committed_app, smtp
     smtp.delay, smtp.refuse = 0.03, None
     smtp.messages.clear()
     total = 25
-    notify.queue_mails(
+    outbox.queue_mails(
         [([f"agent{i}@mairie.fr"], "test_message", {"name": "C"}) for i in range(total)]
     )
     db.session.commit()
@@ -306,7 +308,7 @@ def test_kill_9_mid_batch_redelivers_at_most_the_webhook_in_flight(committed_app
     total = 25
     endpoint, api = _endpoint(receiver.url)
     for i in range(total):
-        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+        webhooks.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
     db.session.commit()
     db.session.remove()
 
@@ -332,7 +334,7 @@ def test_smtp_down_for_days_abandons_nothing(smtp_app, smtp):
     from datapass.notify import tasks
 
     smtp.stop()
-    mails = [notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"}) for i in range(3)]
+    mails = [outbox.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"}) for i in range(3)]
     end = clock.now() + timedelta(days=3)
     runs = 0
     while clock.now() < end:
@@ -345,21 +347,21 @@ def test_smtp_down_for_days_abandons_nothing(smtp_app, smtp):
         db.session.refresh(mail)
         assert mail.status == DeliveryStatus.PENDING and mail.attempts == runs
         assert "SMTP" in mail.last_error
-        assert mail.next_attempt_at - clock.now() <= notify.MAX_BACKOFF
+        assert mail.next_attempt_at - clock.now() <= outbox.MAX_BACKOFF
     smtp.start()
-    clock.advance(notify.MAX_BACKOFF)
+    clock.advance(outbox.MAX_BACKOFF)
     assert tasks.deliver_mails()["sent"] == 3
     assert len(smtp.messages) == 3
 
 
 def test_a_permanent_refusal_abandons_a_temporary_one_defers(smtp_app, smtp):
-    mail = notify.queue_mail("inconnu@mairie.fr", "test_message", {"name": "C"})
+    mail = outbox.queue_mail("inconnu@mairie.fr", "test_message", {"name": "C"})
     smtp.refuse = "451 4.3.0 Réessayez plus tard"
-    assert notify.deliver_due() == {"sent": 0, "failed": 0, "deferred": 1}
+    assert mail_delivery.deliver_due() == {"sent": 0, "failed": 0, "deferred": 1}
     assert mail.status == DeliveryStatus.PENDING and "451" in mail.last_error
     smtp.refuse = "550 5.1.1 Destinataire inconnu"
     clock.advance(timedelta(minutes=1))
-    assert notify.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
+    assert mail_delivery.deliver_due() == {"sent": 0, "failed": 1, "deferred": 0}
     assert mail.status == DeliveryStatus.FAILED and "550" in mail.last_error
     assert smtp.messages == []
 
@@ -370,17 +372,17 @@ def test_stuck_outbox_banner_and_bulk_replay(smtp_app, smtp, csrf_app, login_as)
     admin = factories.user(roles=("admin",), mfa_enabled_at=clock.now())
     instructor = factories.user(roles=("security_officer",), mfa_enabled_at=clock.now())
     smtp.stop()
-    waiting = notify.queue_mail("a@mairie.fr", "test_message", {"name": "C"})
-    notify.deliver_due()
+    waiting = outbox.queue_mail("a@mairie.fr", "test_message", {"name": "C"})
+    mail_delivery.deliver_due()
     smtp.start()
     smtp.refuse = "550 5.7.1 Refusé"
-    refused = notify.queue_mail("b@mairie.fr", "test_message", {"name": "C"})
-    notify.deliver_due()
+    refused = outbox.queue_mail("b@mairie.fr", "test_message", {"name": "C"})
+    mail_delivery.deliver_due()
     assert refused.status == DeliveryStatus.FAILED
     smtp.refuse = None
     client = login_as(admin)
     assert "alerte-envois" not in client.get("/admin/envois").get_data(as_text=True)
-    clock.advance(notify.STUCK_AFTER)
+    clock.advance(mail_delivery.STUCK_AFTER)
     client = login_as(admin)  # a fresh authentication for the replay
     home = client.get("/").get_data(as_text=True)
     assert "alerte-envois" in home and "L'envoi des courriels est bloqué" in home
@@ -395,7 +397,7 @@ def test_stuck_outbox_banner_and_bulk_replay(smtp_app, smtp, csrf_app, login_as)
     response = client.post("/admin/envois/renvoyer", data={"csrf_token": token})
     assert response.status_code == 302 and response.location.endswith("/admin/envois")
     assert db.session.query(AuditEvent).filter_by(tag="notify:mail:replayed_all").count() == 1
-    assert notify.deliver_due()["sent"] == 2
+    assert mail_delivery.deliver_due()["sent"] == 2
     assert {waiting.status, refused.status} == {DeliveryStatus.SENT}
     assert "alerte-envois" not in client.get("/").get_data(as_text=True)
 
@@ -448,8 +450,8 @@ def test_no_transaction_is_held_while_talking_to_peers(committed_app, smtp, rece
     receiver.on_request = lambda: seen.append(free())
     _, api = _endpoint(receiver.url)
     for i in range(3):
-        notify.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"})
-        notify.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
+        outbox.queue_mail(f"a{i}@mairie.fr", "test_message", {"name": "C"})
+        webhooks.queue_webhook_for_api(api.id, "token.revoked", {"jti": f"j{i}"})
     db.session.commit()
     committed_app.config.update(
         MAIL_BACKEND="smtp", SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, WEBHOOK_ALLOW_PRIVATE=True
@@ -520,7 +522,7 @@ def test_two_workers_never_send_the_same_mail(committed_app, smtp):
     smtp.messages.clear()
     smtp.delay, smtp.refuse = 0.005, None
     total = 30
-    notify.queue_mails(
+    outbox.queue_mails(
         [([f"agent{i}@mairie.fr"], "test_message", {"name": "C"}) for i in range(total)]
     )
     db.session.commit()
@@ -609,12 +611,12 @@ def test_https_checks_the_receivers_name_on_the_checked_address(webhook_app, mon
     )
     try:
         endpoint, _ = _endpoint(f"https://hooks.fournisseur.test:{peer.port}/recepteur")
-        result = notify.ping_endpoint(endpoint, ADMIN)
+        result = webhooks.ping_endpoint(endpoint, ADMIN)
         assert result["success"], result
         assert seen_sni == ["hooks.fournisseur.test"]
         assert peer.requests[0]["headers"]["Host"] == f"hooks.fournisseur.test:{peer.port}"
         other, _ = _endpoint(f"https://autre.fournisseur.test:{peer.port}/recepteur")
-        refused = notify.ping_endpoint(other, ADMIN)
+        refused = webhooks.ping_endpoint(other, ADMIN)
         assert not refused["success"] and "certificate" in refused["error"].lower()
         assert len(peer.requests) == 1
     finally:

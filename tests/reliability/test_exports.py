@@ -48,10 +48,10 @@ def _dashboard(app, world, name):
 
 def _queue(app, world, _):
     from datapass.accounts.models import User
-    from datapass.authorizations import service
+    from datapass.authorizations import queue
 
     user = db.session.get(User, world.user_ids["instructor"])
-    return service.instructor_queue(user, service.QueueFilters(state="")).total
+    return queue.instructor_queue(user, queue.QueueFilters(state="")).total
 
 
 def _usage(app, world, token_id):
