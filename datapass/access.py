@@ -186,8 +186,6 @@ def client_ip() -> str | None:
 
 def current_actor() -> Actor:
     """The :class:`~datapass.actor.Actor` behind the current request."""
-    from datapass.actor import Actor
-
     if getattr(g, "machine_client", None) is not None:
         return Actor.machine(g.machine_client, ip=client_ip())
     if current_user.is_authenticated:

@@ -4,6 +4,7 @@ token page), and their CSV downloads."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
 from flask_login import current_user
@@ -11,26 +12,28 @@ from sqlalchemy import select
 
 from datapass import access, spreadsheet, web
 from datapass.accounts.models import Role as AccountRole
+from datapass.accounts.models import User
 from datapass.catalogue.models import Api
 from datapass.consumption import charts, ingest
 from datapass.extensions import db
 from datapass.tokens import queries as token_queries
+from datapass.tokens.models import AccessToken
 
 bp = Blueprint("consumption", __name__, url_prefix="/audit")
 
 OFFICERS = ("security_officer", "admin")
 
 
-def _me():
+def _me() -> User:
     return current_user._get_current_object()
 
 
-def _apis():
+def _apis() -> list[Api]:
     return list(db.session.scalars(select(Api).order_by(Api.name)))
 
 
 @bp.app_template_global("token_consumption")
-def _token_consumption(token, days: int | None = None):
+def _token_consumption(token: AccessToken, days: int | None = None) -> charts.Consumption:
     """For templates/consumption/_consumption.html (included in the token page)."""
     if days is None:
         days = web.query_int("jours", 30)
@@ -38,7 +41,7 @@ def _token_consumption(token, days: int | None = None):
 
 
 @bp.app_template_global("consumption_chart")
-def _consumption_chart(series):
+def _consumption_chart(series: list[dict[str, Any]]) -> dict[str, Any]:
     return charts.bar_chart(series)
 
 
@@ -51,7 +54,7 @@ def _visible_api_ids() -> list[int]:
     return sorted(user.instructed_api_ids())
 
 
-def _chosen_apis() -> tuple[list, list[int], int]:
+def _chosen_apis() -> tuple[list[Api], list[int], int]:
     visible = set(_visible_api_ids())
     apis = [api for api in _apis() if api.id in visible]
     api_id = web.query_int("api")

@@ -18,7 +18,7 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from datapass import clock, vault
 from datapass.actor import Actor
@@ -320,11 +320,9 @@ def replay_delivery(delivery: WebhookDelivery, actor: Actor) -> None:
     )
 
 
-def visible_endpoints_query(user: User):
+def visible_endpoints_query(user: User) -> Select:
     """Endpoints ``user`` may manage: every one for an administrator, those of the providers
     of the APIs they instruct otherwise."""
-    from datapass.notify.models import WebhookEndpoint
-
     query = select(WebhookEndpoint)
     if user.has_role("admin"):  # accounts' role, by value: notify sits below accounts
         return query

@@ -171,8 +171,9 @@ def reactivate(token: AccessToken, actor: Actor, reason: str) -> None:
 def revoke_for_habilitation(
     habilitation: Habilitation, actor: Actor, reason: str
 ) -> list[AccessToken]:
-    """Revoking a habilitation revokes every token of it still alive (called by the
-    authorizations domain, which has already checked the actor may revoke)."""
+    """Revoking a habilitation revokes every token of it still alive (on
+    ``signals.habilitation_revoked``: the authorizations domain has already checked that the
+    actor may revoke)."""
     tokens = list(
         db.session.scalars(
             select(AccessToken).where(

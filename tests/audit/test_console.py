@@ -1,5 +1,5 @@
 """The security officer's console: search, cursor pagination, event detail, exports over
-HTTP; the consumption pages and their CSV."""
+HTTP."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from urllib.parse import parse_qs, urlparse
 
 from datapass.audit import checkpoints, exports
 from datapass.audit import service as audit
-from datapass.consumption import ingest
 from datapass.extensions import db
 from tests import factories
 
@@ -107,40 +106,3 @@ def test_export_over_http_streams_and_verifies(client, login_as, app, tmp_path):
     assert exports.verify_export(path, manifest, checkpoints.public_jwks()).ok
     tags = db.session.execute(db.text("SELECT tag FROM audit_events")).scalars().all()
     assert "audit:export:created" in tags and tags.count("audit:export:downloaded") == 2
-
-
-def test_provider_instructors_see_their_api_consumption(client, login_as, app, usage_world):
-    w = usage_world
-    ingest.ingest_usage(
-        w.provider.id,
-        [
-            {
-                "id": f"e{i}",
-                "token": w.token.jti,
-                "time": "2026-11-28T08:00:00Z",
-                "endpoint": "/v2/x",
-                "status": 200 if i else 503,
-            }
-            for i in range(4)
-        ],
-    )
-    login_as(_staff("instructor", api=w.api))
-    page = client.get("/audit/consommation?jours=7").get_data(as_text=True)
-    assert w.token.jti in page and w.token.organisation.name in page
-    assert 'data-calls="4"' in page
-    csv_text = client.get("/audit/consommation.csv?jours=7").get_data(as_text=True)
-    assert csv_text.splitlines()[1].startswith("2026-11-28,") and ",4,1," in csv_text
-    # another provider's instructor sees nothing of it
-    client = _client_for(app, _staff("instructor", api=w.other_api))
-    other = client.get("/audit/consommation").get_data(as_text=True)
-    assert w.token.jti not in other
-    foreign = client.get(f"/audit/consommation.csv?api={w.api.id}").get_data(as_text=True)
-    assert ",4," not in foreign
-
-
-def test_token_consumption_csv_is_scoped(client, login_as, app, usage_world):
-    w = usage_world
-    login_as(w.token.habilitation.requester)
-    assert client.get(f"/audit/jetons/{w.token.id}/consommation.csv").status_code == 200
-    stranger = _client_for(app, factories.user(organisation=factories.organisation()))
-    assert stranger.get(f"/audit/jetons/{w.token.id}/consommation.csv").status_code == 404
