@@ -1,7 +1,7 @@
 """Forms of authorization requests: one per section of the request, plus the instructor's.
 
 They check formats (French messages beside each field); the rules (scopes of the API,
-completeness at submission, who may act) live in the service.
+completeness at submission, who may act) live in sections.py, decisions.py and states.py.
 """
 
 from __future__ import annotations

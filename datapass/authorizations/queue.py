@@ -1,5 +1,9 @@
 """The instructor's queue: the requests of the APIs they instruct, filtered, oldest waiting
-first, one page at a time (read off the waiting index: see the comments on speed)."""
+first, one page at a time.
+
+Written for speed (the queue's budget, DESIGN §6, ``benchmarks/bench_queue.py``): one grouped
+count over the queue index, a page sorted and skipped over the covering waiting index before
+its rows are loaded, the organisation filter resolved once; the comments say why each is so."""
 
 from __future__ import annotations
 
