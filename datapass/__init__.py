@@ -113,10 +113,15 @@ def _register_models() -> None:
 
 
 def _connect_receivers() -> None:
-    # Modules that only receive signals (datapass.signals) connect at import: no page imports
-    # them. Tokens' use buffer needs its flusher, `audit verify` the consumption seals.
-    from datapass.consumption import flusher as _flusher  # noqa: F401
-    from datapass.consumption import seal as _seal  # noqa: F401
+    # Every receiver of datapass.signals, in one list: a receiver connects when its module is
+    # imported, so importing them here keeps the reactions of higher domains independent of
+    # which pages happen to import them.
+    from datapass.consumption import flusher as _flusher  # noqa: F401 - use_buffer_due
+    from datapass.consumption import seal as _seal  # noqa: F401 - audit_verifying
+    from datapass.lifecycle import updates as _updates  # noqa: F401 - habilitation_updated, update_closed
+    from datapass.tokens import issuance as _issuance  # noqa: F401 - habilitation_approved
+    from datapass.tokens import key_rotation as _key_rotation  # noqa: F401 - signing_key_created
+    from datapass.tokens import transitions as _transitions  # noqa: F401 - habilitation_revoked
 
 
 def _register_blueprints(app: Flask) -> None:

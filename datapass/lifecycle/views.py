@@ -21,7 +21,6 @@ from datapass import access, clock, web
 from datapass.catalogue import apis as catalogue_apis
 from datapass.lifecycle import dashboard as dashboards
 from datapass.lifecycle import decisions, forms, plan, queries, reactivation, renewal, trends
-from datapass.lifecycle import updates as _updates  # noqa: F401 - connects its signal receivers
 from datapass.lifecycle.dashboard import DashboardFilters
 from datapass.lifecycle.renewal import RenewalAnswers
 

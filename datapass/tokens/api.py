@@ -17,7 +17,6 @@ from datapass import access
 from datapass.extensions import csrf, db
 from datapass.keys import service as keys_service
 from datapass.tokens import introspection, revocation_list, transitions
-from datapass.tokens import key_rotation as _key_acts  # noqa: F401 - records keys' creation (signal)
 from datapass.tokens.leaks import report_leak
 from datapass.tokens.verify import MalformedToken
 from datapass.web import problem
