@@ -16,9 +16,8 @@ from datapass import clock, spreadsheet
 from datapass.accounts.models import Organisation
 from datapass.catalogue.models import Api
 from datapass.extensions import db
-from datapass.tokens import states as token_states
+from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 DASHBOARD_LISTS = {
     "expiring-30": "Jetons qui expirent dans les 30 jours",
@@ -52,27 +51,23 @@ def dashboard_query(name: str, filters: DashboardFilters):
     if name in ("expiring-30", "expiring-90"):
         days = int(name.removeprefix("expiring-"))
         query = query.where(
-            AccessToken.status == TokenStatus.ACTIVE,
+            token_queries.active(),
             AccessToken.expires_at > now,
             AccessToken.expires_at <= now + timedelta(days=days),
         ).order_by(AccessToken.expires_at)
     elif name == "grace":
-        query = query.where(
-            AccessToken.status == TokenStatus.SUPERSEDED, AccessToken.grace_ends_at > now
-        ).order_by(AccessToken.grace_ends_at)
+        query = query.where(token_queries.in_grace(now)).order_by(AccessToken.grace_ends_at)
     elif name == "suspended":
-        query = query.where(AccessToken.status == TokenStatus.SUSPENDED).order_by(
-            AccessToken.suspended_at.desc()
-        )
+        query = query.where(token_queries.suspended()).order_by(AccessToken.suspended_at.desc())
     elif name == "unused":
         query = query.where(
-            AccessToken.status == TokenStatus.ACTIVE,
+            token_queries.active(),
             func.coalesce(AccessToken.last_used_at, AccessToken.issued_at)
             <= now - timedelta(days=60),
         ).order_by(func.coalesce(AccessToken.last_used_at, AccessToken.issued_at))
     elif name == "revoked":
         query = query.where(
-            AccessToken.status == TokenStatus.REVOKED,
+            token_queries.revoked(),
             AccessToken.revoked_at >= now - timedelta(days=30),
         ).order_by(AccessToken.revoked_at.desc())
     else:
@@ -109,7 +104,7 @@ def dashboard_by_api(filters: DashboardFilters) -> list[dict[str, Any]]:
                 case(
                     (
                         and_(
-                            AccessToken.status == TokenStatus.ACTIVE,
+                            token_queries.active(),
                             AccessToken.expires_at <= now + timedelta(days=90),
                         ),
                         1,
@@ -117,13 +112,13 @@ def dashboard_by_api(filters: DashboardFilters) -> list[dict[str, Any]]:
                     else_=0,
                 )
             ),
-            func.sum(case((AccessToken.status == TokenStatus.SUPERSEDED, 1), else_=0)),
-            func.sum(case((AccessToken.status == TokenStatus.SUSPENDED, 1), else_=0)),
+            func.sum(case((token_queries.superseded(), 1), else_=0)),
+            func.sum(case((token_queries.suspended(), 1), else_=0)),
             func.count(),
         )
         .join(Api, Api.id == AccessToken.api_id)
         .join(Organisation, Organisation.id == AccessToken.organisation_id)
-        .where(AccessToken.status.in_(list(token_states.LIVE)), AccessToken.expires_at > now)
+        .where(token_queries.live(), AccessToken.expires_at > now)
         .group_by(Api.name, Organisation.name, Organisation.siret)
         .order_by(Api.name, Organisation.name)
         .limit(500)

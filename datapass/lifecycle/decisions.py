@@ -15,7 +15,7 @@ from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.renewal import apply_transition, complete
 from datapass.lifecycle.states import LifecycleError, RenewalEvent, RenewalStatus
 from datapass.tokens import mails as token_mails
-from datapass.tokens.states import TokenStatus
+from datapass.tokens import states as token_states
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
@@ -65,7 +65,7 @@ def decide(renewal: Renewal, actor: Actor, approve: bool, note: str | None = Non
 
 def renewal_blocker_for_decision(renewal: Renewal) -> str | None:
     token = renewal.token
-    if token.status not in (TokenStatus.ACTIVE, TokenStatus.EXPIRED):
+    if not token_states.may_renew(token.status):
         return "Le jeton n'est plus renouvelable (révoqué ou remplacé)."
     if not renewal.habilitation.is_active:
         return "L'habilitation n'est plus en vigueur."

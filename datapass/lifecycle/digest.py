@@ -14,8 +14,8 @@ from datapass.extensions import db
 from datapass.lifecycle.models import DigestSent, Renewal
 from datapass.lifecycle.states import RenewalStatus
 from datapass.notify import outbox
+from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 DIGEST_CATEGORY = "lifecycle_digest"
 
@@ -48,7 +48,7 @@ def send_digests(now: datetime | None = None) -> dict[str, int]:
                 select(AccessToken)
                 .where(
                     AccessToken.api_id.in_(api_ids),
-                    AccessToken.status == TokenStatus.ACTIVE,
+                    token_queries.active(),
                     AccessToken.expires_at > now,
                     AccessToken.expires_at <= now + timedelta(days=30),
                 )

@@ -29,8 +29,8 @@ from datapass import clock
 from datapass.extensions import db
 from datapass.lifecycle import states
 from datapass.lifecycle.states import RenewalStatus
+from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 
 class LifecycleAct(db.Model):
@@ -137,7 +137,7 @@ _WATCHED = ("status", "grace_ends_at", "expires_at", "reactivated_at")
 
 @event.listens_for(AccessToken, "before_insert")
 def _due_on_insert(_mapper, _connection, token: AccessToken) -> None:
-    if token.lifecycle_due_at is None and token.status != TokenStatus.REVOKED:
+    if token.lifecycle_due_at is None and not token_states.is_revoked(token.status):
         token.lifecycle_due_at = clock.now()
 
 

@@ -24,7 +24,6 @@ from datapass.lifecycle.days import day_start, days_after, paris_day
 from datapass.lifecycle.models import LifecycleAct
 from datapass.tokens import states as token_states
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.catalogue.models import Api
@@ -74,14 +73,14 @@ def plan(token: AccessToken | TokenRow, api: Api) -> list[Step]:
     status = token.status
     expires_at = clock.as_utc(token.expires_at)
     steps: list[Step] = []
-    if status == TokenStatus.ACTIVE:
+    if token_states.is_active(status):
         issued_at = clock.as_utc(token.issued_at)
         steps.extend(
             step for step in _reminders(paris_day(expires_at)) if issued_at < step.at < expires_at
         )
-    if status in token_states.LIVE:
+    if token_states.is_live(status):
         steps.append(Step(expires_at, "expiry", "expiry", "expire", "Expirera"))
-    if status == TokenStatus.EXPIRED:
+    if token_states.is_expired(status):
         steps.append(Step(expires_at, "expiry", "expiry", "expire", "A expiré"))
         close_days = current_app.config["LIFECYCLE_CLOSE_AFTER_DAYS"]
         steps.append(
@@ -93,7 +92,7 @@ def plan(token: AccessToken | TokenRow, api: Api) -> list[Step]:
                 "L'habilitation sera close faute de renouvellement",
             )
         )
-    if status == TokenStatus.SUPERSEDED and token.grace_ends_at is not None:
+    if token_states.is_superseded(status) and token.grace_ends_at is not None:
         grace_end = clock.as_utc(token.grace_ends_at)
         if grace_end < expires_at:
             steps.append(
@@ -105,7 +104,7 @@ def plan(token: AccessToken | TokenRow, api: Api) -> list[Step]:
                     "Sera révoqué (fin du délai de grâce)",
                 )
             )
-    if status in (TokenStatus.ACTIVE, TokenStatus.SUSPENDED):
+    if token_states.is_in_force(status):
         steps.extend(_unused_steps(token, api, status))
     steps.sort(key=lambda s: (s.at, s.key))
     return steps
@@ -153,7 +152,7 @@ def _unused_steps(token: AccessToken | TokenRow, api: Api, status: str) -> list[
         return day_start(since_day + timedelta(days=days))
 
     steps: list[Step] = []
-    active = status == TokenStatus.ACTIVE
+    active = token_states.is_active(status)
     never_used = token.last_used_at is None and token.reactivated_at is None
     if active and never_used and limits["never_used"] > 0:
         steps.append(

@@ -9,7 +9,6 @@ from sqlalchemy import select
 from datapass.extensions import db
 from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
@@ -31,7 +30,7 @@ def has_successor(token: AccessToken) -> bool:
             .where(
                 AccessToken.habilitation_id == token.habilitation_id,
                 AccessToken.id != token.id,
-                AccessToken.status.in_([TokenStatus.ACTIVE, TokenStatus.SUSPENDED]),
+                token_queries.in_force(),
             )
             .limit(1)
         )

@@ -18,7 +18,6 @@ from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
@@ -41,7 +40,7 @@ def can_self_reactivate(token: AccessToken, user: User) -> bool:
     """A verified member may lift a suspension once per token, with a justification; after
     that (a second suspension) only an instructor can."""
     return (
-        token.status == TokenStatus.SUSPENDED
+        token_states.is_suspended(token.status)
         and "member" in token_states.roles_of(user, token)
         and clock.as_utc(token.expires_at) > clock.now()
         and not has_self_reactivated(token)
@@ -54,7 +53,7 @@ def self_reactivate(token: AccessToken, actor: Actor, justification: str) -> Non
     justification = (justification or "").strip()
     if len(justification) < 10:
         raise LifecycleError("Expliquez en quelques mots pourquoi ce jeton doit être réactivé.")
-    if token.status != TokenStatus.SUSPENDED:
+    if not token_states.is_suspended(token.status):
         raise LifecycleError("Ce jeton n'est pas suspendu.")
     if has_self_reactivated(token):
         raise LifecycleError(

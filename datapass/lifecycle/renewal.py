@@ -34,7 +34,6 @@ from datapass.tokens import links as token_links
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.accounts.models import User
@@ -100,7 +99,7 @@ def renewal_blocker(token: AccessToken) -> str | None:
     """Why ``token`` cannot be renewed now (French), or None."""
     now = clock.now()
     opens, closes = renewal_window(token)
-    if token.status not in (TokenStatus.ACTIVE, TokenStatus.EXPIRED):
+    if not token_states.may_renew(token.status):
         return "Seul un jeton actif ou expiré se renouvelle."
     if not token.habilitation.is_active:
         return "L'habilitation de ce jeton n'est plus en vigueur."
@@ -342,7 +341,7 @@ def supersede_with_grace(
 ) -> datetime | None:
     """The old token stays valid ``LIFECYCLE_RENEWAL_GRACE_DAYS`` (never past its own
     expiry), then the scheduler revokes it. An already dead token is left alone."""
-    if old.status != TokenStatus.ACTIVE or clock.as_utc(old.expires_at) <= clock.now():
+    if not token_states.may_supersede(old.status) or clock.as_utc(old.expires_at) <= clock.now():
         return None
     grace_end = min(clock.now() + timedelta(days=grace_days()), clock.as_utc(old.expires_at))
     old.grace_ends_at = grace_end

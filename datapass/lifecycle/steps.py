@@ -38,7 +38,6 @@ from datapass.lifecycle.unused import (
 from datapass.tokens import mails as token_mails
 from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.catalogue.models import Api
@@ -77,9 +76,9 @@ def _do_expire(
     done: set[str],
 ) -> StepOutcome:
     was = token.status
-    if was in token_states.TRANSITIONS["expire"].sources:
+    if token_states.may_expire(was):
         token_transitions.apply(token, "expire", actor)
-    if was == TokenStatus.SUPERSEDED or has_successor(token):
+    if token_states.is_superseded(was) or has_successor(token):
         return "done", {"from": was, "mails": 0}
     sent = fx.mail(token_mails.holder_emails(token), "expiry_notice", mail_context(token, api))
     return "done", {"from": was, "mails": sent}
@@ -94,7 +93,7 @@ def _do_grace_end(
     fx: Effects,
     done: set[str],
 ) -> StepOutcome:
-    if token.status != TokenStatus.SUPERSEDED:
+    if not token_states.is_superseded(token.status):
         return "void", None
     token_transitions.apply(
         token,

@@ -15,8 +15,8 @@ from datapass.extensions import db
 from datapass.lifecycle.dashboard import DashboardFilters, organisation_matches
 from datapass.lifecycle.days import day_start
 from datapass.lifecycle.models import LifecycleAct
+from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 WEEKS = 26  # six months
 REVOKED_WINDOW_DAYS = 90
@@ -59,7 +59,7 @@ def expiries_per_week(filters: DashboardFilters, weeks: int = WEEKS) -> list[dic
         for low, high in zip(bounds, bounds[1:], strict=False)
     ]
     query = select(*columns).where(
-        AccessToken.status == TokenStatus.ACTIVE,
+        token_queries.active(),
         expires > now,
         expires >= bounds[0],
         expires < bounds[-1],
@@ -108,17 +108,17 @@ def unused_by_stage(filters: DashboardFilters) -> list[dict[str, Any]]:
     current = or_(
         and_(
             LifecycleAct.kind.in_(["never_used", "unused_warning"]),
-            AccessToken.status == TokenStatus.ACTIVE,
+            token_queries.active(),
             LifecycleAct.at >= _idle_since(),  # not used since the warning
         ),
         and_(
             LifecycleAct.kind == "unused_suspend",
-            AccessToken.status == TokenStatus.SUSPENDED,
+            token_queries.suspended(),
             LifecycleAct.at >= func.coalesce(AccessToken.reactivated_at, AccessToken.issued_at),
         ),
         and_(
             LifecycleAct.kind == "unused_revoke",
-            AccessToken.status == TokenStatus.REVOKED,
+            token_queries.revoked(),
             LifecycleAct.at >= now - timedelta(days=REVOKED_WINDOW_DAYS),
         ),
     )

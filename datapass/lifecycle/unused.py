@@ -19,9 +19,9 @@ from datapass.lifecycle.mails import mail_context
 from datapass.lifecycle.plan import Step, StepOutcome, unused_since, unused_thresholds
 from datapass.lifecycle.reactivation import SELF_REACTIVATION
 from datapass.tokens import mails as token_mails
+from datapass.tokens import states as token_states
 from datapass.tokens import transitions as token_transitions
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.catalogue.models import Api
@@ -154,7 +154,7 @@ def do_unused_suspend(
     fx: Effects,
     done: set[str],
 ) -> StepOutcome:
-    if token.status != TokenStatus.ACTIVE:
+    if not token_states.may_suspend(token.status):
         return "void", None
     context = _unused_context(token, api, step, done, fx)
     token_transitions.apply(
@@ -181,7 +181,7 @@ def do_unused_revoke(
     fx: Effects,
     done: set[str],
 ) -> StepOutcome:
-    if token.status not in (TokenStatus.ACTIVE, TokenStatus.SUSPENDED):
+    if not token_states.is_in_force(token.status):
         return "void", None
     context = _unused_context(token, api, step, done, fx)
     evidence = context["evidence"]

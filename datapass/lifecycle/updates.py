@@ -16,8 +16,8 @@ from datapass.lifecycle import states as renewal_states
 from datapass.lifecycle.models import Renewal
 from datapass.lifecycle.renewal import apply_transition, complete, supersede_with_grace
 from datapass.lifecycle.states import RenewalEvent, RenewalStatus
+from datapass.tokens import queries as token_queries
 from datapass.tokens.models import AccessToken
-from datapass.tokens.states import TokenStatus
 
 if TYPE_CHECKING:
     from datapass.authorizations.models import AuthorizationRequest, Habilitation
@@ -48,7 +48,7 @@ def on_update_approved(previous: Habilitation, habilitation: Habilitation, actor
     for old in db.session.scalars(
         select(AccessToken).where(
             AccessToken.habilitation_id == previous.id,
-            AccessToken.status == TokenStatus.ACTIVE,
+            token_queries.active(),
         )
     ):
         supersede_with_grace(old, new_token, actor)

@@ -59,6 +59,10 @@ STATUS_BADGES = {
 FINAL = frozenset({TokenStatus.REVOKED, TokenStatus.EXPIRED})
 # Every other status: the token may still open the API, or open it again.
 LIVE = frozenset(TokenStatus) - FINAL
+# The token that stands for its habilitation: neither replaced nor ended.
+IN_FORCE = frozenset({TokenStatus.ACTIVE, TokenStatus.SUSPENDED})
+# A renewal starts from the token in use, or from one that has just run out.
+RENEWABLE = frozenset({TokenStatus.ACTIVE, TokenStatus.EXPIRED})
 
 # Roles an actor may hold with respect to one token (computed by :func:`roles_of`):
 #   member            verified member of the token's organisation (the administration)
@@ -151,6 +155,62 @@ ACTS: dict[str, frozenset[str]] = {
     "reveal": frozenset({"member"}),
     "send": frozenset({"member"}),
 }
+
+
+# Guards on a bare status, for the domains above (lifecycle's plan and sweep call them per
+# token on the hot path: one comparison each, no query). Other domains ask these; they do not
+# compare token statuses themselves.
+
+
+def is_active(status: str) -> bool:
+    """In use: it opens the API (between ``nbf`` and ``exp``) and is its habilitation's."""
+    return status == TokenStatus.ACTIVE
+
+
+def is_suspended(status: str) -> bool:
+    return status == TokenStatus.SUSPENDED
+
+
+def is_superseded(status: str) -> bool:
+    """Replaced by a successor; still valid until its grace end, if it has one."""
+    return status == TokenStatus.SUPERSEDED
+
+
+def is_expired(status: str) -> bool:
+    return status == TokenStatus.EXPIRED
+
+
+def is_revoked(status: str) -> bool:
+    return status == TokenStatus.REVOKED
+
+
+def is_live(status: str) -> bool:
+    """Not ended (revoked or expired): it may still open the API, or open it again."""
+    return status in LIVE
+
+
+def is_in_force(status: str) -> bool:
+    """Active or suspended: the token standing for its habilitation (not replaced, not
+    ended)."""
+    return status in IN_FORCE
+
+
+def may_renew(status: str) -> bool:
+    """A renewal may start from this status (active, or expired)."""
+    return status in RENEWABLE
+
+
+def may_suspend(status: str) -> bool:
+    return status in TRANSITIONS["suspend"].sources
+
+
+def may_supersede(status: str) -> bool:
+    """A successor may replace it (with a grace period)."""
+    return status in TRANSITIONS["supersede"].sources
+
+
+def may_expire(status: str) -> bool:
+    return status in TRANSITIONS["expire"].sources
 
 
 class TransitionError(Exception):
