@@ -53,3 +53,28 @@ def test_every_signal_has_its_receiver_once_the_app_is_built(app):
     assert named, "datapass.signals declares no signal"
     deaf = [name for name, signal in named.items() if not signal.receivers]
     assert deaf == []
+
+
+# Each lifecycle enum is compared by its own domain only (and by the demo data, which seeds
+# states): every other domain asks that domain's guards (``states.is_*``/``may_*``/``can_*``)
+# or its SQL criteria (``tokens.queries.active()``…).
+STATUS_OWNERS = {
+    "TokenStatus.": "datapass/tokens/",
+    "RequestState.": "datapass/authorizations/",
+    "HabilitationStatus.": "datapass/authorizations/",
+    "RenewalStatus.": "datapass/lifecycle/",
+}
+STATUS_COMPARISONS_ALLOWED = ("datapass/demo/",)
+
+
+def test_no_domain_compares_another_domains_statuses():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = path.relative_to(ROOT).as_posix()
+        if name.startswith(STATUS_COMPARISONS_ALLOWED):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            for enum, owner in STATUS_OWNERS.items():
+                if enum in line and not name.startswith(owner):
+                    found.append(f"{name}:{number} {line.strip()}")
+    assert found == [], "ask the owning domain's guards instead:\n" + "\n".join(found)
