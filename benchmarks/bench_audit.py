@@ -52,7 +52,7 @@ def generate_chain(app, count: int) -> None:
     tags = [
         "accounts:user:login",
         "tokens:token:issued",
-        "authorizations:request:submitted",
+        "authorizations:request:submit",
         "tokens:token:revoked",
         "audit:consumption:sealed",
     ]

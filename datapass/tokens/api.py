@@ -39,7 +39,7 @@ def _require(*mimetypes: str):
     Read from the raw WSGI environment: this is on the introspection hot path."""
     environ = request.environ
     length = environ.get("CONTENT_LENGTH", "")
-    size = int(length) if length.isdigit() else None
+    size = int(length) if length.isascii() and length.isdigit() else None
     if size is None:  # chunked (or unreadable): let the form parser stop at the limit
         request.max_content_length = MAX_BODY
     elif size > MAX_BODY:

@@ -155,6 +155,21 @@ def test_wrong_content_type_is_415_and_oversized_is_413(client, world):
     assert response.status_code == 413
 
 
+def test_a_content_length_of_non_ascii_digits_is_not_a_crash(client, world):
+    # "²" and "٣" are digits to str.isdigit(), not to int(): the length is unreadable, so the
+    # body is read up to the limit, as for a chunked body.
+    _, raw = issue(world)
+    headers = basic(world.client.client_id, world.secret)
+    for length in ("²", "٣"):
+        response = client.post(
+            "/api/v1/introspect",
+            data={"token": raw},
+            headers=headers,
+            environ_overrides={"CONTENT_LENGTH": length},
+        )
+        assert response.status_code < 500, length
+
+
 def test_use_is_written_at_most_once_a_minute(client, world):
     token, raw = issue(world)
     assert token.last_used_at is None
