@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from datapass import clock
 from datapass.accounts.models import Role as AccountRole
 from datapass.audit.tags import EventTag
+from datapass.errors import DomainError
 
 if TYPE_CHECKING:
     from datapass.actor import Actor
@@ -213,8 +214,11 @@ def may_expire(status: str) -> bool:
     return status in TRANSITIONS["expire"].sources
 
 
-class TransitionError(Exception):
-    """The transition is not allowed from this state or for this actor."""
+class TransitionError(DomainError):
+    """The transition is not allowed from this state or for this actor (a conflict with the
+    token's current state: 409 if it ever reaches a page or the API uncaught)."""
+
+    status = 409
 
 
 def roles_of(user: Any, token: AccessToken) -> set[str]:
