@@ -241,6 +241,21 @@ SETTINGS: list[Setting] = [
         int,
         "Jetons traités par transaction lors d'un passage du cycle de vie.",
     ),
+    # --- exploitation (operations) ---
+    _s(
+        "READY_SCHEDULER_MAX_AGE_SECONDS",
+        180,
+        int,
+        "`/readyz` échoue quand le dernier signe de vie du planificateur est plus ancien, en "
+        "secondes (il en donne toutes les 30 secondes).",
+    ),
+    _s(
+        "READY_CHECKPOINT_PERIODS",
+        3,
+        int,
+        "`/readyz` échoue quand des événements d'audit attendent un point de contrôle signé "
+        "depuis plus de ce nombre d'intervalles `AUDIT_CHECKPOINT_MINUTES`.",
+    ),
 ]
 
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}

@@ -361,6 +361,7 @@ NAVIGATION = [
     ("accounts.admin_users", "Utilisateurs", "admin"),
     ("notify.webhooks", "Webhooks", "admin"),
     ("notify.admin_outbox", "Courriels", "admin"),
+    ("operations.jobs", "Tâches planifiées", "admin"),
     ("notify.dev_mails", "Courriels (dév.)", "development"),
 ]
 
