@@ -243,6 +243,13 @@ SETTINGS: list[Setting] = [
     ),
     # --- exploitation (operations) ---
     _s(
+        "METRICS_TOKEN",
+        "",
+        str,
+        "Jeton que `/metrics` exige (`Authorization: Bearer …`) ; vide : `/metrics` ne répond "
+        "qu'aux appels locaux (127.0.0.1, ::1).",
+    ),
+    _s(
         "READY_SCHEDULER_MAX_AGE_SECONDS",
         180,
         int,

@@ -1,13 +1,13 @@
 """Operations' routes: ``/healthz`` and ``/readyz`` (public, for load balancers and
-orchestrators), and the scheduled jobs' page
+orchestrators), ``/metrics`` (Prometheus, token or loopback) and the scheduled jobs' page
 (administrators)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, abort, jsonify, render_template
 
 from datapass import access
-from datapass.operations import health, heartbeats, jobs
+from datapass.operations import health, heartbeats, jobs, metrics
 
 bp = Blueprint("operations", __name__)
 
@@ -30,6 +30,16 @@ def readyz():
         "checks": checks,
     }
     return jsonify(body), 200 if ready else 503
+
+
+@bp.route("/metrics")
+@access.public  # restricted below: a bearer token (METRICS_TOKEN), or loopback without one
+def prometheus_metrics():
+    if not metrics.allowed():
+        if metrics.token_configured():
+            abort(401, "Jeton de métriques absent ou invalide (Authorization: Bearer …).")
+        abort(403, "Les métriques ne sont servies qu'en local tant que METRICS_TOKEN est vide.")
+    return metrics.exposition(), 200, {"Content-Type": metrics.CONTENT_TYPE}
 
 
 @bp.route("/admin/taches", endpoint="jobs")
