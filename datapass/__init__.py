@@ -86,6 +86,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     web.init_app(app)
 
+    from datapass.operations import requestlog
+
+    requestlog.init_app(app)  # after web: its timing hook runs first
+
     @app.route("/dsfr/<path:filename>", endpoint="dsfr")
     @access.public
     def dsfr(filename: str):

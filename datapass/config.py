@@ -243,6 +243,13 @@ SETTINGS: list[Setting] = [
     ),
     # --- exploitation (operations) ---
     _s(
+        "LOG_FORMAT",
+        "text",
+        str,
+        "Format des journaux : `text` ou `json` (chaque ligne en JSON, plus une ligne par "
+        "requête : identifiant, méthode, route, statut, durée).",
+    ),
+    _s(
         "METRICS_TOKEN",
         "",
         str,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from datapass import scheduler
+from datapass import create_app, scheduler
 from datapass.actor import Actor
 from datapass.notify import outbox
-from datapass.operations import heartbeats, metrics
+from datapass.operations import heartbeats, metrics, requestlog
 from datapass.tokens import issuance
+from tests.conftest import base_config
 from tests.tokens.conftest import make_api, make_habilitation, make_provider
 
 TOKEN = "metrics-token-0123456789abcdef"
@@ -91,3 +92,15 @@ def test_no_hook_is_added_per_request_in_text_mode(app):
     ]
     assert not [f for f in hooks if f.__module__.startswith("datapass.operations")]
     assert metrics.registry() is metrics.registry()
+
+
+def test_json_mode_adds_only_the_request_log_hooks():
+    json_app = create_app(base_config("sqlite://", LOG_FORMAT="json"))
+    hooks = [
+        *json_app.before_request_funcs.get(None, []),
+        *json_app.after_request_funcs.get(None, []),
+    ]
+    assert [f for f in hooks if f.__module__.startswith("datapass.operations")] == [
+        requestlog._started,
+        requestlog._finished,
+    ]
