@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 
 from datapass import demo as demo_module
 from datapass import scheduler
+from datapass.accounts.cli import users_cli
 from datapass.audit import checkpoints, exports, retention, verification
 from datapass.config import SETTINGS
 from datapass.demo.context import DemoRefused
@@ -157,6 +158,7 @@ def demo(as_json: bool, if_empty: bool, scale: int) -> None:
 
 def init_app(app: Flask) -> None:
     datapass_cli.add_command(keys_cli)
+    datapass_cli.add_command(users_cli)
     app.cli.add_command(datapass_cli)
 
 

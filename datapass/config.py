@@ -2,6 +2,11 @@
 
 Each setting is declared once in :data:`SETTINGS` (name, default, parser, French description);
 the README's configuration table is generated from it (``flask --app app datapass config``).
+
+Every setting read from ``DATAPASS_X`` may instead come from a file named by ``DATAPASS_X_FILE``
+(its content, stripped): the container and systemd conventions for secrets (Docker secrets,
+``LoadCredential=``). Setting both is an error. ``SECRET_KEY`` and ``DATABASE_URL`` are read too
+(the ``DATAPASS_`` names win); a ``postgres://`` URL is given psycopg 3's driver.
 """
 
 from __future__ import annotations
@@ -75,7 +80,9 @@ SETTINGS: list[Setting] = [
         "DATABASE_URL",
         f"sqlite:///{INSTANCE / 'datapass.db'}",
         str,
-        "Base de données SQLAlchemy (`postgresql+psycopg://…` en production).",
+        "Base de données SQLAlchemy (`postgresql+psycopg://…` en production). `DATABASE_URL` "
+        "est aussi lu (`DATAPASS_DATABASE_URL` l'emporte) ; `postgres://` et `postgresql://` "
+        "y deviennent `postgresql+psycopg://` (psycopg 3).",
     ),
     _s(
         "BASE_URL",
@@ -309,20 +316,62 @@ def load(overrides: dict[str, Any] | None = None, environ: dict[str, str] | None
     config: dict[str, Any] = {}
     for setting in SETTINGS:
         value = setting.default
-        raw = environ.get(setting.env)
-        if raw is None and setting.key == "SECRET_KEY":
-            raw = environ.get("SECRET_KEY")
+        raw = raw_value(setting, environ)
         if raw is not None:
             try:
                 value = setting.parse(raw)
             except ValueError as exc:
                 raise ConfigError(f"{setting.env} invalide : {exc}") from exc
         config[setting.key] = value
+    config["DATABASE_URL"] = normalise_database_url(str(config["DATABASE_URL"]))
     config.update(overrides)
     if not config.get("BASE_URL") and config.get("ENV") != "production":
         config["BASE_URL"] = served_url(environ)
     validate(config)
     return config
+
+
+# Names also read, without the prefix, when the ``DATAPASS_`` one is not set (conventions of
+# Flask and of hosting platforms).
+ALIASES = {"SECRET_KEY": "SECRET_KEY", "DATABASE_URL": "DATABASE_URL"}
+
+
+def raw_value(setting: Setting, environ) -> str | None:
+    """The text of one setting: ``DATAPASS_X``, or the content of the file named by
+    ``DATAPASS_X_FILE``, or its alias; ``None`` when none is set."""
+    file_env = f"{setting.env}_FILE"
+    raw = environ.get(setting.env)
+    path = environ.get(file_env)
+    if raw is not None and path is not None:
+        raise ConfigError(
+            f"{setting.env} et {file_env} sont tous deux définis : gardez l'un ou l'autre."
+        )
+    if path is not None:
+        return _read_value_file(file_env, path)
+    if raw is None and setting.key in ALIASES:
+        raw = environ.get(ALIASES[setting.key])
+    return raw
+
+
+def _read_value_file(file_env: str, path: str) -> str:
+    if not path.strip():
+        raise ConfigError(
+            f"{file_env} est vide : il doit nommer le fichier qui contient la valeur."
+        )
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "illisible"
+        raise ConfigError(f"{file_env} : impossible de lire {path} ({reason}).") from exc
+
+
+def normalise_database_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` (hosting platforms, ``DATABASE_URL``) name no
+    driver, and SQLAlchemy would pick psycopg2, which Datapass does not install: psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in {"postgres", "postgresql"}:
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 def served_url(environ) -> str:

@@ -160,3 +160,132 @@ def test_port_8080_reaches_mail_links_token_issuer_and_export_recipe(tmp_path, m
         with app.test_request_context("/audit/exports/1"):
             assert render_template_string("{{ audit_base_url }}") == "http://127.0.0.1:8080"
         db.session.rollback()
+
+
+# --- secrets from files, DATABASE_URL (issue 13) -------------------------------------------
+
+
+def _production(**extra: str) -> dict[str, str]:
+    environ = {
+        "DATAPASS_ENV": "production",
+        "DATAPASS_BASE_URL": "https://datapass.gouv.fr",
+    }
+    environ.update(extra)
+    return environ
+
+
+def test_every_setting_may_come_from_a_file_stripped(tmp_path):
+    secret = "f" * 48
+    master = config_module.new_master_key()
+    (tmp_path / "secret_key").write_text(f"  {secret}\n")
+    (tmp_path / "master_key").write_text(f"{master}\n")
+    (tmp_path / "smtp").write_text("mot de passe SMTP\n")
+    (tmp_path / "port").write_text("2525\n")
+    config = config_module.load(
+        environ=_production(
+            DATAPASS_SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+            DATAPASS_MASTER_KEY_FILE=str(tmp_path / "master_key"),
+            DATAPASS_SMTP_PASSWORD_FILE=str(tmp_path / "smtp"),
+            DATAPASS_SMTP_PORT_FILE=str(tmp_path / "port"),
+        )
+    )
+    assert config["SECRET_KEY"] == secret
+    assert config["MASTER_KEY"] == master
+    assert config["SMTP_PASSWORD"] == "mot de passe SMTP"
+    assert config["SMTP_PORT"] == 2525  # parsed like the variable itself
+
+
+def test_a_setting_and_its_file_both_set_is_a_config_error(tmp_path):
+    (tmp_path / "secret_key").write_text("f" * 48)
+    environ = _production(
+        DATAPASS_SECRET_KEY="k" * 48,
+        DATAPASS_SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        DATAPASS_MASTER_KEY=config_module.new_master_key(),
+    )
+    with pytest.raises(ConfigError) as error:
+        config_module.load(environ=environ)
+    message = str(error.value)
+    assert "DATAPASS_SECRET_KEY et DATAPASS_SECRET_KEY_FILE" in message
+    assert "\n" not in message
+
+
+def test_an_unreadable_file_is_named_in_one_french_line(tmp_path):
+    missing_file = tmp_path / "absent"
+    environ = _production(DATAPASS_SECRET_KEY="k" * 48, DATAPASS_MASTER_KEY_FILE=str(missing_file))
+    with pytest.raises(ConfigError) as error:
+        config_module.load(environ=environ)
+    message = str(error.value)
+    assert message.startswith("DATAPASS_MASTER_KEY_FILE : impossible de lire")
+    assert str(missing_file) in message
+    assert "\n" not in message
+
+
+def test_an_empty_secret_file_is_refused_in_production(tmp_path):
+    (tmp_path / "secret_key").write_text("\n")
+    environ = _production(
+        DATAPASS_SECRET_KEY_FILE=str(tmp_path / "secret_key"),
+        DATAPASS_MASTER_KEY=config_module.new_master_key(),
+    )
+    with pytest.raises(ConfigError) as error:
+        config_module.load(environ=environ)
+    assert "DATAPASS_SECRET_KEY" in str(error.value)
+
+
+def test_a_file_value_that_does_not_parse_names_the_setting(tmp_path):
+    (tmp_path / "port").write_text("vingt-cinq")
+    with pytest.raises(ConfigError) as error:
+        config_module.load(
+            environ={"DATAPASS_SMTP_PORT_FILE": str(tmp_path / "port")},
+            overrides={"ENV": "testing", "SECRET_KEY": "k" * 48, "MASTER_KEY": "x"},
+        )
+    assert "DATAPASS_SMTP_PORT invalide" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://u:p@db:5432/datapass", "postgresql+psycopg://u:p@db:5432/datapass"),
+        (
+            "postgresql://u@db/datapass?sslmode=require",
+            "postgresql+psycopg://u@db/datapass?sslmode=require",
+        ),
+        ("postgresql+psycopg://u@db/datapass", "postgresql+psycopg://u@db/datapass"),
+        ("sqlite:////var/lib/datapass.db", "sqlite:////var/lib/datapass.db"),
+    ],
+)
+def test_database_url_is_read_and_given_psycopg3(url, expected):
+    config = config_module.load(environ={"DATABASE_URL": url}, overrides={"ENV": "testing"})
+    assert config["DATABASE_URL"] == expected
+
+
+def test_datapass_database_url_wins_over_database_url():
+    config = config_module.load(
+        environ={
+            "DATABASE_URL": "postgres://platform@db/other",
+            "DATAPASS_DATABASE_URL": "postgresql://datapass@db/datapass",
+        },
+        overrides={"ENV": "testing"},
+    )
+    assert config["DATABASE_URL"] == "postgresql+psycopg://datapass@db/datapass"
+
+
+def test_database_url_from_a_file(tmp_path):
+    (tmp_path / "url").write_text("postgres://datapass:mot-de-passe@db/datapass\n")
+    config = config_module.load(
+        environ={"DATAPASS_DATABASE_URL_FILE": str(tmp_path / "url")},
+        overrides={"ENV": "testing"},
+    )
+    assert config["DATABASE_URL"] == "postgresql+psycopg://datapass:mot-de-passe@db/datapass"
+
+
+def test_the_app_connects_with_a_normalised_database_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgres://datapass@db.invalid/datapass")
+    monkeypatch.delenv("DATAPASS_DATABASE_URL", raising=False)
+    config = base_config("sqlite://")
+    config.pop("DATABASE_URL")
+    app = create_app(config)
+    assert (
+        app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://datapass@db.invalid/datapass"
+    )
+    with app.app_context():
+        assert db.engine.dialect.driver == "psycopg"

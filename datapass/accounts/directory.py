@@ -3,6 +3,8 @@ created or invited, staff roles granted and withdrawn, accounts closed and reope
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from flask import current_app
 from sqlalchemy import func, or_, select
 
@@ -146,6 +148,65 @@ def invite_user(
         },
     )
     return user
+
+
+def active_admins() -> list[User]:
+    """The active accounts that hold the administrator role, by address."""
+    return list(
+        db.session.scalars(
+            select(User)
+            .join(RoleGrant, RoleGrant.user_id == User.id)
+            .where(RoleGrant.role == Role.ADMIN, User.is_active_account.is_(True))
+            .distinct()
+            .order_by(User.email)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class OperatorAdmin:
+    """An administrator created from the command line, and the link that sets its password."""
+
+    user: User
+    link: str
+
+
+def create_admin_by_operator(
+    raw_email: str, full_name: str, actor: Actor, *, force: bool = False, operator: str = ""
+) -> OperatorAdmin:
+    """The first administrator of a deployment (``flask datapass users create-admin``): an
+    account without password holding the administrator role, so TOTP enrolment at its first
+    sign-in, as for any staff account. The single-use invitation link is returned, for the
+    operator to hand over, and mailed too. Refused while an active administrator exists,
+    unless ``force`` (a lost administrator: the new one can then act on the old account).
+    ``operator`` is who ran the command on the server (their system login), for the audit."""
+    email = normalise_email(raw_email)
+    existing = active_admins()
+    if existing and not force:
+        shown = ", ".join(admin.email for admin in existing[:3])
+        more = f" et {len(existing) - 3} autre(s)" if len(existing) > 3 else ""
+        raise AccountError(
+            f"Un administrateur actif existe déjà ({shown}{more}) : invitez les autres "
+            "personnes depuis l'administration de Datapass, ou relancez la commande avec "
+            "--force pour créer malgré tout un administrateur supplémentaire."
+        )
+    user = _new_user(email, full_name, password=None, is_demo=False)
+    _add_grant(user, Role.ADMIN, None, actor)
+    db.session.flush()
+    _mail_invitation(user, actor, None, [ROLE_LABELS[Role.ADMIN]])
+    audit.record(
+        EventTag.Accounts.AdminCreatedByOperator,
+        actor,
+        subject=user,
+        payload={
+            "email": audit.secret(email),
+            "roles": [str(Role.ADMIN)],
+            "forced": bool(force),
+            "active_admins_before": len(existing),
+            "operator": operator,
+        },
+    )
+    return OperatorAdmin(user=user, link=make_password_link(user, "invite"))
 
 
 def _mail_invitation(

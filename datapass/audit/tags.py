@@ -13,6 +13,7 @@ class EventTag:
     """The acts the audit log records, by domain."""
 
     class Accounts(StrEnum):
+        AdminCreatedByOperator = "accounts:user:admin_created_by_operator"
         MembershipAdded = "accounts:membership:added"
         MfaDisabled = "accounts:mfa:disabled"
         MfaEnabled = "accounts:mfa:enabled"
