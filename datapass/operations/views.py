@@ -5,6 +5,8 @@ orchestrators), ``/metrics`` (Prometheus, token or loopback) and the scheduled j
 from __future__ import annotations
 
 from flask import Blueprint, abort, jsonify, render_template
+from werkzeug.datastructures import WWWAuthenticate
+from werkzeug.exceptions import Unauthorized
 
 from datapass import access
 from datapass.operations import health, heartbeats, jobs, metrics
@@ -37,7 +39,10 @@ def readyz():
 def prometheus_metrics():
     if not metrics.allowed():
         if metrics.token_configured():
-            abort(401, "Jeton de métriques absent ou invalide (Authorization: Bearer …).")
+            raise Unauthorized(
+                "Jeton de métriques absent ou invalide (Authorization: Bearer …).",
+                www_authenticate=WWWAuthenticate("bearer", {"realm": "datapass-metrics"}),
+            )
         abort(403, "Les métriques ne sont servies qu'en local tant que METRICS_TOKEN est vide.")
     return metrics.exposition(), 200, {"Content-Type": metrics.CONTENT_TYPE}
 

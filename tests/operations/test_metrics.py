@@ -46,7 +46,9 @@ def with_token(app):
 
 def test_bearer_token_when_configured(with_token, client):
     remote = {"REMOTE_ADDR": "10.1.2.3"}
-    assert client.get("/metrics", environ_base=remote).status_code == 401
+    missing = client.get("/metrics", environ_base=remote)
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"].lower().startswith("bearer")
     assert client.get("/metrics").status_code == 401  # loopback no longer enough
     wrong = {"Authorization": f"Bearer {TOKEN}x"}
     assert client.get("/metrics", headers=wrong, environ_base=remote).status_code == 401
