@@ -4,7 +4,7 @@ problem documents, template helpers."""
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -86,12 +86,12 @@ def request_id() -> str:
     ``X-Request-Id`` response header, and in error pages and problem documents, so that a
     user's report leads to the log line. In text mode (the default) it is only decided when
     an error is answered: nothing per request."""
-    environ = request.environ
+    environ = request._get_current_object().environ
     found = environ.get(_REQUEST_ID_KEY)
     if found is None:
         given = environ.get("HTTP_X_REQUEST_ID", "")
         trusted = current_app.config.get("TRUSTED_PROXIES", 0) > 0
-        found = given if trusted and _WELL_FORMED_ID.fullmatch(given) else uuid.uuid4().hex
+        found = given if trusted and _WELL_FORMED_ID.fullmatch(given) else secrets.token_hex(16)
         environ[_REQUEST_ID_KEY] = found
     return found
 

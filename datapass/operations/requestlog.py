@@ -14,12 +14,13 @@ import logging
 import time
 from datetime import UTC, datetime
 
-from flask import Flask, g, has_request_context, request
+from flask import Flask, has_request_context, request
 
 from datapass import web
 from datapass.config import ConfigError
 
 log = logging.getLogger("datapass.requests")
+_STARTED_KEY = "datapass.request_started"  # in the WSGI environ, beside the request id
 
 FORMATS = ("text", "json")
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -49,27 +50,31 @@ class JsonFormatter(logging.Formatter):
 
 
 def _started() -> None:
-    g.request_started = time.perf_counter()
-    web.request_id()
+    request.environ[_STARTED_KEY] = time.perf_counter()
 
 
 def _finished(response):
-    started = g.get("request_started")
+    req = request._get_current_object()
+    environ = req.environ
+    started = environ.get(_STARTED_KEY)
     rid = web.request_id()
     response.headers[web.REQUEST_ID_HEADER] = rid
-    rule = request.url_rule
-    log.info(
-        "requête",
-        extra={
+    if log.isEnabledFor(logging.INFO):
+        rule = req.url_rule
+        fields = {
             "request_id": rid,
-            "method": request.method,
+            "method": req.method,
             "route": rule.rule if rule is not None else None,
             "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2)
             if started is not None
             else None,
-        },
-    )
+        }
+        # The record made directly: ``log.info`` would also look for its caller's source
+        # line in the stack, on every request, for a line that never shows it.
+        log.handle(
+            log.makeRecord(log.name, logging.INFO, __file__, 0, "requête", (), None, extra=fields)
+        )
     return response
 
 
