@@ -86,6 +86,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     web.init_app(app)
 
+    from datapass.operations import requestlog
+
+    requestlog.init_app(app)  # after web: its timing hook runs first
+
     @app.route("/dsfr/<path:filename>", endpoint="dsfr")
     @access.public
     def dsfr(filename: str):
@@ -109,6 +113,7 @@ def _register_models() -> None:
     from datapass.keys import models as _keys  # noqa: F401
     from datapass.lifecycle import models as _lifecycle  # noqa: F401
     from datapass.notify import models as _notify  # noqa: F401
+    from datapass.operations import models as _operations  # noqa: F401
     from datapass.tokens import models as _tokens  # noqa: F401
 
 
@@ -134,6 +139,7 @@ def _register_blueprints(app: Flask) -> None:
     from datapass.consumption.views import bp as consumption_bp
     from datapass.lifecycle.views import bp as lifecycle_bp
     from datapass.notify.views import bp as notify_bp
+    from datapass.operations.views import bp as operations_bp
     from datapass.tokens.api import bp as tokens_api_bp
     from datapass.tokens.views import bp as tokens_bp
 
@@ -148,6 +154,7 @@ def _register_blueprints(app: Flask) -> None:
         consumption_bp,
         tokens_bp,
         lifecycle_bp,
+        operations_bp,
     ):
         app.register_blueprint(blueprint)
 

@@ -248,6 +248,35 @@ SETTINGS: list[Setting] = [
         int,
         "Jetons traités par transaction lors d'un passage du cycle de vie.",
     ),
+    # --- exploitation (operations) ---
+    _s(
+        "LOG_FORMAT",
+        "text",
+        str,
+        "Format des journaux : `text` ou `json` (chaque ligne en JSON, plus une ligne par "
+        "requête : identifiant, méthode, route, statut, durée).",
+    ),
+    _s(
+        "METRICS_TOKEN",
+        "",
+        str,
+        "Jeton que `/metrics` exige (`Authorization: Bearer …`) ; vide : `/metrics` ne répond "
+        "qu'aux appels locaux (127.0.0.1, ::1).",
+    ),
+    _s(
+        "READY_SCHEDULER_MAX_AGE_SECONDS",
+        180,
+        int,
+        "`/readyz` échoue quand le dernier signe de vie du planificateur est plus ancien, en "
+        "secondes (il en donne toutes les 30 secondes).",
+    ),
+    _s(
+        "READY_CHECKPOINT_PERIODS",
+        3,
+        int,
+        "`/readyz` échoue quand des événements d'audit attendent un point de contrôle signé "
+        "depuis plus de ce nombre d'intervalles `AUDIT_CHECKPOINT_MINUTES`.",
+    ),
 ]
 
 SETTINGS_BY_KEY = {s.key: s for s in SETTINGS}

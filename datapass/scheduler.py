@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,6 +25,7 @@ from flask import Flask
 
 from datapass import clock
 from datapass.extensions import db
+from datapass.operations import heartbeats
 
 log = logging.getLogger("datapass.scheduler")
 
@@ -123,17 +125,36 @@ JOBS: list[Job] = [
 ]
 
 
+# The scheduler process records its own sign of life this often (``/readyz`` reads it).
+HEARTBEAT_SECONDS = 30
+
+
 def run_job(app: Flask, job: Job) -> Any:
-    """Run one job in its own app context; its work commits, a failure rolls back."""
+    """Run one job in its own app context; its work commits, a failure rolls back. Its
+    heartbeat (start, end, outcome, duration) is recorded in transactions of its own."""
     with app.app_context():
+        heartbeats.job_started(job.name)
+        began = time.perf_counter()
         try:
             result = job.function()()
             db.session.commit()
-            return result
-        except Exception:
+        except Exception as exc:
             db.session.rollback()
             log.exception("job %s failed", job.name)
+            heartbeats.job_ended(job.name, time.perf_counter() - began, exc)
             raise
+        else:
+            heartbeats.job_ended(job.name, time.perf_counter() - began)
+            return result
+        finally:
+            db.session.remove()
+
+
+def beat(app: Flask, starting: bool = False) -> None:
+    """The scheduler's own heartbeat, in its own app context."""
+    with app.app_context():
+        try:
+            heartbeats.scheduler_alive(starting)
         finally:
             db.session.remove()
 
@@ -166,6 +187,18 @@ def _configure(scheduler, app: Flask) -> None:
             replace_existing=True,
             **job.schedule,
         )
+    scheduler.add_job(
+        beat,
+        "interval",
+        args=[app],
+        id="_heartbeat",
+        name="Signe de vie du planificateur",
+        seconds=HEARTBEAT_SECONDS,
+        coalesce=True,
+        max_instances=1,
+        replace_existing=True,
+    )
+    beat(app, starting=True)
 
 
 def start_background(app: Flask) -> BackgroundScheduler:

@@ -4,6 +4,7 @@ problem documents, template helpers."""
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -71,10 +72,40 @@ MESSAGES = {
 }
 
 
+# --- request id -------------------------------------------------------------------------------
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID_KEY = "datapass.request_id"  # in the WSGI environ: one request's, not g's
+_WELL_FORMED_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
+
+
+def request_id() -> str:
+    """The current request's id, decided once per request: the ``X-Request-Id`` a trusted
+    reverse proxy set (``TRUSTED_PROXIES`` > 0) when it is well-formed (8 to 128 letters,
+    digits, ``.``, ``_``, ``:``, ``-``), else a new one. In the JSON request log, in the
+    ``X-Request-Id`` response header, and in error pages and problem documents, so that a
+    user's report leads to the log line. In text mode (the default) it is only decided when
+    an error is answered: nothing per request."""
+    environ = request.environ
+    found = environ.get(_REQUEST_ID_KEY)
+    if found is None:
+        given = environ.get("HTTP_X_REQUEST_ID", "")
+        trusted = current_app.config.get("TRUSTED_PROXIES", 0) > 0
+        found = given if trusted and _WELL_FORMED_ID.fullmatch(given) else uuid.uuid4().hex
+        environ[_REQUEST_ID_KEY] = found
+    return found
+
+
+def known_request_id() -> str | None:
+    """The current request's id when it has been decided (none is made up here)."""
+    return request.environ.get(_REQUEST_ID_KEY)
+
+
 def problem(
     status: int, detail: str, *, title: str | None = None, errors: Any = None, **extra: Any
 ):
-    """An RFC 9457 problem document."""
+    """An RFC 9457 problem document, with the request's id (``request_id``)."""
+    rid = request_id()
     body: dict[str, Any] = {
         "type": f"https://datapass.gouv.fr/problemes/{status}",
         "title": title or TITLES.get(status, "Erreur"),
@@ -84,9 +115,11 @@ def problem(
     if errors is not None:
         body["errors"] = errors
     body.update(extra)
+    body["request_id"] = rid
     response = jsonify(body)
     response.status_code = status
     response.mimetype = "application/problem+json"
+    response.headers[REQUEST_ID_HEADER] = rid
     if status == 401 and getattr(g, "auth_challenge", False):
         response.headers["WWW-Authenticate"] = 'Basic realm="datapass", charset="UTF-8"'
     return response
@@ -120,7 +153,7 @@ def _handle_http_error(error: HTTPException):
     template = status if status in {403, 404, 500} else "generic"
     title = TITLES.get(status, "Erreur")
     page = render_template(f"errors/{template}.html", status=status, title=title, message=message)
-    return page, status, _protocol_headers(error)
+    return page, status, [*_protocol_headers(error), (REQUEST_ID_HEADER, request_id())]
 
 
 def _handle_csrf_error(error: CSRFError):
@@ -130,9 +163,10 @@ def _handle_csrf_error(error: CSRFError):
     )
     if wants_json():
         return problem(400, detail)
-    return render_template(
+    page = render_template(
         "errors/generic.html", status=400, title="Formulaire expiré", message=detail
-    ), 400
+    )
+    return page, 400, {REQUEST_ID_HEADER: request_id()}
 
 
 def _handle_domain_error(error: DomainError):
@@ -145,7 +179,7 @@ def _handle_domain_error(error: DomainError):
     page = render_template(
         "errors/generic.html", status=error.status, title=title, message=error.message
     )
-    return page, error.status
+    return page, error.status, {REQUEST_ID_HEADER: request_id()}
 
 
 class acting:  # noqa: N801 - used as a statement: ``with web.acting(…) as act:``
@@ -186,10 +220,18 @@ class acting:  # noqa: N801 - used as a statement: ``with web.acting(…) as act
 
 
 def _handle_unexpected(error: Exception):
-    current_app.logger.exception("unhandled error on %s %s", request.method, request.path)
+    rid = request_id()
+    current_app.logger.exception(
+        "unhandled error on %s %s (request id %s)",
+        request.method,
+        request.path,
+        rid,
+        extra={"request_id": rid},
+    )
     if wants_json():
         return problem(500, "Une erreur interne est survenue.")
-    return render_template("errors/500.html", status=500, title=TITLES[500]), 500
+    page = render_template("errors/500.html", status=500, title=TITLES[500])
+    return page, 500, {REQUEST_ID_HEADER: rid}
 
 
 SECURITY_HEADERS = (
@@ -361,6 +403,7 @@ NAVIGATION = [
     ("accounts.admin_users", "Utilisateurs", "admin"),
     ("notify.webhooks", "Webhooks", "admin"),
     ("notify.admin_outbox", "Courriels", "admin"),
+    ("operations.jobs", "Tâches planifiées", "admin"),
     ("notify.dev_mails", "Courriels (dév.)", "development"),
 ]
 
@@ -396,6 +439,7 @@ def navigation_items() -> list[dict[str, Any]]:
 def init_app(app: Flask) -> None:
     app.session_interface = StatelessApiSessions()
     app.jinja_env.globals["navigation_items"] = navigation_items
+    app.jinja_env.globals["request_id"] = request_id
     app.register_error_handler(CSRFError, _handle_csrf_error)
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(DomainError, _handle_domain_error)

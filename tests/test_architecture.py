@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import grimp
 from blinker import Signal
 from importlinter.cli import lint_imports
 
@@ -78,3 +79,15 @@ def test_no_domain_compares_another_domains_statuses():
                 if enum in line and not name.startswith(owner):
                     found.append(f"{name}:{number} {line.strip()}")
     assert found == [], "ask the owning domain's guards instead:\n" + "\n".join(found)
+
+
+def test_no_module_imports_itself_back():
+    # The layers forbid cycles between domains; this forbids them between any two modules,
+    # inside a domain too (models <-> states was one), counting imports inside functions.
+    graph = grimp.build_graph("datapass", exclude_type_checking_imports=True)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if graph.chain_exists(importer=imported, imported=module):
+                cycles.append(f"{module} <-> {imported}")
+    assert cycles == []
