@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -210,8 +211,18 @@ def start_background(app: Flask) -> BackgroundScheduler:
 
 
 def run_forever(app: Flask) -> None:
-    """Production: a dedicated process (``flask --app app datapass scheduler``)."""
+    """Production: a dedicated process (``flask --app app datapass scheduler``). SIGTERM
+    (``systemctl stop``, ``docker stop``) and SIGINT stop it cleanly: no job starts any more,
+    a job in progress finishes (its thread is joined at exit), and the process exits 0."""
     scheduler = BlockingScheduler(timezone=app.config["SCHEDULER_TIMEZONE"])
     _configure(scheduler, app)
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("scheduler stopping (%s)", signal.Signals(signum).name)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
     log.info("scheduler started with %d jobs", len(JOBS))
-    scheduler.start()
+    scheduler.start()  # returns once stopped

@@ -120,13 +120,30 @@ class Process:
 
 
 class Gunicorn(Process):
-    """``gunicorn -w N 'datapass:create_app()'`` on a free loopback port."""
+    """``gunicorn -w N 'datapass:create_app()'`` on a free loopback port; with
+    ``config_file``, ``gunicorn -c <config_file>`` as production starts it (the file reads the
+    port and the number of workers from ``PORT`` and ``WEB_CONCURRENCY``)."""
 
-    def __init__(self, env: dict[str, str], workers: int = 2):
-        self.port = free_port()
+    def __init__(
+        self,
+        env: dict[str, str],
+        workers: int = 2,
+        *,
+        config_file: str | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        super().__init__(
-            [
+        if config_file is not None:
+            env = {
+                **env,
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "WEB_CONCURRENCY": str(workers),
+            }
+            args = [sys.executable, "-m", "gunicorn", "-c", config_file]
+        else:
+            args = [
                 sys.executable,
                 "-m",
                 "gunicorn",
@@ -140,9 +157,8 @@ class Gunicorn(Process):
                 "--log-level",
                 "warning",
                 "datapass:create_app()",
-            ],
-            env,
-        )
+            ]
+        super().__init__(args, env)
         self.workers = workers
 
     def worker_pids(self) -> list[int]:
@@ -152,8 +168,8 @@ class Gunicorn(Process):
         except OSError:
             return []
 
-    def wait_ready(self, deadline: float = 30.0) -> Gunicorn:
-        """Every worker booted and answering."""
+    def wait_ready(self, deadline: float = 30.0, path: str = "/.well-known/jwks.json") -> Gunicorn:
+        """Every worker booted and answering ``path``."""
 
         def ready() -> bool:
             if not self.alive():
@@ -161,7 +177,7 @@ class Gunicorn(Process):
             if len(self.worker_pids()) < self.workers:
                 return False
             try:
-                with urllib.request.urlopen(f"{self.url}/.well-known/jwks.json", timeout=2):
+                with urllib.request.urlopen(f"{self.url}{path}", timeout=2):
                     return True
             except (OSError, urllib.error.URLError):
                 return False
