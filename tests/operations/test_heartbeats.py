@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
 from datapass import scheduler
@@ -140,3 +141,18 @@ def test_admin_page_is_for_administrators(app, client, login_as):
     factories.enable_totp(officer)
     login_as(officer)
     assert client.get("/admin/taches").status_code == 403
+
+
+def test_the_scheduler_process_beats_from_its_start(app):
+    """The scheduler (dev thread or dedicated process) beats when configured, then every
+    HEARTBEAT_SECONDS through a job of its own, beside the JOBS."""
+    background = BackgroundScheduler(timezone=app.config["SCHEDULER_TIMEZONE"])
+    scheduler._configure(background, app)
+    beat = background.get_job("_heartbeat")
+    assert beat is not None and beat.trigger.interval == timedelta(
+        seconds=scheduler.HEARTBEAT_SECONDS
+    )
+    assert {job.id for job in background.get_jobs()} == {j.name for j in scheduler.JOBS} | {
+        "_heartbeat"
+    }
+    assert _beat(SCHEDULER).started_at == FROZEN_AT
