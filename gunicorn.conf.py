@@ -66,8 +66,10 @@ limit_request_line = 8190
 limit_request_fields = 100
 
 # Logs to standard output and error (the process manager collects them); the access log
-# says who asked what, through the reverse proxy.
-accesslog = "-"
+# says who asked what, through the reverse proxy. With DATAPASS_LOG_FORMAT=json, Datapass
+# writes one JSON line per request itself (request id, route, status, duration): gunicorn's
+# plain-text access line would only repeat it in another format.
+accesslog = None if os.environ.get("DATAPASS_LOG_FORMAT", "").lower() == "json" else "-"
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 # The client's address as the reverse proxy says it (X-Forwarded-For); Datapass reads the
