@@ -15,7 +15,14 @@ CONF = ROOT / "gunicorn.conf.py"
 
 
 def load(monkeypatch, **environ: str) -> dict:
-    for name in ("HOST", "PORT", "WEB_CONCURRENCY", "WEB_THREADS", "WEB_TIMEOUT"):
+    for name in (
+        "HOST",
+        "PORT",
+        "WEB_CONCURRENCY",
+        "WEB_THREADS",
+        "WEB_TIMEOUT",
+        "DATAPASS_LOG_FORMAT",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
@@ -57,3 +64,9 @@ def test_gunicorn_accepts_the_file():
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_one_access_line_per_request_whatever_the_log_format(monkeypatch):
+    assert load(monkeypatch)["accesslog"] == "-"
+    # Datapass writes its own JSON line per request (request id, route, status, duration).
+    assert load(monkeypatch, DATAPASS_LOG_FORMAT="json")["accesslog"] is None
