@@ -4,6 +4,7 @@ transaction per test."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -254,3 +255,14 @@ def login_as(client):
         return client
 
     return do
+
+
+@pytest.fixture(autouse=True)
+def log_formatters_restored():
+    """An app built with DATAPASS_LOG_FORMAT=json formats the root logger's handlers for the
+    whole process, pytest's capture included: later tests get theirs back as they were."""
+    root = logging.getLogger()
+    saved = [(handler, handler.formatter) for handler in root.handlers]
+    yield
+    for handler, formatter in saved:
+        handler.setFormatter(formatter)

@@ -31,11 +31,13 @@ class JsonFormatter(logging.Formatter):
     ``extra`` and, inside a request, its id; an exception's traceback in ``exception``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        # As logging.Formatter does: handlers and tools after this one read record.message.
+        record.message = record.getMessage()
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": record.message,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
